@@ -1,0 +1,183 @@
+"""Atomic, weights-only-loadable checkpoints plus the RNG and version state that make resume exact."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from leanvision.errors import CheckpointError, ConfigError
+
+# Types torch.load(weights_only=True) reads back; anything else would make the checkpoint unloadable.
+_SAFE_LEAVES = (torch.Tensor, str, bytes, int, float, bool, complex, type(None), torch.dtype, torch.device)
+
+
+def _check_loadable(value: Any, where: str) -> None:
+    if isinstance(value, _SAFE_LEAVES):
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int, float, bool, type(None))):
+                raise ConfigError(f"checkpoint key {where}[{k!r}] has type {type(k).__name__}; use str keys.")
+            _check_loadable(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, (list, tuple, set, frozenset)):  # torch.Size is a tuple
+        for i, v in enumerate(value):
+            _check_loadable(v, f"{where}[{i}]")
+    else:
+        raise ConfigError(
+            f"checkpoint value '{where}' has type {type(value).__name__}, which torch.load(weights_only=True) "
+            "cannot read; convert it to plain data (str, int, float, list, dict or tensor)."
+        )
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare module under DDP / DataParallel / torch.compile wrappers, whose state_dict has no prefix."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of leanvision, torch, torchvision and python, stored with every checkpoint."""
+    import leanvision
+
+    try:
+        import torchvision
+
+        tv = torchvision.__version__
+    except ImportError:  # torchvision is optional for the engine itself
+        tv = "not installed"
+    return {
+        "leanvision": leanvision.__version__,
+        "torch": torch.__version__,
+        "torchvision": tv,
+        "python": platform.python_version(),
+    }
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch (CPU and CUDA), python and numpy global RNG states, as weights-only-loadable data."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "python": {"version": version, "state": list(mt), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": keys.tolist(), "pos": pos, "has_gauss": has_gauss, "cached": cached},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the global RNG states captured by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    npy = state["numpy"]
+    keys = np.asarray(npy["keys"], dtype=np.uint32)
+    np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["cached"]))
+
+
+def save_checkpoint(path: str | os.PathLike[str], **state: Any) -> Path:
+    """Write ``state`` (plus library ``versions``) to ``path`` atomically: a crash never leaves half a file.
+
+    Values must be weights-only loadable (tensors, dicts, lists, str, int, float, bool, None); anything
+    else raises ConfigError before the file is touched.
+    """
+    path = Path(path)
+    state.setdefault("versions", library_versions())
+    _check_loadable(state, "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Temp file in the same directory so os.replace is an atomic rename on the same filesystem.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # persist the rename; not possible on every OS / filesystem
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``; missing or corrupt files raise CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint not found: {path}; check the path (fit writes <out_dir>/last.pt and best.pt) "
+            "or start without resume."
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for truncated / foreign / unsafe files
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({reason}): it is corrupt or not a weights-only checkpoint; "
+            "resume from another checkpoint (e.g. best.pt) or start fresh."
+        ) from e
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(state).__name__}, not a dict; save it with save_checkpoint "
+            "or torch.save(model.state_dict(), path)."
+        )
+    return state
+
+
+def _describe_mismatch(model: nn.Module, weights: dict[str, Any]) -> str:
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in weights and isinstance(weights[k], torch.Tensor) and weights[k].shape != v.shape
+    ]
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            parts.append(f"{label} {', '.join(items[:3])}{more}")
+    return "; ".join(parts) or "incompatible tensors"
+
+
+def load_model_state(model: nn.Module, weights: dict[str, Any], *, path: str | os.PathLike[str]) -> None:
+    """Load ``weights`` into ``model`` (unwrapped); a mismatch raises CheckpointError naming ``path``."""
+    target = unwrap_model(model)
+    try:
+        target.load_state_dict(weights, strict=True)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model ({_describe_mismatch(target, weights)}); build the "
+            "model with the same name and arguments as the run that wrote it (see the checkpoint's 'config')."
+        ) from e
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load model weights from a fit checkpoint (or a bare state_dict file); returns the checkpoint."""
+    state = load_checkpoint(path)
+    weights = state["model"] if isinstance(state.get("model"), dict) else state
+    load_model_state(model, weights, path=path)
+    return state

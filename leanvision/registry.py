@@ -1,0 +1,73 @@
+"""A small name -> builder registry, populated by decorator (timm / torchvision style)."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from leanvision.errors import UnknownNameError
+
+T = TypeVar("T")
+
+
+def close_matches(name: str, choices: list[str], n: int = 3) -> str:
+    """Return ' Did you mean: a, b?' for the closest choices, or '' when none is close."""
+    hits = difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
+    return f" Did you mean: {', '.join(hits)}?" if hits else ""
+
+
+class Registry(Generic[T]):
+    """Maps names to builders plus free-form metadata; raises on duplicates and suggests close matches."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._builders: dict[str, Callable[..., T]] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
+
+    def register(self, name: str | None = None, **meta: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: register ``fn`` under ``name`` (default: the function's name) with ``meta``."""
+
+        def deco(fn: Callable[..., T]) -> Callable[..., T]:
+            key = name or fn.__name__
+            if key in self._builders:
+                raise ValueError(f"{self.kind} '{key}' is already registered")
+            self._builders[key] = fn
+            self._meta[key] = dict(meta)
+            return fn
+
+        return deco
+
+    def get(self, name: str) -> Callable[..., T]:
+        """The builder registered as ``name``; unknown names raise with close-match suggestions."""
+        try:
+            return self._builders[name]
+        except KeyError:
+            hint = close_matches(name, list(self._builders))
+            raise UnknownNameError(
+                f"unknown {self.kind} '{name}'.{hint} Run `leanvision list-models` to see all."
+                if self.kind == "model"
+                else f"unknown {self.kind} '{name}'.{hint} Known: {', '.join(sorted(self._builders))}."
+            ) from None
+
+    def meta(self, name: str) -> dict[str, Any]:
+        """Metadata given at registration (a copy)."""
+        self.get(name)
+        return dict(self._meta[name])
+
+    def list(self, pattern: str = "*") -> list[str]:
+        """Sorted names matching a shell-style ``pattern`` (case-insensitive)."""
+        return sorted(n for n in self._builders if fnmatch.fnmatch(n.lower(), pattern.lower()))
+
+    def build(self, name: str, /, **kwargs: Any) -> T:
+        return self.get(name)(**kwargs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._builders
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.list())
+
+    def __len__(self) -> int:
+        return len(self._builders)

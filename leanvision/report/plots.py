@@ -1,0 +1,77 @@
+"""Small matplotlib helpers that save a PNG (Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # backend chosen above, before pyplot loads
+
+_COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
+
+
+def _grid(n: int) -> tuple[Any, list[Any]]:
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _save(fig: Any, path: str | Path, title: str | None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def bar_panels(
+    rows: Sequence[Mapping[str, Any]],
+    metrics: Sequence[tuple[str, str]],
+    path: str | Path,
+    *,
+    label_key: str = "model",
+    title: str | None = None,
+) -> Path:
+    """One bar chart per ``(key, axis label)`` in ``metrics``, one bar per row; rows missing a key are skipped."""
+    fig, axes = _grid(len(metrics))
+    for ax, (key, label) in zip(axes, metrics, strict=True):
+        pairs = [(str(r[label_key]), float(r[key])) for r in rows if r.get(key) is not None]
+        names = [p[0] for p in pairs]
+        bars = ax.bar(range(len(pairs)), [p[1] for p in pairs], color=_COLORS[: len(pairs)] or None)
+        ax.bar_label(bars, fmt="%.3g", fontsize=8)
+        ax.set_xticks(range(len(pairs)), names, rotation=15, fontsize=8)
+        ax.set_ylabel(label)
+        ax.margins(y=0.15)
+    return _save(fig, path, title)
+
+
+def line_panels(
+    series: Mapping[str, Sequence[Mapping[str, Any]]],
+    metrics: Sequence[tuple[str, str]],
+    path: str | Path,
+    *,
+    x_key: str = "epoch",
+    title: str | None = None,
+) -> Path:
+    """One line chart per metric, one line per named series of records (e.g. training histories)."""
+    fig, axes = _grid(len(metrics))
+    for ax, (key, label) in zip(axes, metrics, strict=True):
+        for i, (name, records) in enumerate(series.items()):
+            pts = [(r[x_key], r[key]) for r in records if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=name, color=_COLORS[i % len(_COLORS)])
+        ax.set_xlabel(x_key)
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+    return _save(fig, path, title)
