@@ -30,6 +30,13 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _one_thread() -> None:
+    # Tests use tiny models: one thread avoids oversubscription (2 cores, possibly another busy process), which
+    # can make small ops 100x slower. Benchmarks, not tests, measure speed.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Extracted archives and decoded arrays go to a per-session cache, never the user's ~/.cache.
     os.environ.setdefault("LEANVISION_CACHE", str(tmp_path_factory.mktemp("leanvision-cache")))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-import click
+import typer
 
 from leanvision.errors import LeanVisionError
 
@@ -16,15 +16,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, prog_name="leanvision", standalone_mode=False)
     except LeanVisionError as e:
-        click.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
         sys.exit(130)
-    except click.ClickException as e:
+    except typer.TyperException as e:  # usage errors: typer prints the usage line and the problem
         e.show()
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

@@ -202,7 +202,9 @@ def train_cmd(
 @app.command("quickstart")
 def quickstart_cmd(
     dataset: str = typer.Option("digits", "--dataset", help="digits (embedded), mnist or fashion_mnist"),
-    data_dir: str = typer.Option(None, "--data-dir", help="dataset root for mnist/fashion_mnist"),
+    data_dir: str = typer.Option(
+        None, "--data-dir", help="dataset root holding MNIST/ or FashionMNIST/ (else $LEANVISION_DATA)"
+    ),
     out_dir: Path = typer.Option(Path("runs/quickstart"), "--out-dir"),
     epochs: int = typer.Option(None, "--epochs", min=1),
     subset: int = typer.Option(None, "--subset", min=10, help="training subset size"),

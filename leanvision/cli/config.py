@@ -22,7 +22,7 @@ class TrainConfig(BaseModel):
     data_dir: str | None = None
     subset: int | None = Field(None, ge=1, description="class-balanced training subset size")
     test_subset: int | None = Field(None, ge=1)
-    image_size: int | None = Field(None, ge=1, description="resize (image_folder only)")
+    image_size: int | None = Field(None, ge=1, description="resize every image to this square size")
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(128, ge=1, le=65_536)
     optimizer: Literal["sgd", "adamw", "adam", "rmsprop"] = "sgd"

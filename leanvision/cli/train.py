@@ -27,9 +27,12 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, progress: bool = Tru
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
-    extra = {"image_size": cfg.image_size} if cfg.image_size else {}
-    train = load_dataset(cfg.dataset, root=cfg.data_dir, split="train", subset=cfg.subset, seed=cfg.seed, **extra)
-    test = load_dataset(cfg.dataset, root=cfg.data_dir, split="test", subset=cfg.test_subset, seed=cfg.seed, **extra)
+    train = load_dataset(
+        cfg.dataset, root=cfg.data_dir, split="train", subset=cfg.subset, seed=cfg.seed, image_size=cfg.image_size
+    )
+    test = load_dataset(
+        cfg.dataset, root=cfg.data_dir, split="test", subset=cfg.test_subset, seed=cfg.seed, image_size=cfg.image_size
+    )
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=train.num_classes, in_chans=train.input_size[0], **cfg.model_kwargs)
     loader = make_loader(train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import platform
 import random
+import re
 import tempfile
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -16,26 +20,39 @@ from torch import nn
 
 from leanvision.errors import CheckpointError, ConfigError
 
-# Types torch.load(weights_only=True) reads back; anything else would make the checkpoint unloadable.
-_SAFE_LEAVES = (torch.Tensor, str, bytes, int, float, bool, complex, type(None), torch.dtype, torch.device)
+# Exact types torch.load(weights_only=True) reads back (subclasses such as TorchVersion are refused).
+_SAFE_LEAVES = (str, bytes, int, float, bool, complex, type(None))
+_SAFE_OBJECTS = (torch.Tensor, torch.dtype, torch.device)
+_SAFE_MAPPINGS = (dict, OrderedDict)
+_SAFE_SEQUENCES = (list, tuple, set, frozenset, torch.Size)
 
 
 def _check_loadable(value: Any, where: str) -> None:
-    if isinstance(value, _SAFE_LEAVES):
+    kind = type(value)
+    if kind in _SAFE_LEAVES or isinstance(value, _SAFE_OBJECTS):
         return
-    if isinstance(value, dict):
+    if kind in _SAFE_MAPPINGS:
         for k, v in value.items():
-            if not isinstance(k, (str, int, float, bool, type(None))):
+            if type(k) not in _SAFE_LEAVES:
                 raise ConfigError(f"checkpoint key {where}[{k!r}] has type {type(k).__name__}; use str keys.")
             _check_loadable(v, f"{where}.{k}" if where else str(k))
-    elif isinstance(value, (list, tuple, set, frozenset)):  # torch.Size is a tuple
+    elif kind in _SAFE_SEQUENCES:
         for i, v in enumerate(value):
             _check_loadable(v, f"{where}[{i}]")
     else:
         raise ConfigError(
-            f"checkpoint value '{where}' has type {type(value).__name__}, which torch.load(weights_only=True) "
+            f"checkpoint value '{where}' has type {kind.__name__}, which torch.load(weights_only=True) "
             "cannot read; convert it to plain data (str, int, float, list, dict or tensor)."
         )
+
+
+def _load_error_reason(e: Exception) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    # The weights-only unpickler buries the useful part ("Unsupported global: ...") under boilerplate.
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first.split(". ", 1)[0][:200] or type(e).__name__
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -53,15 +70,13 @@ def library_versions() -> dict[str, str]:
     """Versions of leanvision, torch, torchvision and python, stored with every checkpoint."""
     import leanvision
 
-    try:
-        import torchvision
-
-        tv = torchvision.__version__
-    except ImportError:  # torchvision is optional for the engine itself
+    try:  # read from the package metadata: importing torchvision only for its version is slow
+        tv = importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:  # torchvision is optional for the engine itself
         tv = "not installed"
     return {
         "leanvision": leanvision.__version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a TorchVersion, which weights-only loading refuses
         "torchvision": tv,
         "python": platform.python_version(),
     }
@@ -91,21 +106,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["cached"]))
 
 
-def save_checkpoint(path: str | os.PathLike[str], **state: Any) -> Path:
-    """Write ``state`` (plus library ``versions``) to ``path`` atomically: a crash never leaves half a file.
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
-    Values must be weights-only loadable (tensors, dicts, lists, str, int, float, bool, None); anything
-    else raises ConfigError before the file is touched.
+
+_UMASK = _umask()  # read once: os.umask can only be read by setting it, which is not thread-safe
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(f)`` on a temp file next to ``path``, fsync it, then rename it over ``path``.
+
+    Readers see the old file or the new one, never half of one; on error the old file is left intact.
     """
     path = Path(path)
-    state.setdefault("versions", library_versions())
-    _check_loadable(state, "")
     path.parent.mkdir(parents=True, exist_ok=True)
     # Temp file in the same directory so os.replace is an atomic rename on the same filesystem.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -122,6 +144,17 @@ def save_checkpoint(path: str | os.PathLike[str], **state: Any) -> Path:
     return path
 
 
+def save_checkpoint(path: str | os.PathLike[str], **state: Any) -> Path:
+    """Write ``state`` (plus library ``versions``) to ``path`` atomically: a crash never leaves half a file.
+
+    Values must be weights-only loadable (tensors, dicts, lists, str, int, float, bool, None); anything
+    else raises ConfigError before the file is touched.
+    """
+    state.setdefault("versions", library_versions())
+    _check_loadable(state, "")
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
 def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(weights_only=True)``; missing or corrupt files raise CheckpointError."""
     path = Path(path)
@@ -133,7 +166,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated / foreign / unsafe files
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        reason = _load_error_reason(e)
         raise CheckpointError(
             f"cannot read checkpoint {path} ({reason}): it is corrupt or not a weights-only checkpoint; "
             "resume from another checkpoint (e.g. best.pt) or start fresh."
@@ -163,14 +196,18 @@ def _describe_mismatch(model: nn.Module, weights: dict[str, Any]) -> str:
     return "; ".join(parts) or "incompatible tensors"
 
 
-def load_model_state(model: nn.Module, weights: dict[str, Any], *, path: str | os.PathLike[str]) -> None:
-    """Load ``weights`` into ``model`` (unwrapped); a mismatch raises CheckpointError naming ``path``."""
+def load_model_state(model: nn.Module, state: dict[str, Any], *, source: str | os.PathLike[str]) -> None:
+    """Load a fit checkpoint's ``model`` weights (or a bare state_dict) into ``model``, unwrapped.
+
+    A mismatch raises CheckpointError naming ``source`` (the checkpoint's path) and what to do.
+    """
+    weights = state["model"] if isinstance(state.get("model"), dict) else state
     target = unwrap_model(model)
     try:
         target.load_state_dict(weights, strict=True)
     except (RuntimeError, KeyError, TypeError) as e:
         raise CheckpointError(
-            f"checkpoint {path} does not fit the model ({_describe_mismatch(target, weights)}); build the "
+            f"checkpoint {source} does not fit the model ({_describe_mismatch(target, weights)}); build the "
             "model with the same name and arguments as the run that wrote it (see the checkpoint's 'config')."
         ) from e
 
@@ -178,6 +215,5 @@ def load_model_state(model: nn.Module, weights: dict[str, Any], *, path: str | o
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load model weights from a fit checkpoint (or a bare state_dict file); returns the checkpoint."""
     state = load_checkpoint(path)
-    weights = state["model"] if isinstance(state.get("model"), dict) else state
-    load_model_state(model, weights, path=path)
+    load_model_state(model, state, source=path)
     return state

@@ -25,9 +25,7 @@ def _unknown(kind: str, name: str, choices: Sequence[str]) -> UnknownNameError:
     return UnknownNameError(f"unknown {kind} '{name}'.{hint} Choose one of: {', '.join(choices)}.")
 
 
-def param_groups(
-    model: nn.Module, *, weight_decay: float, norm_bias_decay: bool = False
-) -> list[dict[str, object]]:
+def param_groups(model: nn.Module, *, weight_decay: float, norm_bias_decay: bool = False) -> list[dict[str, object]]:
     """Split trainable parameters into a decayed group and a no-decay group of norm weights and biases."""
     if weight_decay == 0 or norm_bias_decay:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
@@ -135,7 +133,8 @@ def make_scheduler(
             f"warmup_steps must be in [0, total_steps={total_steps}), got {warmup_steps}; shorten the warmup."
         )
     if key == "onecycle":
-        pct = warmup_steps / total_steps if warmup_steps else 0.3
+        # OneCycleLR peaks at step pct_start * total_steps - 1; +1 makes the peak land on step warmup_steps.
+        pct = (warmup_steps + 1) / total_steps if warmup_steps else 0.3
         max_lr = [g["lr"] for g in optimizer.param_groups]
         return OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct)
     marks = sorted(float(m) for m in milestones)

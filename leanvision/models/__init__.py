@@ -1,0 +1,27 @@
+"""Model families, the registry (`create_model`, `list_models`) and model cards (`model_card`)."""
+
+from __future__ import annotations
+
+from leanvision.models import ghostnet, quick, resnet_cifar  # noqa: F401  (importing registers the models)
+from leanvision.models._base import Classifier
+from leanvision.models._card import ModelCard, model_card, render_model_table, with_model_table
+from leanvision.models._registry import create_model, list_models, register_model
+from leanvision.models.ghostnet import GhostNet, ghostnet_from_timm, load_timm_state_dict
+from leanvision.models.quick import QuickCNN
+from leanvision.models.resnet_cifar import CifarResNet
+
+__all__ = [
+    "CifarResNet",
+    "Classifier",
+    "GhostNet",
+    "ModelCard",
+    "QuickCNN",
+    "create_model",
+    "ghostnet_from_timm",
+    "list_models",
+    "load_timm_state_dict",
+    "model_card",
+    "register_model",
+    "render_model_table",
+    "with_model_table",
+]

@@ -1,0 +1,83 @@
+"""The model registry: ``@register_model`` on a builder, ``create_model(name)`` to build, ``list_models()``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from torch import nn
+
+from leanvision.errors import ConfigError
+from leanvision.registry import Registry
+
+MODELS: Registry[nn.Module] = Registry("model")
+
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+MNIST_MEAN = (0.1307,)
+MNIST_STD = (0.3081,)
+
+
+def register_model(
+    name: str | None = None,
+    *,
+    input_size: tuple[int, int, int],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    num_classes: int,
+    paper: str | None = None,
+    **meta: Any,
+) -> Callable[[F], F]:
+    """Register a builder with its data contract (input_size (C, H, W), mean, std, num_classes).
+
+    ``paper`` is an arXiv id; extra ``meta`` (``paper_params``, ``paper_macs``, ``notes``, ``family``) ends up
+    in the model card. ``family`` defaults to the builder's module name (``ghostnet``, ``resnet_cifar``...).
+    """
+    if len(mean) != input_size[0] or len(std) != input_size[0]:
+        raise ValueError(f"mean/std need {input_size[0]} entries for input_size {input_size}")
+
+    def deco(fn: F) -> F:
+        family = meta.pop("family", fn.__module__.rsplit(".", 1)[-1])
+        MODELS.register(
+            name,
+            input_size=tuple(input_size),
+            mean=tuple(mean),
+            std=tuple(std),
+            num_classes=num_classes,
+            paper=paper,
+            family=family,
+            **meta,
+        )(fn)
+        return fn
+
+    return deco
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (case-insensitive), sorted."""
+    return MODELS.list(pattern)
+
+
+def create_model(name: str, *, num_classes: int | None = None, **kw: Any) -> nn.Module:
+    """Build a registered model; ``None`` keyword values are dropped so each builder's defaults apply.
+
+    Every model accepts ``num_classes`` and ``in_chans``. Unknown names raise ``UnknownNameError`` with
+    close matches; an argument the model does not take raises ``ConfigError``.
+    """
+    builder = MODELS.get(name)
+    kwargs = {k: v for k, v in {"num_classes": num_classes, **kw}.items() if v is not None}
+    try:
+        return builder(**kwargs)
+    except TypeError as err:
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if bad is None:
+            raise
+        raise ConfigError(
+            f"model '{name}' does not accept the argument '{bad.group(1)}'; "
+            f"see `help(leanvision.models.{MODELS.get(name).__name__})` for the ones it takes"
+        ) from err

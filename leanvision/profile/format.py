@@ -1,0 +1,35 @@
+"""Human-readable formatting of counts and profiles."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from leanvision.profile.macs import Profile
+
+_SUFFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"))
+
+
+def format_count(n: float, *, digits: int = 1) -> str:
+    """141_200_000 -> '141.2M'; small numbers are printed as they are."""
+    for scale, suffix in _SUFFIXES:
+        if abs(n) >= scale:
+            return f"{n / scale:.{digits}f}{suffix}"
+    return f"{n:g}" if isinstance(n, float) else str(n)
+
+
+def format_profile(prof: Profile, *, depth: int = 1) -> str:
+    """A small text table of MACs per module down to `depth` levels, plus params and unsupported ops."""
+    total = prof.macs or 1
+    lines = [f"{'module':<40} {'MACs':>10} {'share':>7}"]
+    for name, macs in prof.by_module.items():
+        level = 0 if name == "" else name.count(".") + 1
+        if level > depth or (level and not macs):
+            continue
+        label = "(model)" if name == "" else "  " * level + name
+        lines.append(f"{label:<40} {format_count(macs):>10} {100 * macs / total:>6.1f}%")
+    lines.append(f"params: {format_count(prof.params, digits=2)}")
+    if prof.unsupported:
+        ops = ", ".join(f"{op} x{n}" for op, n in prof.unsupported.most_common())
+        lines.append(f"not counted: {ops}")
+    return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""Wall-clock latency of forward passes, in PyTorch eager mode or in onnxruntime, alone or side by side."""
+
+from __future__ import annotations
+
+import difflib
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from leanvision.errors import ConfigError, UnknownNameError
+from leanvision.profile._common import as_args, eval_mode, torch_threads
+
+BACKENDS = ("eager", "onnxruntime")
+
+
+@dataclass
+class LatencyStats:
+    """Per-call latency (milliseconds) over `rounds` x `iters` timed forward passes after `warmup` untimed ones."""
+
+    backend: str
+    threads: int
+    batch_size: int
+    warmup: int
+    iters: int
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    std_ms: float
+    torch_version: str
+    onnxruntime_version: str | None
+    machine: str
+    rounds: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_args(backend: str, *, warmup: int, iters: int, rounds: int) -> None:
+    if backend not in BACKENDS:
+        close = difflib.get_close_matches(str(backend), BACKENDS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UnknownNameError(f"unknown latency backend {backend!r}; {hint}choose one of: {', '.join(BACKENDS)}")
+    for name, value, low in (("warmup", warmup, 0), ("iters", iters, 1), ("rounds", rounds, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _runner(model: nn.Module, args: tuple, *, backend: str, threads: int, stack: ExitStack) -> Callable[[], Any]:
+    if backend == "eager":
+        stack.enter_context(eval_mode(model))
+        return lambda: model(*args)
+    from leanvision.export import export_onnx, onnx_feed, onnx_session
+
+    with tempfile.TemporaryDirectory(prefix="leanvision-latency-") as tmp:
+        session = onnx_session(export_onnx(model, args, Path(tmp) / "model.onnx"), threads=threads)
+    feed = onnx_feed(session, args)
+    return lambda: session.run(None, feed)
+
+
+def compare_latency(
+    models: Mapping[str, nn.Module],
+    example_input: Tensor | tuple[Tensor, ...],
+    *,
+    backend: str = "eager",
+    threads: int | None = None,
+    warmup: int = 5,
+    iters: int = 10,
+    rounds: int = 5,
+) -> dict[str, LatencyStats]:
+    """Latency of several models measured in interleaved rounds, so machine load drifts hit all of them alike.
+
+    Each round times `iters` consecutive calls of every model in turn (the order rotates between rounds);
+    the statistics of a model are over all its `rounds * iters` timed calls. `threads` defaults to torch's
+    current count and is used by both backends; torch's own thread count is restored afterwards.
+    """
+    _check_args(backend, warmup=warmup, iters=iters, rounds=rounds)
+    args = as_args(example_input)
+    names = list(models)
+    ort_version = None
+    if backend == "onnxruntime":
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    with torch_threads(threads) as n, ExitStack() as stack:
+        if backend == "eager":
+            stack.enter_context(torch.inference_mode())
+        run = {name: _runner(models[name], args, backend=backend, threads=n, stack=stack) for name in names}
+        for name in names:
+            for _ in range(warmup):
+                run[name]()
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(rounds):
+            k = r % max(len(names), 1)
+            for name in names[k:] + names[:k]:
+                fn, out = run[name], times[name]
+                for _ in range(iters):
+                    start = time.perf_counter()
+                    fn()
+                    out.append(time.perf_counter() - start)
+    batch = int(args[0].shape[0]) if args and args[0].dim() else 1
+    machine = f"{platform.machine()} {platform.system()}"
+    result = {}
+    for name in names:
+        ms = np.asarray(times[name]) * 1e3
+        result[name] = LatencyStats(
+            backend=backend,
+            threads=n,
+            batch_size=batch,
+            warmup=warmup,
+            iters=iters,
+            rounds=rounds,
+            median_ms=float(np.median(ms)),
+            p90_ms=float(np.percentile(ms, 90)),
+            mean_ms=float(ms.mean()),
+            min_ms=float(ms.min()),
+            max_ms=float(ms.max()),
+            std_ms=float(ms.std()),
+            torch_version=torch.__version__,
+            onnxruntime_version=ort_version,
+            machine=machine,
+        )
+    return result
+
+
+def latency(
+    model: nn.Module,
+    example_input: Tensor | tuple[Tensor, ...],
+    *,
+    backend: str = "eager",
+    threads: int | None = None,
+    warmup: int = 5,
+    iters: int = 30,
+) -> LatencyStats:
+    """Median / p90 wall-clock milliseconds per forward pass on CPU (eval mode, no autograd).
+
+    "eager" times `model(x)` under torch.inference_mode; "onnxruntime" exports with
+    `leanvision.export.export_onnx` and times a sequential session with all graph optimisations and one
+    inter-op thread. `threads` (default: torch's current count) is restored for torch afterwards.
+    """
+    return compare_latency(
+        {"model": model}, example_input, backend=backend, threads=threads, warmup=warmup, iters=iters, rounds=1
+    )["model"]

@@ -1,0 +1,516 @@
+"""Engine: fit / evaluate, metrics, atomic weights-only checkpoints, exact resume, optimizers and schedules."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from leanvision.engine import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    FitResult,
+    evaluate,
+    fit,
+    load_checkpoint,
+    load_model_state,
+    load_weights,
+    make_optimizer,
+    make_scheduler,
+    save_checkpoint,
+)
+from leanvision.errors import CheckpointError, ConfigError, DataError, UnknownNameError
+
+NUM_CLASSES = 3
+METRIC_KEYS = {"epoch", "train_loss", "train_acc", "lr", "epoch_time_s", "images_per_s"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # On a shared 2-core machine torch's intra-op threads oversubscribe and tiny models run 100x slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _blobs(n: int = 96, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """An easy problem: one fixed 1x6x6 pattern per class plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(NUM_CLASSES, 1, 6, 6, generator=torch.Generator().manual_seed(123))
+    y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+    return centers[y] + 0.5 * torch.randn(n, 1, 6, 6, generator=g), y
+
+
+class ToyLoader:
+    """Like data.BatchLoader: batch order and augmentation of epoch e depend only on (seed, e)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 32, *, seed: int = 0) -> None:
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.epoch = 0
+        self.epochs_seen: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.epochs_seen.append(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        perm = torch.randperm(len(self.y), generator=g)
+        for i in range(0, len(perm), self.batch_size):
+            idx = perm[i : i + self.batch_size]
+            xb = self.x[idx]
+            flip = (torch.rand(len(idx), generator=g) < 0.5).view(-1, 1, 1, 1)
+            xb = torch.where(flip, xb.flip(-1), xb) + 0.05 * torch.randn(xb.shape, generator=g)
+            yield xb, self.y[idx]
+
+
+def _batches(x: torch.Tensor, y: torch.Tensor, bs: int = 32) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(x[i : i + bs], y[i : i + bs]) for i in range(0, len(y), bs)]
+
+
+def _model(seed: int = 0, num_classes: int = NUM_CLASSES) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Flatten(),
+        nn.Linear(4 * 36, num_classes),
+    )
+
+
+def _read_jsonl(path: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- fit
+
+
+def test_fit_loss_decreases_and_sets_epoch() -> None:
+    x, y = _blobs(96)
+    loader = ToyLoader(x, y)
+    model = _model()
+    opt = make_optimizer(model, "sgd", lr=0.05)
+    res = fit(model, loader, epochs=4, optimizer=opt, val_data=_batches(*_blobs(64, seed=1)), progress=False)
+    assert isinstance(res, FitResult)
+    assert loader.epochs_seen == [0, 1, 2, 3]
+    assert [r["epoch"] for r in res.history] == [1, 2, 3, 4]
+    assert res.history[-1]["train_loss"] < 0.5 * res.history[0]["train_loss"]
+    assert res.final == res.history[-1] and res.final["val_acc"] >= 0.9
+    assert res.last_checkpoint is None and res.best_checkpoint is None  # no out_dir: no files
+    assert model.training  # the training flag is left as it was
+
+
+def test_fit_default_optimizer_trains() -> None:
+    x, y = _blobs(64)
+    model = _model()
+    before = [p.detach().clone() for p in model.parameters()]
+    res = fit(model, _batches(x, y), epochs=1, progress=False)
+    assert res.history[0]["lr"] == pytest.approx(0.1)  # the documented default SGD
+    changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True)]
+    assert changed == [True, False, True, True, True, True]  # the conv bias before BN gets no gradient
+
+
+def test_metrics_jsonl_and_checkpoints(tmp_path: Path) -> None:
+    x, y = _blobs(64)
+    model = _model()
+    opt = make_optimizer(model, "sgd", lr=0.05)
+    sched = make_scheduler(opt, "constant", total_steps=3 * 2)
+    res = fit(
+        model,
+        ToyLoader(x, y),
+        epochs=3,
+        optimizer=opt,
+        scheduler=sched,
+        val_data=_batches(*_blobs(32, seed=1)),
+        out_dir=tmp_path,
+        config={"model": "toy", "lr": 0.05},
+        progress=False,
+    )
+    rows = _read_jsonl(tmp_path / "metrics.jsonl")
+    assert len(rows) == 3 and rows == res.history
+    assert all(set(r) == METRIC_KEYS | {"val_loss", "val_acc"} for r in rows)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert all(r["lr"] == pytest.approx(0.05) and r["images_per_s"] > 0 and r["epoch_time_s"] > 0 for r in rows)
+    assert all(0 <= r["train_acc"] <= 1 and 0 <= r["val_acc"] <= 1 for r in rows)
+
+    assert res.last_checkpoint == tmp_path / "last.pt" and res.best_checkpoint == tmp_path / "best.pt"
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["epoch"] == 3 and last["config"] == {"model": "toy", "lr": 0.05}
+    assert set(last["versions"]) == {"leanvision", "torch", "torchvision", "python"}
+    assert {"model", "optimizer", "scheduler", "rng", "history"} <= set(last)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in last["model"].items())
+    best_epoch = 1 + max(range(3), key=lambda i: (rows[i]["val_acc"], -i))  # first epoch with the max
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == best_epoch and best["metrics"]["val_acc"] == res.best_val_acc
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt", "metrics.jsonl"]  # no temp files
+
+
+def test_no_val_data_means_no_val_metrics_and_no_best(tmp_path: Path) -> None:
+    res = fit(_model(), _batches(*_blobs(32)), epochs=1, out_dir=tmp_path, progress=False)
+    assert set(_read_jsonl(tmp_path / "metrics.jsonl")[0]) == METRIC_KEYS
+    assert res.best_checkpoint is None and not (tmp_path / "best.pt").exists()
+
+
+def test_loss_fn_hook_receives_inputs_and_drives_training() -> None:
+    x, y = _blobs(64)
+    calls: list[tuple[int, ...]] = []
+
+    def shrink_logits(outputs: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(inputs.shape))
+        assert outputs.shape == (inputs.shape[0], NUM_CLASSES) and targets.shape == (inputs.shape[0],)
+        return outputs.pow(2).mean()  # ignores the labels: only the hook can make logits shrink
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, NUM_CLASSES))
+    opt = make_optimizer(model, "sgd", lr=0.1, weight_decay=0)
+    res = fit(model, _batches(x, y), epochs=3, optimizer=opt, loss_fn=shrink_logits, val_data=_batches(x, y),
+              progress=False)  # fmt: skip
+    assert len(calls) == 3 * 2 + 3 * 2  # train batches + val batches per epoch
+    assert calls[0] == (32, 1, 6, 6)
+    assert res.history[-1]["val_loss"] < 0.75 * res.history[0]["train_loss"]
+    assert res.history[-1]["val_loss"] == pytest.approx(model(x).pow(2).mean().item(), rel=1e-5)
+
+
+def test_grad_clip_bounds_the_update() -> None:
+    x, y = _blobs(32)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, NUM_CLASSES))
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    fit(model, _batches(x, y), epochs=1, optimizer=opt, grad_clip=1e-3, progress=False)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (after - before).norm() <= 1e-3 * (1 + 1e-5)  # one step of lr 1 with |grad| <= 1e-3
+    with pytest.raises(ConfigError, match="grad_clip must be > 0"):
+        fit(model, _batches(x, y), epochs=1, grad_clip=0.0, progress=False)
+
+
+def test_fit_argument_errors(tmp_path: Path) -> None:
+    model, data = _model(), _batches(*_blobs(32))
+    with pytest.raises(ConfigError, match="epochs must be a positive int"):
+        fit(model, data, epochs=0, progress=False)
+    with pytest.raises(ConfigError, match=r"JSON-serialisable.*convert Paths"):
+        fit(model, data, epochs=1, config={"root": tmp_path}, progress=False)
+    with pytest.raises(DataError, match="training data yielded no batches"):
+        fit(model, [], epochs=1, progress=False)
+
+
+def test_progress_bar_on_stderr_and_silent_when_off(capsys: pytest.CaptureFixture[str]) -> None:
+    data = _batches(*_blobs(32))
+    fit(_model(), data, epochs=1, progress=False)
+    assert capsys.readouterr() == ("", "")
+    fit(_model(), data, epochs=1, progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "epoch" in captured.err and "loss" in captured.err
+
+
+# ---------------------------------------------------------------- resume
+
+
+def _train(out: Path, *, epochs: int, loader_kind: str, resume: Path | None = None, model_seed: int = 0):
+    x, y = _blobs(80)
+    if loader_kind == "toy":
+        train = ToyLoader(x, y, batch_size=32, seed=7)
+    else:  # a torch DataLoader shuffles with the global torch RNG: the checkpoint's RNG state must cover it
+        train = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
+    model = _model(model_seed)
+    opt = make_optimizer(model, "sgd", lr=0.05)
+    sched = make_scheduler(opt, "cosine", total_steps=3 * len(train), warmup_steps=2)
+    res = fit(model, train, epochs=epochs, optimizer=opt, scheduler=sched, val_data=_batches(*_blobs(32, seed=1)),
+              out_dir=out, resume=resume, seed=3, progress=False)  # fmt: skip
+    return model, res
+
+
+@pytest.mark.parametrize("loader_kind", ["toy", "torch_dataloader"])
+def test_resume_is_bitwise_identical_to_uninterrupted(tmp_path: Path, loader_kind: str) -> None:
+    straight, res_a = _train(tmp_path / "a", epochs=3, loader_kind=loader_kind)
+    _train(tmp_path / "b", epochs=1, loader_kind=loader_kind)
+    # A different initialisation proves the weights come from the checkpoint.
+    resumed, res_b = _train(tmp_path / "b", epochs=3, loader_kind=loader_kind, resume=tmp_path / "b" / "last.pt",
+                            model_seed=99)  # fmt: skip
+    sa, sb = straight.state_dict(), resumed.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    rows_a, rows_b = _read_jsonl(tmp_path / "a" / "metrics.jsonl"), _read_jsonl(tmp_path / "b" / "metrics.jsonl")
+    assert [r["epoch"] for r in rows_b] == [1, 2, 3]
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert {k: ra[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr")} == {
+            k: rb[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+        }
+    assert len(res_b.history) == 3 and res_b.best_val_acc == res_a.best_val_acc
+
+
+def test_resume_from_older_checkpoint_keeps_one_metrics_line_per_epoch(tmp_path: Path) -> None:
+    ref, _ = _train(tmp_path / "ref", epochs=3, loader_kind="toy")
+    run = tmp_path / "run"
+    _train(run, epochs=1, loader_kind="toy")
+    shutil.copy(run / "last.pt", tmp_path / "epoch1.pt")
+    _train(run, epochs=2, loader_kind="toy", resume=run / "last.pt")
+    assert len(_read_jsonl(run / "metrics.jsonl")) == 2
+    # Going back to epoch 1 (epoch 2 is logged but its state is discarded) must not duplicate epoch 2's line.
+    model, _ = _train(run, epochs=3, loader_kind="toy", resume=tmp_path / "epoch1.pt", model_seed=5)
+    assert [r["epoch"] for r in _read_jsonl(run / "metrics.jsonl")] == [1, 2, 3]
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values(), strict=True))
+
+
+def test_resume_finished_run_is_a_noop(tmp_path: Path) -> None:
+    trained, _ = _train(tmp_path, epochs=1, loader_kind="toy")
+    before = (tmp_path / "metrics.jsonl").read_text(), (tmp_path / "last.pt").read_bytes()
+    with pytest.warns(UserWarning, match="already completed all 1 epochs; nothing to train"):
+        model, res = _train(tmp_path, epochs=1, loader_kind="toy", resume=tmp_path / "last.pt", model_seed=42)
+    assert ((tmp_path / "metrics.jsonl").read_text(), (tmp_path / "last.pt").read_bytes()) == before
+    assert len(res.history) == 1 and res.last_checkpoint == tmp_path / "last.pt"
+    assert all(
+        torch.equal(a, b) for a, b in zip(trained.state_dict().values(), model.state_dict().values(), strict=True)
+    )
+
+
+def test_resume_errors(tmp_path: Path) -> None:
+    _train(tmp_path, epochs=2, loader_kind="toy")
+    ckpt = tmp_path / "last.pt"
+    data = _batches(*_blobs(32))
+    with pytest.raises(ConfigError, match=r"already completed 2 epochs but epochs=1.*pass epochs >= 2"):
+        _train(tmp_path, epochs=1, loader_kind="toy", resume=ckpt)
+    model = _model()
+    with pytest.raises(ConfigError, match="trained with a scheduler but scheduler=None"):
+        fit(model, data, epochs=3, optimizer=make_optimizer(model, lr=0.1), resume=ckpt, progress=False)
+    with pytest.raises(ConfigError, match="trained with SGD but the optimizer given is AdamW"):
+        fit(model, data, epochs=3, optimizer=make_optimizer(model, "adamw", lr=0.1), resume=ckpt, progress=False)
+    with pytest.raises(CheckpointError, match=r"last\.pt does not fit the model.*shape mismatch 5\.weight"):
+        fit(_model(num_classes=5), data, epochs=3, resume=ckpt, progress=False)
+    with pytest.raises(CheckpointError, match=r"checkpoint not found: .*nope\.pt"):
+        fit(model, data, epochs=3, resume=tmp_path / "nope.pt", progress=False)
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(CheckpointError, match="not written by fit; load its weights with load_weights"):
+        fit(model, data, epochs=3, resume=tmp_path / "weights.pt", progress=False)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_roundtrip_is_weights_only(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "sub" / "c.pt", w=torch.arange(3), meta={"a": [1, 2.5, "x", None, True]})
+    raw = torch.load(path, weights_only=True)
+    assert torch.equal(raw["w"], torch.arange(3)) and raw["meta"] == {"a": [1, 2.5, "x", None, True]}
+    assert set(raw["versions"]) == {"leanvision", "torch", "torchvision", "python"}
+    assert load_checkpoint(path).keys() == raw.keys()
+
+
+def test_failed_write_leaves_previous_checkpoint_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_checkpoint(tmp_path / "last.pt", w=torch.ones(4))
+
+    def crash_midway(obj: object, f, *args, **kwargs) -> None:
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, w=torch.zeros(4))
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["w"], torch.ones(4))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the temp file was removed
+
+
+def test_unloadable_values_are_rejected_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'config\.root' has type PosixPath.*weights_only=True"):
+        save_checkpoint(tmp_path / "c.pt", config={"root": tmp_path})
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"checkpoint not found: .*missing\.pt; check the path"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"\x00not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*garbage\.pt .*corrupt.*start fresh"):
+        load_checkpoint(tmp_path / "garbage.pt")
+    good = save_checkpoint(tmp_path / "good.pt", model=_model().state_dict())
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*cut\.pt"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"fn": _model()}, tmp_path / "pickle.pt")  # a full pickle is refused, never executed
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*pickle\.pt"):
+        load_checkpoint(tmp_path / "pickle.pt")
+
+
+def test_load_weights_accepts_fit_checkpoints_and_state_dicts(tmp_path: Path) -> None:
+    src = _model(1)
+    save_checkpoint(tmp_path / "fit.pt", model=src.state_dict(), epoch=1)
+    torch.save(src.state_dict(), tmp_path / "bare.pt")
+    for name in ("fit.pt", "bare.pt"):
+        dst = _model(2)
+        load_weights(dst, tmp_path / name)
+        assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values(), strict=True))
+    with pytest.raises(CheckpointError, match=r"fit\.pt does not fit the model.*build the model with the same"):
+        load_weights(_model(num_classes=5), tmp_path / "fit.pt")
+    with pytest.raises(CheckpointError, match=r"checkpoint run/x\.pt does not fit the model \(shape mismatch"):
+        load_model_state(_model(num_classes=5), load_checkpoint(tmp_path / "fit.pt"), source="run/x.pt")
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_weights(nn.Sequential(_model(), nn.ReLU(), nn.Linear(3, 2)), tmp_path / "fit.pt")
+
+
+def test_ddp_wrapped_model_saves_unwrapped_weights(tmp_path: Path) -> None:
+    dist = torch.distributed
+    if not dist.is_available():
+        pytest.skip("torch.distributed unavailable")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        model = nn.parallel.DistributedDataParallel(_model())
+        x, y = _blobs(32)
+        res = fit(model, _batches(x, y), epochs=1, val_data=_batches(x, y), out_dir=tmp_path / "run",
+                  progress=False)  # fmt: skip
+    finally:
+        dist.destroy_process_group()
+    weights = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert not any(k.startswith("module.") for k in weights)
+    plain = _model(5)
+    load_weights(plain, tmp_path / "run" / "last.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.module.state_dict().values(), plain.state_dict().values(),
+                                                 strict=True))  # fmt: skip
+    assert res.final["val_acc"] == evaluate(plain, _batches(x, y))["acc"]
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def test_evaluate_matches_per_sample_reference() -> None:
+    x, y = _blobs(50)
+    model = _model()
+    model.train()
+    res = evaluate(model, _batches(x, y, bs=16), topk=(1, 2))
+    assert model.training and all(p.grad is None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(x[i : i + 1]) for i in range(len(y))])
+    ref_loss = sum(F.cross_entropy(logits[i : i + 1], y[i : i + 1]).item() for i in range(len(y))) / len(y)
+    assert res["n"] == 50
+    assert res["loss"] == pytest.approx(ref_loss, rel=1e-5)
+    assert res["acc"] == sum(int(logits[i].argmax() == y[i]) for i in range(len(y))) / 50
+    assert res["top2"] == sum(int(y[i] in logits[i].topk(2).indices) for i in range(len(y))) / 50
+    assert not model.training  # eval mode is restored too
+
+
+def test_evaluate_soft_targets_custom_loss_and_errors() -> None:
+    x, y = _blobs(20)
+    model = _model()
+    soft = F.one_hot(y, NUM_CLASSES).float() * 0.9 + 0.1 / NUM_CLASSES
+    hard = evaluate(model, [(x, y)])
+    res = evaluate(model, [(x, soft)], loss_fn=lambda o, t, i: o.sum() * 0 + 7.0)
+    assert res["acc"] == hard["acc"] and res["loss"] == pytest.approx(7.0)
+    with pytest.raises(DataError, match="evaluation data yielded no samples"):
+        evaluate(model, [])
+    with pytest.raises(ConfigError, match="topk values must be >= 1"):
+        evaluate(model, [(x, y)], topk=(0,))
+
+
+# ---------------------------------------------------------------- optimizers and schedules
+
+
+def test_make_optimizer_names_and_no_decay_groups() -> None:
+    model = _model()
+    expected = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
+                "adam": torch.optim.Adam}  # fmt: skip
+    assert set(OPTIMIZERS) == set(expected)
+    for name, cls in expected.items():
+        assert type(make_optimizer(model, name, lr=0.01)) is cls
+    opt = make_optimizer(model, "sgd", lr=0.1, weight_decay=1e-4)
+    assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+    decay, no_decay = opt.param_groups
+    matrices = [p for p in model.parameters() if p.ndim > 1]  # conv and linear weights
+    assert [id(p) for p in decay["params"]] == [id(p) for p in matrices] and decay["weight_decay"] == 1e-4
+    assert len(no_decay["params"]) == 4 and no_decay["weight_decay"] == 0.0  # conv/linear bias, BN w/b
+    (single,) = make_optimizer(model, "sgd", lr=0.1, weight_decay=1e-4, norm_bias_decay=True).param_groups
+    assert len(single["params"]) == 6 and single["weight_decay"] == 1e-4
+    assert not make_optimizer(model, "sgd", lr=0.1, momentum=0.0).defaults["nesterov"]
+
+
+def test_unknown_names_and_bad_values() -> None:
+    model = _model()
+    with pytest.raises(UnknownNameError, match=r"unknown optimizer 'sgdd'\. Did you mean: sgd.*Choose one of: sgd"):
+        make_optimizer(model, "sgdd", lr=0.1)
+    opt = make_optimizer(model, lr=0.1)
+    with pytest.raises(UnknownNameError, match=r"unknown scheduler 'cosin'\. Did you mean: cosine.*onecycle"):
+        make_scheduler(opt, "cosin", total_steps=10)
+    with pytest.raises(ConfigError, match="learning rate must be > 0"):
+        make_optimizer(model, lr=0)
+    with pytest.raises(ConfigError, match=r"total_steps must be >= 1.*once per batch"):
+        make_scheduler(opt, total_steps=0)
+    with pytest.raises(ConfigError, match=r"warmup_steps must be in \[0, total_steps=10\)"):
+        make_scheduler(opt, total_steps=10, warmup_steps=10)
+
+
+def _lrs(name: str, steps: int = 10, **kw: object) -> list[float]:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0, momentum=0.9)
+    sched = make_scheduler(opt, name, total_steps=steps, **kw)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_schedules_follow_their_formulas() -> None:
+    assert set(SCHEDULERS) == {"cosine", "step", "constant", "onecycle"}
+    cosine = [(s + 1) / 2 if s < 2 else 0.5 * (1 + math.cos(math.pi * (s - 2) / 8)) for s in range(10)]
+    assert _lrs("cosine", warmup_steps=2) == pytest.approx(cosine)
+    assert _lrs("step") == pytest.approx([1.0] * 5 + [0.1] * 3 + [0.01] * 2)
+    assert _lrs("constant", warmup_steps=4) == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1, 1])
+    one = _lrs("onecycle", warmup_steps=3)
+    assert max(one) == pytest.approx(1.0) and one.index(max(one)) == 3 and one[0] < 0.1 and one[-1] < 1e-3
+
+
+@pytest.mark.parametrize("name", ["cosine", "step", "constant", "onecycle"])
+def test_scheduler_state_is_weights_only_loadable(tmp_path: Path, name: str) -> None:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0, momentum=0.9)
+    sched = make_scheduler(opt, name, total_steps=10, warmup_steps=1)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    state = load_checkpoint(save_checkpoint(tmp_path / "s.pt", scheduler=sched.state_dict()))["scheduler"]
+    opt2 = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0, momentum=0.9)
+    sched2 = make_scheduler(opt2, name, total_steps=10, warmup_steps=1)
+    sched2.load_state_dict(state)
+    opt2.load_state_dict(opt.state_dict())
+    for _ in range(4):
+        opt.step(), sched.step(), opt2.step(), sched2.step()
+        assert opt.param_groups[0]["lr"] == opt2.param_groups[0]["lr"]
+
+
+# ---------------------------------------------------------------- with the real data loader
+
+
+def test_fit_with_real_digits_loader(tmp_path: Path) -> None:
+    data = pytest.importorskip("leanvision.data")
+    if not hasattr(data, "make_loader"):
+        pytest.skip("leanvision.data.make_loader not available yet")
+    train_ds = data.load_dataset("digits", split="train", subset=256)
+    val = data.make_loader(data.load_dataset("digits", split="test", subset=128), batch_size=64, shuffle=False)
+
+    def run(out: Path, epochs: int, resume: Path | None = None) -> nn.Module:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.LazyLinear(32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 10))
+        model(train_ds[0][0].unsqueeze(0))  # materialise the lazy layer from the dataset's real shape
+        opt = make_optimizer(model, "sgd", lr=0.05)
+        train = data.make_loader(train_ds, batch_size=64, shuffle=True, augment=True, seed=1)
+        fit(model, train, epochs=epochs, optimizer=opt, val_data=val, out_dir=out, resume=resume, progress=False)
+        return model
+
+    straight = run(tmp_path / "a", 2)
+    run(tmp_path / "b", 1)
+    resumed = run(tmp_path / "b", 2, resume=tmp_path / "b" / "last.pt")
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(),
+                                                 strict=True))  # fmt: skip
+    rows_a, rows_b = _read_jsonl(tmp_path / "a" / "metrics.jsonl"), _read_jsonl(tmp_path / "b" / "metrics.jsonl")
+    assert [r["epoch"] for r in rows_b] == [1, 2] and all(math.isfinite(r["train_loss"]) for r in rows_b)
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc")
+    assert [[r[k] for k in keys] for r in rows_a] == [[r[k] for k in keys] for r in rows_b]

@@ -1,0 +1,415 @@
+"""MACs / params counting against hand-derived counts and fvcore; latency measurement invariants."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from leanvision.errors import ConfigError, UnknownNameError
+from leanvision.profile import (
+    Profile,
+    compare_latency,
+    count_params,
+    format_count,
+    format_profile,
+    latency,
+    profile,
+)
+
+
+def _macs(module: nn.Module, *shape: int) -> int:
+    return profile(module, torch.randn(*shape)).macs
+
+
+# --- hand-derived counts: MACs = output positions x output channels x (in channels / groups) x kernel size ---
+
+
+def test_plain_conv() -> None:
+    assert _macs(nn.Conv2d(3, 8, 3, padding=1), 1, 3, 16, 16) == 16 * 16 * 8 * 3 * 9
+
+
+def test_conv_stride_padding() -> None:
+    # out = floor((15 + 2*1 - 5) / 2) + 1 = 7
+    assert _macs(nn.Conv2d(4, 6, 5, stride=2, padding=1), 1, 4, 15, 15) == 7 * 7 * 6 * 4 * 25
+
+
+def test_conv_dilation_and_batch() -> None:
+    # out = 12 + 2*2 - 2*(3-1) - 1 + 1 = 12; batch multiplies
+    assert _macs(nn.Conv2d(2, 3, 3, padding=2, dilation=2), 4, 2, 12, 12) == 4 * 12 * 12 * 3 * 2 * 9
+
+
+def test_grouped_conv() -> None:
+    assert _macs(nn.Conv2d(8, 12, 3, groups=4, padding=1), 2, 8, 10, 10) == 2 * 10 * 10 * 12 * 2 * 9
+
+
+def test_depthwise_conv() -> None:
+    assert _macs(nn.Conv2d(16, 16, 3, groups=16, padding=1, bias=False), 1, 16, 8, 8) == 8 * 8 * 16 * 9
+
+
+def test_transposed_conv() -> None:
+    # every input position scatters into out_chs x kernel taps: 5*5 inputs x 4 in x 6 out x 9 taps
+    assert _macs(nn.ConvTranspose2d(4, 6, 3, stride=2), 1, 4, 5, 5) == 25 * 4 * 6 * 9
+    assert _macs(nn.ConvTranspose2d(4, 6, 3, stride=2, groups=2), 1, 4, 5, 5) == 25 * 4 * 3 * 9
+
+
+def test_transposed_conv_matches_naive_scatter_count() -> None:
+    # A transposed conv is the adjoint of a conv with the same weight: same MACs as that conv on its output.
+    conv_t = nn.ConvTranspose2d(3, 5, 4, stride=2, padding=1)
+    conv = nn.Conv2d(5, 3, 4, stride=2, padding=1)
+    y = conv_t(torch.randn(1, 3, 6, 6))
+    assert profile(conv_t, torch.randn(1, 3, 6, 6)).macs == profile(conv, y).macs
+
+
+def test_conv1d_and_conv3d() -> None:
+    assert _macs(nn.Conv1d(3, 5, 3), 2, 3, 10) == 2 * 8 * 5 * 3 * 3
+    assert _macs(nn.Conv3d(2, 4, 3), 1, 2, 5, 5, 5) == 27 * 4 * 2 * 27
+
+
+def test_linear_2d_and_3d_input() -> None:
+    assert _macs(nn.Linear(10, 7), 4, 10) == 4 * 10 * 7
+    assert _macs(nn.Linear(10, 7, bias=False), 2, 5, 10) == 2 * 5 * 10 * 7
+
+
+class _Functional(nn.Module):
+    """Only functional calls: matmul against a parameter, einsum, F.linear and bmm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(5, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (3, 4, 5)
+        y = x @ self.w  # 3*4*5*6
+        z = torch.einsum("bij,bjk->bik", y, y.transpose(1, 2))  # 3*4*6*4
+        z = nn.functional.linear(z, torch.ones(2, 4))  # 3*4*4*2
+        return torch.bmm(z.transpose(1, 2), z)  # 3*2*4*2
+
+
+def test_functional_matmuls_are_counted() -> None:
+    assert _macs(_Functional(), 3, 4, 5) == 3 * 4 * 5 * 6 + 3 * 4 * 6 * 4 + 3 * 4 * 4 * 2 + 3 * 2 * 4 * 2
+
+
+def test_matrix_vector_products() -> None:
+    class MV(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.mv(x, x[0]) + torch.dot(x[0], x[1])
+
+    assert _macs(MV(), 3, 7) == 3 * 7 + 7
+
+
+def test_attention_is_counted_as_its_matmuls() -> None:
+    mha = nn.MultiheadAttention(8, 2, batch_first=True)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    x = torch.randn(2, 5, 8)
+
+    class Self(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = mha
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.attn(x, x, x)[0]
+
+    prof = profile(Self(), x)
+    in_proj, scores, weighted, out_proj = 2 * 5 * 8 * 24, 2 * 5 * 5 * 8, 2 * 5 * 5 * 8, 2 * 5 * 8 * 8
+    assert prof.macs == in_proj + scores + weighted + out_proj
+    assert not prof.unsupported
+    assert torch.backends.mha.get_fastpath_enabled() == fastpath
+
+
+def test_tied_parameters_counted_once_but_computed_twice() -> None:
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = nn.Linear(6, 6, bias=False)
+            self.dec = nn.Linear(6, 6, bias=False)
+            self.dec.weight = self.enc.weight
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.dec(self.enc(x))
+
+    prof = profile(Tied(), torch.randn(1, 6))
+    assert prof.params == 36
+    assert prof.macs == 2 * 36
+    assert prof.by_module == {"": 72, "enc": 36, "dec": 36}
+
+
+def test_shared_module_reused_accumulates() -> None:
+    block = nn.Conv2d(2, 2, 1, bias=False)
+    model = nn.Sequential(block, nn.ReLU(), block)
+    prof = profile(model, torch.randn(1, 2, 4, 4))
+    assert prof.params == 4
+    assert prof.macs == 2 * 16 * 4
+    assert prof.by_module["0"] == prof.macs  # the second call runs under the first registered name
+
+
+def _nested() -> nn.Module:
+    return nn.Sequential(
+        nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
+        nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.Hardswish(), nn.MaxPool2d(2)),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
+
+
+def test_by_module_hierarchy_sums() -> None:
+    model = _nested()
+    prof = profile(model, torch.randn(2, 3, 8, 8))
+    conv0, conv1, fc = 2 * 64 * 4 * 3 * 9, 2 * 64 * 4 * 2 * 9, 2 * 4 * 3
+    assert prof.by_module == {
+        "": conv0 + conv1 + fc,
+        "0": conv0, "0.0": conv0, "0.1": 0, "0.2": 0,
+        "1": conv1, "1.0": conv1, "1.1": 0, "1.2": 0,
+        "2": 0, "3": 0, "4": fc,
+    }  # fmt: skip
+    names = dict(model.named_modules())
+    for name, module in names.items():
+        children = [f"{name}.{c}" if name else c for c, _ in module.named_children()]
+        if children:
+            assert prof.by_module[name] == sum(prof.by_module[c] for c in children)
+    assert prof.macs == prof.by_module[""]
+
+
+def test_free_ops_are_neither_counted_nor_reported() -> None:
+    class Free(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = nn.functional.batch_norm(x, torch.zeros(3), torch.ones(3))
+            x = nn.functional.interpolate(x, scale_factor=2, mode="bilinear") * torch.sigmoid(x).mean()
+            x = nn.functional.layer_norm(x, x.shape[-1:]) + nn.functional.group_norm(x, 1)
+            x = torch.cat([x, x.flip(1)], 1).softmax(1).view(2, -1)[:, :5]
+            return torch.nn.functional.pad(x, (1, 1)).cumsum(1).clamp(0, 1)
+
+    prof = profile(Free(), torch.randn(2, 3, 4, 4))
+    assert prof.macs == 0
+    assert prof.unsupported == {}
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0"])
+def test_standard_cnns_have_no_unsupported_ops(name: str) -> None:
+    model = getattr(torchvision.models, name)()
+    assert profile(model, torch.randn(1, 3, 64, 64)).unsupported == {}
+
+
+def test_unsupported_ops_are_surfaced_not_zero() -> None:
+    class Spectral(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(2, 2, 3, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.fft.rfft(self.conv(x)).abs() + torch.fft.rfft(x).abs().mean()
+
+    prof = profile(Spectral(), torch.randn(1, 2, 10))
+    assert prof.macs == 8 * 2 * 2 * 3  # the conv is still counted
+    assert prof.unsupported == {"aten._fft_r2c": 2}
+    assert "aten._fft_r2c x2" in format_profile(prof)
+
+
+def test_recurrent_kernel_is_reported() -> None:
+    prof = profile(nn.LSTM(4, 8), torch.randn(3, 2, 4))
+    assert sum(prof.unsupported.values()) >= 1
+
+
+def test_runs_in_eval_no_grad_and_restores_training_flags() -> None:
+    seen: list[tuple[bool, bool]] = []
+
+    class Probe(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append((self.training, torch.is_grad_enabled()))
+            return x
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2), Probe())
+    model.train()
+    model[1].eval()  # a frozen BN must stay frozen, the rest must go back to training
+    before = [m.training for m in model.modules()]
+    profile(model, torch.randn(1, 1, 3, 3))
+    assert seen == [(False, False)]
+    assert [m.training for m in model.modules()] == before
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_tuple_input_is_unpacked() -> None:
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return self.fc(a) + self.fc(b)
+
+    assert profile(Two(), (torch.randn(4, 3), torch.randn(4, 3))).macs == 2 * 4 * 3 * 2
+
+
+def test_bad_input_type_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="example_input must be a Tensor or a tuple of Tensors"):
+        profile(nn.Linear(2, 2), [[1.0, 2.0]])  # type: ignore[arg-type]
+
+
+def test_package_is_callable_like_the_function() -> None:
+    import leanvision
+    import leanvision.profile
+
+    # the submodule import binds the package over the lazy `leanvision.profile` function
+    assert leanvision.profile(nn.Linear(3, 2), torch.randn(1, 3)).macs == 6
+
+
+def test_profile_to_dict_is_json() -> None:
+    prof = profile(_nested(), torch.randn(1, 3, 8, 8))
+    assert isinstance(prof, Profile)
+    assert json.loads(json.dumps(prof.to_dict()))["macs"] == prof.macs
+    assert prof.flops == 2 * prof.macs
+
+
+def test_count_params_dedupes_shared_storage() -> None:
+    a = nn.Linear(4, 4)
+    b = nn.Linear(4, 4)
+    b.weight = nn.Parameter(a.weight.data)  # a different Parameter object on the same memory
+    assert count_params(nn.ModuleList([a, b])) == 16 + 4 + 4
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(141_200_000, "141.2M"), (1_814_073_344, "1.8G"), (11_689_512, "11.7M"), (1500, "1.5K"), (999, "999"),
+     (0, "0"), (2.5e12, "2.5T")],
+)  # fmt: skip
+def test_format_count(n: float, text: str) -> None:
+    assert format_count(n) == text
+
+
+def test_format_count_digits() -> None:
+    assert format_count(11_689_512, digits=2) == "11.69M"
+
+
+# --- agreement with fvcore on the papers' convention ---------------------------------------------------------
+
+
+def _fvcore_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
+    fvcore_nn = pytest.importorskip("fvcore.nn")
+    from fvcore.nn import jit_handles
+
+    # Only the convention's ops: fvcore's defaults also count batch_norm, upsample, adaptive_avg_pool, ...
+    handles = {
+        "aten::_convolution": jit_handles.conv_flop_jit,
+        "aten::addmm": jit_handles.addmm_flop_jit,
+        "aten::bmm": jit_handles.bmm_flop_jit,
+        "aten::matmul": jit_handles.matmul_flop_jit,
+        "aten::linear": jit_handles.linear_flop_jit,
+        "aten::einsum": jit_handles.einsum_flop_jit,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analysis = fvcore_nn.FlopCountAnalysis(model.eval(), x).clear_op_handles().set_op_handle(**handles)
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        return analysis.total(), analysis.by_module()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "shufflenet_v2_x1_0"])
+def test_agrees_with_fvcore(name: str) -> None:
+    model = getattr(torchvision.models, name)()
+    x = torch.randn(1, 3, 224, 224)
+    prof = profile(model, x)
+    total, by_module = _fvcore_macs(model, x)
+    assert abs(prof.macs - total) <= 0.01 * total
+    assert prof.params == sum(p.numel() for p in model.parameters())
+    assert prof.unsupported == {}
+    assert set(prof.by_module) == set(by_module)
+    big = [k for k, v in by_module.items() if v > 0.01 * total]
+    assert all(abs(prof.by_module[k] - by_module[k]) <= 0.01 * by_module[k] for k in big)
+    if name == "resnet18":
+        assert prof.macs == 1_814_073_344  # the "1.8 GFLOPs" of the ResNet paper's table
+        assert prof.params == 11_689_512
+        assert prof.by_module["fc"] == 512 * 1000
+
+
+# --- latency ------------------------------------------------------------------------------------------------
+
+
+def _small_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(512, 4))
+
+
+@pytest.mark.parametrize("backend", ["eager", "onnxruntime"])
+def test_latency_stats_are_consistent(backend: str) -> None:
+    model = _small_cnn().train()
+    before = torch.get_num_threads()
+    stats = latency(model, torch.randn(2, 3, 8, 8), backend=backend, threads=1, warmup=1, iters=7)
+    assert torch.get_num_threads() == before
+    assert model.training
+    assert (stats.backend, stats.threads, stats.batch_size, stats.warmup, stats.iters) == (backend, 1, 2, 1, 7)
+    assert 0 < stats.min_ms <= stats.median_ms <= stats.p90_ms <= stats.max_ms
+    assert stats.min_ms <= stats.mean_ms <= stats.max_ms
+    assert (stats.onnxruntime_version is not None) == (backend == "onnxruntime")
+    assert json.loads(json.dumps(stats.to_dict()))["median_ms"] == stats.median_ms
+
+
+def test_latency_sets_and_restores_threads() -> None:
+    seen: list[int] = []
+
+    class Probe(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return x
+
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    try:
+        stats = latency(Probe(), torch.randn(1, 2), threads=target, warmup=0, iters=2)
+        assert seen == [target, target] and stats.threads == target
+        assert torch.get_num_threads() == before
+        assert latency(Probe(), torch.randn(1, 2), warmup=0, iters=1).threads == before  # None -> torch's count
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_latency_unknown_backend() -> None:
+    with pytest.raises(UnknownNameError, match=r"unknown latency backend 'eagr'; did you mean 'eager'\? choose"):
+        latency(_small_cnn(), torch.randn(1, 3, 8, 8), backend="eagr")
+    with pytest.raises(UnknownNameError, match="choose one of: eager, onnxruntime"):
+        latency(_small_cnn(), torch.randn(1, 3, 8, 8), backend="tensorrt")
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [({"iters": 0}, "iters must be an integer >= 1"), ({"warmup": -1}, "warmup must be an integer >= 0"),
+     ({"threads": 0}, "threads must be a positive integer or None")],
+)  # fmt: skip
+def test_latency_bad_arguments(kw: dict, match: str) -> None:
+    before = torch.get_num_threads()
+    with pytest.raises(ConfigError, match=match):
+        latency(_small_cnn(), torch.randn(1, 3, 8, 8), **kw)
+    assert torch.get_num_threads() == before
+
+
+def test_compare_latency_interleaves_rounds() -> None:
+    calls: list[str] = []
+
+    class Probe(nn.Module):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(self.name)
+            return x
+
+    models = {"a": Probe("a"), "b": Probe("b")}
+    stats = compare_latency(models, torch.randn(4, 2), warmup=1, iters=2, rounds=3, threads=1)
+    warm, round0, round1, round2 = ["a", "b"], ["a", "a", "b", "b"], ["b", "b", "a", "a"], ["a", "a", "b", "b"]
+    assert calls == [*warm, *round0, *round1, *round2]  # the order rotates between rounds
+    assert set(stats) == {"a", "b"}
+    for s in stats.values():
+        assert (s.iters, s.rounds, s.warmup, s.batch_size, s.threads) == (2, 3, 1, 4, 1)
+        assert s.min_ms <= s.median_ms <= s.p90_ms <= s.max_ms
+
+
+def test_compare_latency_onnxruntime_and_bad_rounds() -> None:
+    models = {"cnn": _small_cnn(), "linear": nn.Sequential(nn.Flatten(), nn.Linear(192, 4))}
+    stats = compare_latency(models, torch.randn(1, 3, 8, 8), backend="onnxruntime", warmup=0, iters=2, rounds=2)
+    assert all(s.onnxruntime_version and s.median_ms > 0 for s in stats.values())
+    with pytest.raises(ConfigError, match="rounds must be an integer >= 1"):
+        compare_latency(models, torch.randn(1, 3, 8, 8), rounds=0)
