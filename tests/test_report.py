@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import stat
+
 from leanvision.report import Column, bar_panels, line_panels, write_report
 
 
@@ -26,4 +29,9 @@ def test_report_writes_markdown_and_self_contained_html(tmp_path):
     assert page.count("data:image/png;base64,") == 2  # figures embedded: the HTML stands alone
     assert "b&lt;x&gt;" in page  # escaped
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temp files
+    # Atomic writes leave no temp files behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.png", "curves.png", "report.html", "report.md"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (html, md):  # a report is a normal file others may read, not mkstemp's owner-only 0600
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from leanvision.cli.shapes import parse_shape
 from leanvision.errors import ConfigError
@@ -227,7 +227,7 @@ def quickstart_cmd(
         threads=threads,
         progress=not quiet,
     )
-    table = Table("model", "test acc (%)", "params", "MACs", "eager bs1 ms", "ORT bs1 ms")
+    table = Table(Column("model", no_wrap=True), "test acc (%)", "params", "MACs", "eager bs1 ms", "ORT bs1 ms")
     for r in result.rows:
         table.add_row(
             r["model"],

@@ -1,13 +1,9 @@
-"""Where data lives: root resolution, the cache directory, atomic writes, streamed archives."""
+"""Where data lives: root resolution, the cache directory, atomic cache files, streamed archives."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import os
-import shutil
-import socket
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -15,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leanvision._io import atomic_path, atomic_write
 from leanvision.errors import DataError
 
 DATA_ENV = "LEANVISION_DATA"
@@ -53,54 +50,9 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
-def _tmp_name(final: Path) -> Path:
-    # Host and pid in the name let a later run tell a dead writer's leftovers from a live writer's.
-    return final.with_name(f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-
-
-def _remove_stale_tmps(final: Path) -> None:
-    host = socket.gethostname()
-    for tmp in final.parent.glob(f".{final.name}.tmp-{host}-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink(missing_ok=True)
-        except PermissionError:
-            pass
-
-
-@contextlib.contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``final``; on success rename it into place, on failure delete it."""
-    _remove_stale_tmps(final)
-    tmp = _tmp_name(final)
-    try:
-        yield tmp
-        try:
-            os.replace(tmp, final)
-        except OSError as e:
-            # A directory rename fails when another process already put a complete copy in place: use it.
-            if not (tmp.is_dir() and final.is_dir() and e.errno in (errno.ENOTEMPTY, errno.EEXIST)):
-                raise
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
-
-
 def save_arrays(path: Path, **arrays: np.ndarray) -> None:
     """Write an uncompressed ``.npz`` atomically (temp file, fsync, rename)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from leanvision._io import atomic_write
 from leanvision.engine._dist import all_reduce_sum, is_distributed, is_main_process
 from leanvision.engine._progress import TrainProgress
 from leanvision.engine.checkpoint import (
-    atomic_write,
     load_checkpoint,
     load_model_state,
     rng_state,

@@ -6,7 +6,6 @@ import contextlib
 import difflib
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 
+from leanvision._io import atomic_path
 from leanvision.errors import ConfigError, UnknownNameError
 from leanvision.profile._common import as_args, eval_mode
 
@@ -30,12 +30,6 @@ EXPORTERS = ("auto", "torchscript", "dynamo")
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _names(prefix: str, n: int) -> list[str]:
@@ -125,33 +119,27 @@ def export_onnx(
     with eval_mode(model):
         n_out = len(tree_leaves(model(*args)))
         names = {"inputs": _names(INPUT_NAME, len(args)), "outputs": _names(OUTPUT_NAME, n_out)}
-        try:  # the temp file sits next to the target so the final rename is atomic
-            fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        except OSError as err:  # e.g. a read-only filesystem, which os.access cannot see for root
-            raise ConfigError(
-                f"cannot write to ONNX output directory {out.parent} ({err.strerror}); pass a path elsewhere"
-            ) from err
-        os.close(fd)
-        try:
+        with atomic_path(out) as tmp:
+            try:  # create it now so an unwritable target fails here, not deep inside the exporter
+                tmp.touch(exist_ok=False)
+            except OSError as err:  # e.g. a read-only filesystem, which os.access cannot see for root
+                raise ConfigError(
+                    f"cannot write to ONNX output directory {out.parent} ({err.strerror}); pass a path elsewhere"
+                ) from err
             kw: dict[str, Any] = {"opset": opset, "dynamic": dynamic_batch, **names}
+            f = str(tmp)
             if exporter == "dynamo":
-                _export_dynamo(model, args, tmp, **kw)
+                _export_dynamo(model, args, f, **kw)
             elif exporter == "torchscript":
-                _export_torchscript(model, args, tmp, **kw)
+                _export_torchscript(model, args, f, **kw)
             else:
                 try:
-                    _export_torchscript(model, args, tmp, **kw)
+                    _export_torchscript(model, args, f, **kw)
                 except Exception as first:
                     try:
-                        _export_dynamo(model, args, tmp, **kw)
+                        _export_dynamo(model, args, f, **kw)
                     except Exception as second:
                         raise second from first
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; give it a normal file's mode
-            os.replace(tmp, out)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
     return out
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from leanvision._io import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -23,18 +23,6 @@ class Column:
     def cell(self, row: Mapping[str, Any]) -> str:
         value = row.get(self.key)
         return "-" if value is None else self.fmt(value)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    # A crash mid-write must never leave a half report in place of a good one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _markdown(title: str, intro: str, rows, columns, figures, notes) -> str:
@@ -88,6 +76,6 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     figs = [Path(f) for f in figures]
     md_path, html_path = out / f"{stem}.md", out / f"{stem}.html"
-    _atomic_write(md_path, _markdown(title, intro, rows, columns, figs, notes))
-    _atomic_write(html_path, _html(title, intro, rows, columns, figs, notes))
+    atomic_write_text(md_path, _markdown(title, intro, rows, columns, figs, notes))
+    atomic_write_text(html_path, _html(title, intro, rows, columns, figs, notes))
     return html_path, md_path

@@ -1,0 +1,102 @@
+"""Atomic writes: build a file or directory next to its target, then rename it into place in one step."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+
+def _tmp_prefix(final: Path, host: str) -> str:
+    return f".{final.name}.tmp-{host}-"
+
+
+def _tmp_name(final: Path) -> Path:
+    # Host and pid let a later run tell a dead writer's leftovers from a live one's; the token keeps
+    # concurrent writers in one process (threads) apart.
+    return final.with_name(f"{_tmp_prefix(final, socket.gethostname())}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _remove_stale_tmps(final: Path) -> None:
+    prefix = _tmp_prefix(final, socket.gethostname())
+    try:
+        entries = [e for e in os.scandir(final.parent) if e.name.startswith(prefix)]
+    except OSError:  # a missing or unreadable directory has nothing to clean (the write itself will say why)
+        return
+    for entry in entries:
+        pid = entry.name[len(prefix) :].split("-", 1)[0]
+        if not pid.isdigit():  # e.g. another host whose name extends this one's ("node" vs "node-2")
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            _remove(Path(entry.path))
+        except PermissionError:  # alive, owned by another user
+            pass
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        # Cleanup must never hide the error that made it necessary.
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # persist a rename; not possible on every OS / filesystem
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an unused temp sibling of ``final`` to create (file or directory); rename it over ``final`` on success.
+
+    On error the temp is removed and ``final`` is left as it was. If a directory cannot be renamed because another
+    process already put a complete one in place, that copy is kept. Leftovers of dead writers are removed first.
+    """
+    final = Path(final)
+    _remove_stale_tmps(final)
+    tmp = _tmp_name(final)
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, final)
+        except OSError as e:
+            # A directory rename fails when another process already put a complete copy in place: use it.
+            if not (tmp.is_dir() and final.is_dir() and e.errno in (errno.ENOTEMPTY, errno.EEXIST)):
+                raise
+        _fsync_dir(final.parent)
+    finally:
+        _remove(tmp)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(f)`` on a new temp file next to ``path`` (parents created), fsync it, rename it over ``path``.
+
+    Readers see the old file or the new one, never half of one; on error the old file is left intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # open() rather than mkstemp: the file gets the usual umask-derived mode, not mkstemp's 0600.
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(text.encode(encoding)))
