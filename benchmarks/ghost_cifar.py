@@ -66,7 +66,9 @@ def main() -> None:
         train = load_dataset("cifar10", root=args.data_dir, split="train", subset=args.subset or None, seed=seed)
         for name in PAIR:  # baseline and candidate interleaved per seed
             runs.append(train_one(name, train, test, seed=seed, epochs=args.epochs, shortcut=args.shortcut))
-            print(json.dumps(runs[-1]))
+            print(json.dumps(runs[-1]), flush=True)
+            # Saved after every model so a long run that is stopped still leaves what it measured.
+            (args.out / "ghost_cifar.partial.json").write_text(json.dumps(runs, indent=2) + "\n")
 
     by = {n: [r for r in runs if r["model"] == n] for n in PAIR}
     base, ghost = by[PAIR[0]][0], by[PAIR[1]][0]

@@ -41,7 +41,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 class BatchLoader:
-    """Yields ``(x float32 NCHW normalised, y int64)`` batches gathered from an :class:`ImageDataset`."""
+    """Yields ``(x float32 NCHW normalised, y int64)`` batches of an ImageDataset; augments its train split."""
 
     def __init__(
         self,
@@ -122,27 +122,5 @@ class BatchLoader:
             yield normalize(x, mean, std), targets.index_select(0, idx)
 
 
-def make_loader(
-    dataset: ImageDataset,
-    batch_size: int = 128,
-    *,
-    shuffle: bool = True,
-    augment: bool | None = None,
-    seed: int = 0,
-    drop_last: bool = False,
-    padding: int = 4,
-    num_replicas: int = 1,
-    rank: int = 0,
-) -> BatchLoader:
-    """A :class:`BatchLoader`; ``augment=None`` augments only datasets that want it, on their train split."""
-    return BatchLoader(
-        dataset,
-        batch_size,
-        shuffle=shuffle,
-        augment=augment,
-        seed=seed,
-        drop_last=drop_last,
-        padding=padding,
-        num_replicas=num_replicas,
-        rank=rank,
-    )
+# The functional spelling used across the docs and recipes (like torch.utils.data.DataLoader, it is the class).
+make_loader = BatchLoader
