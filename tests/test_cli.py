@@ -199,3 +199,15 @@ def test_console_script_is_installed():
     assert exe is not None
     proc = subprocess.run([exe, "profile", "nope"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown model 'nope'")
+
+
+def test_shipped_configs_validate_and_name_registered_models():
+    from conftest import REPO
+
+    from leanvision.models import list_models
+
+    configs = sorted((REPO / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        cfg = load_train_config(path)
+        assert cfg.model in list_models(), path
