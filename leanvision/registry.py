@@ -18,6 +18,13 @@ def close_matches(name: str, choices: list[str], n: int = 3) -> str:
     return f" Did you mean: {', '.join(hits)}?" if hits else ""
 
 
+def unknown_choice(kind: str, value: object, choices: tuple[str, ...] | list[str]) -> UnknownNameError:
+    """The error for a value outside a small fixed set: names the closest choice and lists them all."""
+    close = difflib.get_close_matches(str(value), list(choices), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return UnknownNameError(f"unknown {kind} {value!r}; {hint}choose one of: {', '.join(choices)}")
+
+
 class Registry(Generic[T]):
     """Maps names to builders plus free-form metadata; raises on duplicates and suggests close matches."""
 

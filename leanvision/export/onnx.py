@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 import io
 import os
 import warnings
@@ -16,8 +15,9 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 
 from leanvision._io import atomic_path
-from leanvision.errors import ConfigError, UnknownNameError
+from leanvision.errors import ConfigError
 from leanvision.profile._common import as_args, eval_mode
+from leanvision.registry import unknown_choice
 
 # Which torch.onnx exporter, measured with torch 2.14 on 2 CPU cores (torchvision CNNs, batch 1, 224x224):
 #   torchscript (dynamo=False): resnet18 0.5 s, mobilenet_v2 2.6 s, shufflenet_v2 2.8 s, mobilenet_v3_small 0.3 s
@@ -111,9 +111,7 @@ def export_onnx(
     `dynamic_batch` the first axis of every input and output is the symbolic "batch".
     """
     if exporter not in EXPORTERS:
-        close = difflib.get_close_matches(str(exporter), EXPORTERS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UnknownNameError(f"unknown ONNX exporter {exporter!r}; {hint}choose one of: {', '.join(EXPORTERS)}")
+        raise unknown_choice("ONNX exporter", exporter, EXPORTERS)
     out = _target_path(path)
     args = as_args(example_input)
     with eval_mode(model):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import platform
 import tempfile
 import time
@@ -16,8 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from leanvision.errors import ConfigError, UnknownNameError
+from leanvision.errors import ConfigError
 from leanvision.profile._common import as_args, eval_mode, torch_threads
+from leanvision.registry import unknown_choice
 
 BACKENDS = ("eager", "onnxruntime")
 
@@ -48,9 +48,7 @@ class LatencyStats:
 
 def _check_args(backend: str, *, warmup: int, iters: int, rounds: int) -> None:
     if backend not in BACKENDS:
-        close = difflib.get_close_matches(str(backend), BACKENDS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UnknownNameError(f"unknown latency backend {backend!r}; {hint}choose one of: {', '.join(BACKENDS)}")
+        raise unknown_choice("latency backend", backend, BACKENDS)
     for name, value, low in (("warmup", warmup, 0), ("iters", iters, 1), ("rounds", rounds, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
