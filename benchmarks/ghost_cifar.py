@@ -1,10 +1,14 @@
-"""Spec §1d E2 (GhostNet, arXiv 1911.11907): ResNet-20 vs Ghost-ResNet-20 on CIFAR-10, same recipe, two seeds.
+"""ResNet-20 vs Ghost-ResNet-20 on CIFAR-10, two seeds: the GhostNet paper's CIFAR-10 setting (arXiv 1911.11907).
 
-    python benchmarks/ghost_cifar.py --data-dir ../shared/data            # seeded 10k subset x 8 epochs
-    python benchmarks/ghost_cifar.py --data-dir ../shared/data --subset 0 --epochs 5   # full 50k x 5 epochs
+    python benchmarks/ghost_cifar.py --data-dir DIR                        # seeded 10k subset x 8 epochs
+    python benchmarks/ghost_cifar.py --data-dir DIR --subset 0 --epochs 5  # full 50k x 5 epochs
+    python benchmarks/ghost_cifar.py --out OUT --resume                    # continue a stopped run in OUT
+    python benchmarks/ghost_cifar.py --summarize OUT/ghost_cifar.json      # recompute the verdict, no training
 
-Pass (spec): the Ghost model has 0.50-0.58x the params and MACs and is within 2.0 points of the baseline.
-Writes JSON + PNG into --out.
+DIR holds cifar10/ (or set $LEANVISION_DATA and omit --data-dir).
+Pass criterion: the Ghost model has 0.50-0.58x the params and the MACs of ResNet-20, and its test accuracy is
+within 2.0 points of ResNet-20's in every seed (baseline acc - Ghost acc <= 2.0 for each seed).
+Writes JSON + PNG into --out; every finished (model, seed) run is saved at once to ghost_cifar.partial.json.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from leanvision._io import atomic_write_text
 from leanvision.data import load_dataset, make_loader
 from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler
 from leanvision.models import create_model
@@ -24,6 +30,10 @@ from leanvision.profile import profile
 from leanvision.report import bar_panels
 
 PAIR = ("resnet20", "ghost_resnet20")
+RATIO_BAND = (0.50, 0.58)
+MAX_GAP = 2.0  # points of test accuracy, per seed
+# Arguments that change what a run measures: a resumed run must use the same values.
+SAME_ON_RESUME = ("subset", "epochs", "shortcut")
 
 
 def train_one(name: str, train, test, *, seed: int, epochs: int, shortcut: str) -> dict:
@@ -47,59 +57,137 @@ def train_one(name: str, train, test, *, seed: int, epochs: int, shortcut: str) 
     }
 
 
+def summarize(runs: list[dict]) -> dict:
+    """The verdict from a list of runs: seeds are paired by their seed value; only complete pairs count."""
+    acc = {(r["model"], r["seed"]): r for r in runs}
+    seeds = sorted({s for (_, s) in acc if all((n, s) in acc for n in PAIR)})
+    missing = sorted({f"{n} seed {s}" for (_, s) in acc for n in PAIR if (n, s) not in acc})
+    if not seeds:
+        return {"complete_seeds": [], "missing": missing, "pass": False}
+    base, ghost = acc[(PAIR[0], seeds[0])], acc[(PAIR[1], seeds[0])]
+    params_ratio, macs_ratio = ghost["params"] / base["params"], ghost["macs"] / base["macs"]
+    # Accuracies are percentages of a 10,000-image test set (steps of 0.01): round off float noise before comparing.
+    gaps = [round(acc[(PAIR[0], s)]["acc"] - acc[(PAIR[1], s)]["acc"], 6) for s in seeds]
+    in_band = all(RATIO_BAND[0] <= r <= RATIO_BAND[1] for r in (params_ratio, macs_ratio))
+    return {
+        "params_ratio": params_ratio,
+        "macs_ratio": macs_ratio,
+        "acc_mean": {n: statistics.mean(acc[(n, s)]["acc"] for s in seeds) for n in PAIR},
+        "complete_seeds": seeds,
+        "missing": missing,
+        "acc_gap_per_seed": gaps,
+        "max_gap": max(gaps),
+        "criterion": f"params and MACs ratios in [{RATIO_BAND[0]}, {RATIO_BAND[1]}] and "
+        f"{PAIR[0]} acc - {PAIR[1]} acc <= {MAX_GAP} points in every seed",
+        "ratios_in_band": in_band,
+        "gap_within_limit_every_seed": max(gaps) <= MAX_GAP,
+        "pass": in_band and max(gaps) <= MAX_GAP and not missing,
+    }
+
+
+def print_table(runs: list[dict], summary: dict) -> None:
+    print("\n| model | seed | test acc (%) | params | MACs | train s |\n|---|---|---|---|---|---|")
+    for r in runs:
+        print(f"| {r['model']} | {r['seed']} | {r['acc']:.2f} | {r['params']:,} | {r['macs']:,} | {r['train_s']:.0f} |")
+    print(json.dumps(summary, indent=2))
+
+
+def summarize_file(path: Path) -> None:
+    """Recompute the summary of a saved result (or .partial.json) from its runs; rewrite a full result's summary."""
+    data = json.loads(path.read_text())
+    runs = data if isinstance(data, list) else data["runs"]
+    summary = summarize(runs)
+    if isinstance(data, dict) and "summary" in data:
+        data["summary"] = summary  # runs, args and versions are kept as they were
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+        print(f"rewrote the summary of {path}")
+    print_table(runs, summary)
+
+
+def load_partial(path: Path, args: argparse.Namespace) -> list[dict]:
+    if not path.is_file():
+        print(f"--resume: {path} not found; starting from scratch")
+        return []
+    data = json.loads(path.read_text())
+    if isinstance(data, list):  # older partial files held only the list of runs
+        return data
+    saved = data.get("args", {})
+    differ = [k for k in SAME_ON_RESUME if k in saved and saved[k] != str(getattr(args, k))]
+    if differ:
+        sys.exit(
+            f"--resume: {path} was written with different " + ", ".join(f"--{k} {saved[k]}" for k in differ) + "; "
+            "pass the same values or a new --out"
+        )
+    return data["runs"]
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--data-dir", default=None, help="root holding cifar10/ (else $LEANVISION_DATA)")
     ap.add_argument("--subset", type=int, default=10_000, help="class-balanced training subset; 0 = all 50k")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--shortcut", choices=["A", "B"], default="B", help="B = 1x1 projection, as the spec's counts")
+    ap.add_argument(
+        "--shortcut", choices=["A", "B"], default="B", help="B = 1x1 conv+BN projection (ResNet-20: 272,474 params)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/ghost_cifar"))
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="read OUT/ghost_cifar.partial.json and skip its finished (model, seed) runs",
+    )
+    ap.add_argument(
+        "--summarize",
+        type=Path,
+        metavar="JSON",
+        help="recompute the summary and verdict from a saved ghost_cifar.json (or .partial.json) without training; "
+        "rewrites the summary of a ghost_cifar.json in place, its runs untouched",
+    )
     args = ap.parse_args()
+    if args.summarize:
+        summarize_file(args.summarize)
+        return
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / "ghost_cifar.partial.json"
+    saved_args = {k: str(v) for k, v in vars(args).items() if k not in ("resume", "summarize")}
 
-    test = load_dataset("cifar10", root=args.data_dir, split="test")
-    runs = []
+    runs = load_partial(partial, args) if args.resume else []
+    done = {(r["model"], r["seed"]) for r in runs}
+    if done:
+        print(f"--resume: {len(done)} finished run(s) in {partial}: " + ", ".join(f"{n} s{s}" for n, s in sorted(done)))
+    test = None
     for seed in args.seeds:
+        todo = [n for n in PAIR if (n, seed) not in done]
+        if not todo:
+            continue
+        if test is None:
+            test = load_dataset("cifar10", root=args.data_dir, split="test")
         train = load_dataset("cifar10", root=args.data_dir, split="train", subset=args.subset or None, seed=seed)
-        for name in PAIR:  # baseline and candidate interleaved per seed
+        for name in todo:  # baseline and candidate interleaved per seed
             runs.append(train_one(name, train, test, seed=seed, epochs=args.epochs, shortcut=args.shortcut))
             print(json.dumps(runs[-1]), flush=True)
-            # Saved after every model so a long run that is stopped still leaves what it measured.
-            (args.out / "ghost_cifar.partial.json").write_text(json.dumps(runs, indent=2) + "\n")
+            # Saved after every model so a long run that is stopped keeps what it measured (see --resume).
+            atomic_write_text(partial, json.dumps({"args": saved_args, "runs": runs}, indent=2) + "\n")
 
-    by = {n: [r for r in runs if r["model"] == n] for n in PAIR}
-    base, ghost = by[PAIR[0]][0], by[PAIR[1]][0]
-    gaps = [b["acc"] - g["acc"] for b, g in zip(by[PAIR[0]], by[PAIR[1]], strict=True)]
-    summary = {
-        "params_ratio": ghost["params"] / base["params"],
-        "macs_ratio": ghost["macs"] / base["macs"],
-        "acc_mean": {n: statistics.mean(r["acc"] for r in rs) for n, rs in by.items()},
-        "acc_gap_per_seed": gaps,
-        "pass": 0.50 <= ghost["macs"] / base["macs"] <= 0.58
-        and 0.50 <= ghost["params"] / base["params"] <= 0.58
-        and min(gaps) <= 2.0,
-    }
-    result = {
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "torch": torch.__version__,
-        "runs": runs,
-        "summary": summary,
-    }
-    (args.out / "ghost_cifar.json").write_text(json.dumps(result, indent=2) + "\n")
-    rows = [{"model": f"{r['model']} s{r['seed']}", **r} for r in runs]
+    order = {(n, s): i for i, (s, n) in enumerate((s, n) for s in args.seeds for n in PAIR)}
+    runs = sorted((r for r in runs if (r["model"], r["seed"]) in order), key=lambda r: order[(r["model"], r["seed"])])
+    summary = summarize(runs)
+    result = {"args": saved_args, "torch": torch.__version__, "runs": runs, "summary": summary}
+    atomic_write_text(args.out / "ghost_cifar.json", json.dumps(result, indent=2) + "\n")
+    rows = [{**r, "model": f"{r['model']} s{r['seed']}"} for r in runs]
     bar_panels(
         rows,
         [("acc", "CIFAR-10 test acc (%)"), ("params", "params"), ("macs", "MACs"), ("train_s", "train time (s)")],
         args.out / "ghost_cifar.png",
         title=f"ResNet-20 vs Ghost-ResNet-20, {args.subset or 50000} imgs x {args.epochs} ep",
     )
-    print("\n| model | seed | test acc (%) | params | MACs | train s |\n|---|---|---|---|---|---|")
-    for r in runs:
-        print(f"| {r['model']} | {r['seed']} | {r['acc']:.2f} | {r['params']:,} | {r['macs']:,} | {r['train_s']:.0f} |")
-    print(json.dumps(summary, indent=2))
+    print_table(runs, summary)
 
 
 if __name__ == "__main__":

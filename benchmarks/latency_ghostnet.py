@@ -1,10 +1,15 @@
 """Latency of GhostNet-1.0x (arXiv 1911.11907): leanvision (training and deploy form) vs timm vs MobileNetV3-L.
 
-    python benchmarks/latency_ghostnet.py            # 224x224, batch 1 and 32, eager + onnxruntime, 2 threads
+    python benchmarks/latency_ghostnet.py             # 224x224, batch 1 and 32, eager + onnxruntime, 2 threads
+    python benchmarks/latency_ghostnet.py --resume    # continue a stopped run: skip the cells already measured
+    python benchmarks/latency_ghostnet.py --onnx-ops  # no timing: ONNX node types of every model's export
 
 All models are timed in the same run, interleaved round by round, medians reported. Target: leanvision's
-deploy form no slower than timm's ghostnet_100 in both backends. Writes JSON + PNG into --out.
-Run it on a quiet machine: any other busy process oversubscribes the cores and distorts eager latency.
+deploy form no slower than timm's ghostnet_100 in both backends. Writes JSON + PNG into --out; each finished
+(batch, backend) cell is saved at once to latency_ghostnet.partial.json.
+Run it on a quiet machine: any other busy process oversubscribes the cores and distorts the timings. The script
+refuses to start when the 1-minute load average exceeds --max-load (default 0.5); --allow-busy runs anyway and
+records the load before and after the run (and around every cell) in the JSON and beside the printed table.
 """
 
 from __future__ import annotations
@@ -12,16 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import timm
 import torch
 import torchvision
 
+from leanvision._io import atomic_write_text
 from leanvision.models import create_model
 from leanvision.ops import fuse_bn
 from leanvision.profile import compare_latency, profile
 from leanvision.report import bar_panels
+
+# What a resumed run must share with the saved cells for them to be comparable.
+SAME_ON_RESUME = ("threads", "rounds", "torch", "timm")
 
 
 def build_models() -> dict[str, torch.nn.Module]:
@@ -35,18 +45,129 @@ def build_models() -> dict[str, torch.nn.Module]:
     }
 
 
+def load1() -> float:
+    return os.getloadavg()[0]
+
+
+def onnx_ops(out: Path, threads: int) -> None:
+    """Export every model with leanvision.export.export_onnx and count its ONNX node types (no timing).
+
+    Counted twice: in the exported file, and in the graph onnxruntime runs after its own optimisations
+    (ORT_ENABLE_ALL, the level leanvision's latency timing uses; its layout rewrites depend on the CPU).
+    """
+    import collections
+    import platform
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    from leanvision.export import export_onnx
+
+    models = build_models()
+    x = torch.randn(1, 3, 224, 224)
+    exported, optimised, seqs, inits = {}, {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix="leanvision-onnx-ops-") as tmp:
+        for i, (name, model) in enumerate(models.items()):
+            path = export_onnx(model, x, Path(tmp) / f"m{i}.onnx")
+            graph = onnx.load(str(path)).graph
+            seqs[name] = [n.op_type for n in graph.node]
+            inits[name] = sorted(tuple(t.dims) for t in graph.initializer)
+            exported[name] = dict(sorted(collections.Counter(seqs[name]).items()))
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.optimized_model_filepath = str(Path(tmp) / f"m{i}.ort.onnx")
+            opts.log_severity_level = 3
+            ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            ops = collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
+            optimised[name] = dict(sorted(ops.items()))
+    a, b = "leanvision ghostnet_100", "leanvision ghostnet_100 (deploy)"
+    result = {
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "machine": f"{platform.machine()} {platform.system()}",
+        "exported_op_counts": exported,
+        "onnxruntime_optimised_op_counts": optimised,
+        "deploy_export_identical_op_sequence": seqs[a] == seqs[b],
+        "deploy_export_identical_initializer_shapes": inits[a] == inits[b],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "onnx_ops.json", json.dumps(result, indent=2) + "\n")
+    for title, counts in (("exported", exported), ("after onnxruntime ORT_ENABLE_ALL", optimised)):
+        names = list(counts)
+        print(f"\n{title}\n| op | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names))
+        for op in sorted(set().union(*counts.values())):
+            print(f"| {op} | " + " | ".join(str(counts[n].get(op, 0)) for n in names) + " |")
+        print("| total | " + " | ".join(str(sum(counts[n].values())) for n in names) + " |")
+    print(
+        f"\n{b} vs {a}: identical exported op sequence {result['deploy_export_identical_op_sequence']}, "
+        f"identical initializer shapes {result['deploy_export_identical_initializer_shapes']}"
+    )
+
+
+def load_partial(path: Path, config: dict) -> dict:
+    if not path.is_file():
+        print(f"--resume: {path} not found; starting from scratch")
+        return {}
+    saved = json.loads(path.read_text())
+    differ = [k for k in SAME_ON_RESUME if saved["config"].get(k) != config[k]]
+    if differ:
+        sys.exit(
+            f"--resume: {path} was measured with " + ", ".join(f"{k} {saved['config'].get(k)}" for k in differ) + "; "
+            "rerun with the same settings or a new --out"
+        )
+    return saved["cells"]
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--backends", nargs="+", default=["eager", "onnxruntime"])
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median is over all timed runs")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_ghostnet"))
+    ap.add_argument(
+        "--max-load", type=float, default=0.5, help="refuse to run above this 1-minute load average (default 0.5)"
+    )
+    ap.add_argument(
+        "--allow-busy",
+        action="store_true",
+        help="run even above --max-load; the flag and the load before/after are written into the JSON and printed",
+    )
+    ap.add_argument("--resume", action="store_true", help="reuse the cells saved in OUT/latency_ghostnet.partial.json")
+    ap.add_argument(
+        "--onnx-ops",
+        action="store_true",
+        help="no timing: count the ONNX node types of every model's export (and of onnxruntime's optimised graph) "
+        "into OUT/onnx_ops.json",
+    )
     args = ap.parse_args()
+    if args.onnx_ops:
+        onnx_ops(args.out, args.threads)
+        return
+    load_before = load1()
+    busy = load_before > args.max_load
+    if busy and not args.allow_busy:
+        sys.exit(
+            f"refusing to time: the 1-minute load average is {load_before:.2f} (> --max-load {args.max_load}); other "
+            "processes would distort the timings. Wait for a quiet machine, or pass --allow-busy to run anyway "
+            "(the load is then recorded beside the results)."
+        )
+    if busy:
+        print(f"--allow-busy: 1-minute load average {load_before:.2f} > {args.max_load}; timings will be noisy")
     args.out.mkdir(parents=True, exist_ok=True)
-    load1 = os.getloadavg()[0]
-    if load1 > 0.5:
-        print(f"warning: 1-minute load average is {load1:.2f}; timings will be noisy (run on a quiet machine)")
+    partial = args.out / "latency_ghostnet.partial.json"
+    config = {"threads": args.threads, "rounds": args.rounds, "torch": torch.__version__, "timm": timm.__version__}
+    cells: dict[str, dict] = load_partial(partial, config) if args.resume else {}
+    if cells:
+        print(f"--resume: reusing cells {', '.join(cells)} from {partial}")
 
     models = build_models()
     x1 = torch.randn(1, 3, 224, 224)
@@ -54,12 +175,32 @@ def main() -> None:
     for bs in args.batches:
         x = torch.randn(bs, 3, 224, 224)
         for backend in args.backends:
-            iters = 10 if bs == 1 else 3
-            stats = compare_latency(models, x, backend=backend, threads=args.threads, rounds=args.rounds, iters=iters)
+            key = f"{backend}_bs{bs}"
+            if key not in cells:
+                iters = 10 if bs == 1 else 3
+                before = load1()
+                stats = compare_latency(
+                    models, x, backend=backend, threads=args.threads, rounds=args.rounds, iters=iters
+                )
+                cells[key] = {
+                    "iters": iters,
+                    "load_avg_1m_before": before,
+                    "load_avg_1m_after": load1(),
+                    "allow_busy": args.allow_busy,
+                    "models": {n: {"median_ms": s.median_ms, "p90_ms": s.p90_ms} for n, s in stats.items()},
+                }
+                # Saved after every cell so a stopped run keeps what it measured (see --resume).
+                atomic_write_text(partial, json.dumps({"config": config, "cells": cells}, indent=2) + "\n")
+            c = cells[key]
+            print(
+                f"batch {bs} {backend}: "
+                + ", ".join(f"{n} {s['median_ms']:.2f} ms" for n, s in c["models"].items())
+                + f" (load {c['load_avg_1m_before']:.2f} -> {c['load_avg_1m_after']:.2f})"
+            )
             for row in rows:
-                s = stats[row["model"]]
-                row[f"{backend}_bs{bs}_ms"], row[f"{backend}_bs{bs}_p90_ms"] = s.median_ms, s.p90_ms
-            print(f"batch {bs} {backend}: " + ", ".join(f"{n} {s.median_ms:.2f} ms" for n, s in stats.items()))
+                s = c["models"][row["model"]]
+                row[f"{key}_ms"], row[f"{key}_p90_ms"] = s["median_ms"], s["p90_ms"]
+    load_after = load1()
 
     timm_row = next(r for r in rows if r["model"].startswith("timm"))
     keys = [f"{b}_bs{bs}_ms" for bs in args.batches for b in args.backends]
@@ -68,29 +209,43 @@ def main() -> None:
             row[k.replace("_ms", "_vs_timm")] = row[k] / timm_row[k]
     deploy = next(r for r in rows if "deploy" in r["model"])
     verdict = {k: deploy[k] <= timm_row[k] for k in keys}
+    used = {k.removesuffix("_ms"): cells[k.removesuffix("_ms")] for k in keys}
+    loads = [v for c in used.values() for v in (c["load_avg_1m_before"], c["load_avg_1m_after"])]
     result = {
         "threads": args.threads,
         "rounds": args.rounds,
-        "load_avg_1m": load1,
+        "max_load": args.max_load,
+        "allow_busy": args.allow_busy or any(c["allow_busy"] for c in used.values()),
+        "load_avg_1m": load_before,  # at the start of this invocation
+        "load_avg_1m_after": load_after,
+        "load_avg_1m_max_over_cells": max(loads),
+        "busy": max(loads) > args.max_load,
+        "cell_loads": {k: [c["load_avg_1m_before"], c["load_avg_1m_after"]] for k, c in used.items()},
         "torch": torch.__version__,
         "timm": timm.__version__,
         "rows": rows,
         "deploy_no_slower_than_timm": verdict,
     }
-    (args.out / "latency_ghostnet.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(args.out / "latency_ghostnet.json", json.dumps(result, indent=2) + "\n")
     short = [{**r, "model": r["model"].replace("leanvision ", "lv ").replace("torchvision ", "tv ")} for r in rows]
+    busy_note = f", load {max(loads):.2f} (busy)" if max(loads) > args.max_load else ""
     bar_panels(
         short,
         [(k, k.replace("_", " ")) for k in keys],
         args.out / "latency_ghostnet.png",
-        title=f"224x224 latency, {args.threads} threads (median ms)",
+        title=f"224x224 latency, {args.threads} threads (median ms){busy_note}",
     )
 
     print("\n| model | params | MACs | " + " | ".join(keys) + " |")
     print("|---|---|---|" + "---|" * len(keys))
     for r in rows:
-        cells = " | ".join(f"{r[k]:.2f} ({r[k.replace('_ms', '_vs_timm')]:.2f}x)" for k in keys)
-        print(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['macs'] / 1e6:.1f}M | {cells} |")
+        cells_txt = " | ".join(f"{r[k]:.2f} ({r[k.replace('_ms', '_vs_timm')]:.2f}x)" for k in keys)
+        print(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['macs'] / 1e6:.1f}M | {cells_txt} |")
+    print(
+        f"1-minute load average: {load_before:.2f} before, {load_after:.2f} after, at most {max(loads):.2f} around the "
+        f"timed cells (--max-load {args.max_load})"
+        + (" - measured on a busy machine (--allow-busy)" if max(loads) > args.max_load else "")
+    )
     print("deploy form no slower than timm:", verdict)
 
 

@@ -14,17 +14,22 @@ _LAZY = {
     "create_model": "leanvision.models",
     "list_models": "leanvision.models",
     "model_card": "leanvision.models",
-    "profile": "leanvision.profile",
     "latency": "leanvision.profile",
     "load_dataset": "leanvision.data",
     "fit": "leanvision.engine",
     "evaluate": "leanvision.engine",
 }
 
-__all__ = ["LeanVisionError", "__version__", *_LAZY]
+# Rooms exposed as modules. `profile` is the module, never its function (call `lv.profile.profile(model, x)`):
+# a name that is a function before `import leanvision.profile` and the package after it would be a trap.
+_MODULES = ("profile",)
+
+__all__ = ["LeanVisionError", "__version__", *_LAZY, *_MODULES]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return import_module(f"leanvision.{name}")
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'leanvision' has no attribute {name!r}")

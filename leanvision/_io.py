@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import secrets
 import shutil
@@ -11,6 +12,8 @@ import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from leanvision.errors import DataError
 
 
 def _tmp_prefix(final: Path, host: str) -> str:
@@ -100,3 +103,40 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write(path, lambda f: f.write(text.encode(encoding)))
+
+
+def append_jsonl(path: str | os.PathLike[str], record: dict) -> None:
+    """Append ``record`` as one JSON line and fsync it: once this returns, a crash cannot lose the record."""
+    line = (json.dumps(record) + "\n").encode("utf-8")
+    with open(path, "a+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end:
+            f.seek(end - 1)
+            if f.read(1) != b"\n":
+                # A torn last line (a writer killed mid-append) was never acknowledged: drop it, don't extend it.
+                f.seek(0)
+                keep = f.read().rfind(b"\n") + 1
+                f.truncate(keep)
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict]:
+    """Records of a JSONL file; a torn last line (a writer killed mid-append) is ignored, any other bad line raises.
+
+    Raises ``DataError`` naming the file and line for a corrupt line that is not the last.
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # only the last line can be torn by a crash during append
+                break
+            raise DataError(f"{path}: line {i + 1} is not valid JSON; the file is corrupt") from None
+    return records

@@ -24,3 +24,7 @@ class ConfigError(LeanVisionError, ValueError):
 
 class CheckpointError(LeanVisionError):
     """A checkpoint that cannot be read or does not fit the model."""
+
+
+class ExportError(LeanVisionError):
+    """An exported model whose outputs do not match PyTorch's (the file was not written)."""

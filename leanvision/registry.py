@@ -26,10 +26,14 @@ def unknown_choice(kind: str, value: object, choices: tuple[str, ...] | list[str
 
 
 class Registry(Generic[T]):
-    """Maps names to builders plus free-form metadata; raises on duplicates and suggests close matches."""
+    """Maps names to builders plus free-form metadata; raises on duplicates and suggests close matches.
 
-    def __init__(self, kind: str) -> None:
+    ``hint`` ends the unknown-name error (e.g. how to list the names); without one the error lists them all.
+    """
+
+    def __init__(self, kind: str, *, hint: str | None = None) -> None:
         self.kind = kind
+        self.hint = hint
         self._builders: dict[str, Callable[..., T]] = {}
         self._meta: dict[str, dict[str, Any]] = {}
 
@@ -51,12 +55,9 @@ class Registry(Generic[T]):
         try:
             return self._builders[name]
         except KeyError:
-            hint = close_matches(name, list(self._builders))
-            raise UnknownNameError(
-                f"unknown {self.kind} '{name}'.{hint} Run `leanvision list-models` to see all."
-                if self.kind == "model"
-                else f"unknown {self.kind} '{name}'.{hint} Known: {', '.join(sorted(self._builders))}."
-            ) from None
+            close = close_matches(name, list(self._builders))
+            rest = self.hint or f"Known: {', '.join(sorted(self._builders))}."
+            raise UnknownNameError(f"unknown {self.kind} '{name}'.{close} {rest}") from None
 
     def meta(self, name: str) -> dict[str, Any]:
         """Metadata given at registration (a copy)."""

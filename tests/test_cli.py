@@ -45,7 +45,7 @@ def test_parse_shape_accepts_x_separated_dims_and_rejects_the_rest():
 def test_train_config_errors_name_the_key(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: resnet20\nepoch: 3\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'epoch'\. Known keys: model, .*epochs"):
+    with pytest.raises(ConfigError, match=r"unknown key 'epoch'\. Did you mean 'epochs'\? Known keys: model, .*epochs"):
         load_train_config(cfg)
     cfg.write_text("epochs: many\n")
     with pytest.raises(ConfigError, match=r"'epochs': Input should be a valid integer.*got 'many'"):
@@ -54,7 +54,7 @@ def test_train_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"'lr': Input should be greater than 0"):
         load_train_config(cfg)
     cfg.write_text("optimizer: sgdd\n")
-    with pytest.raises(ConfigError, match=r"'optimizer': Input should be 'sgd', 'adamw'"):
+    with pytest.raises(ConfigError, match=r"'optimizer': Input should be 'sgd', 'adamw'.*did you mean 'sgd'\?"):
         load_train_config(cfg)
     cfg.write_text("epochs: [1\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
@@ -155,31 +155,136 @@ def test_list_and_profile_and_export(capsys, tmp_path):
     assert code == 0 and onnx_path.stat().st_size > 0 and "max |onnxruntime - torch|" in out
 
 
-def test_train_then_resume_then_refuse_to_overwrite(capsys, tmp_path):
-    out_dir = tmp_path / "run"
-    args = [
-        "train",
-        "--model",
-        "quickstart_cnn",
-        "--dataset",
-        "digits",
-        "--lr",
-        "0.05",
-        "--batch-size",
-        "64",
-        "--out-dir",
-        str(out_dir),
-        "--quiet",
-    ]
-    code, out, err = run(capsys, *args, "--epochs", "1")
+TRAIN = ["train", "--model", "quickstart_cnn", "--dataset", "digits", "--lr", "0.05", "--batch-size", "64", "--quiet"]
+
+
+def _interrupt_after_first_epoch(monkeypatch):
+    import importlib
+
+    fit_module = importlib.import_module("leanvision.engine.fit")  # the package re-exports fit() under this name
+
+    real = fit_module.save_checkpoint
+
+    def save_then_interrupt(path, **state):
+        written = real(path, **state)
+        if path.name == "last.pt":
+            raise KeyboardInterrupt
+        return written
+
+    monkeypatch.setattr(fit_module, "save_checkpoint", save_then_interrupt)
+
+
+def test_train_interrupt_resume_equals_uninterrupted_and_refuses_changes(capsys, tmp_path, monkeypatch):
+    import torch
+
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    code, out, err = run(capsys, *TRAIN, "--epochs", "2", "--out-dir", str(straight))
     assert code == 0, err
-    assert "test acc" in out and (out_dir / "last.pt").is_file()
-    code, _, err = run(capsys, *args, "--epochs", "2")
+    assert "test acc" in out and "best val acc" in out and (straight / "results.json").is_file()
+    code, _, err = run(capsys, *TRAIN, "--epochs", "2", "--out-dir", str(straight))
     assert_one_line_error(code, err, "already holds a run", "--resume")
-    code, _, err = run(capsys, *args, "--epochs", "2", "--resume")
+
+    with monkeypatch.context() as m:
+        _interrupt_after_first_epoch(m)
+        code, _, err = run(capsys, *TRAIN, "--epochs", "2", "--out-dir", str(cut))
+    assert (
+        code == 130 and err.strip() == f"training interrupted; resume with: leanvision train --out-dir {cut} --resume"
+    )
+
+    # A resume may not change what the run computes, and says what was changed.
+    for flag, value, says in (("--lr", "0.5", "lr 0.5 (run: 0.05)"), ("--epochs", "4", "epochs 4 (run: 2)"),
+                              ("--batch-size", "32", "batch_size 32 (run: 64)")):  # fmt: skip
+        code, _, err = run(capsys, "train", flag, value, "--out-dir", str(cut), "--resume", "--quiet")
+        assert_one_line_error(code, err, "--resume continues the run", says, "--init-from")
+    # Only --out-dir is needed to resume: everything else comes from the checkpoint.
+    code, _, err = run(capsys, "train", "--out-dir", str(cut), "--resume", "--quiet", "--threads", "1")
+    assert code == 0 and err == "", err  # no warnings either
+    a, b = torch.load(straight / "last.pt"), torch.load(cut / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["config"] == {**b["config"], "out_dir": str(straight), "threads": None}
+    assert (straight / "metrics.jsonl").read_text().count("\n") == (cut / "metrics.jsonl").read_text().count("\n") == 2
+    code, out, err = run(capsys, "train", "--out-dir", str(cut), "--resume", "--quiet")
+    assert code == 0 and "already finished all 2 epochs" in out
+
+    # Training longer is a new run from the weights.
+    code, _, err = run(capsys, *TRAIN, "--epochs", "1", "--init-from", str(cut / "last.pt"), "--out-dir",
+                       str(tmp_path / "longer"))  # fmt: skip
     assert code == 0, err
-    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+def test_failed_run_leaves_no_empty_folder(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("LEANVISION_DATA", raising=False)
+    out = tmp_path / "never"
+    code, _, err = run(
+        capsys, *TRAIN, "--dataset", "mnist", "--data-dir", str(tmp_path / "empty"), "--out-dir", str(out)
+    )
+    assert_one_line_error(code, err, "MNIST")
+    assert not out.exists()
+
+
+def test_checkpoint_is_enough_to_evaluate_predict_profile_and_export(capsys, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from leanvision.data import load_dataset
+
+    run_dir = tmp_path / "run"
+    cfg = tmp_path / "c.yaml"
+    # Model arguments in the config (as in the shipped configs) must travel with the checkpoint.
+    cfg.write_text(f"model: quickstart_ghost_cnn\nmodel_kwargs: {{ratio: 3}}\ndataset: digits\nepochs: 3\n"
+                   f"lr: 0.05\nbatch_size: 64\nout_dir: {run_dir}\n")  # fmt: skip
+    code, _, err = run(capsys, "train", str(cfg), "--quiet")
+    assert code == 0, err
+    best = run_dir / "best.pt"
+    results = json.loads((run_dir / "results.json").read_text())
+    code, out, err = run(capsys, "evaluate", "--checkpoint", str(best))
+    assert code == 0, err
+    assert f"top-1 {100 * results['test_acc']:.2f}%" in out and "355 images" in out
+    code, out, err = run(capsys, "evaluate", "--checkpoint", str(best), "--split", "val")
+    assert code == 0 and "digits val (144 images)" in out, err
+
+    test = load_dataset("digits", split="test")
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"digit{i}.png"
+        Image.fromarray(test.images[i, 0].numpy().astype(np.uint8)).save(p)
+        paths.append(str(p))
+    code, out, err = run(capsys, "predict", *paths, "--checkpoint", str(best), "--top-k", "2")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 3 and all(line.count("%") == 2 for line in lines)
+    code, _, err = run(capsys, "predict", str(tmp_path / "missing.png"), "--checkpoint", str(best))
+    assert_one_line_error(code, err, "missing.png' not found")
+
+    code, out, err = run(capsys, "profile", "--checkpoint", str(best))
+    assert code == 0 and "quickstart_ghost_cnn input 1x1x8x8" in out, err
+    code, out, err = run(capsys, "export", "--checkpoint", str(best), "--out", str(tmp_path / "m.onnx"))
+    assert code == 0 and (tmp_path / "m.onnx").is_file(), err
+    code, _, err = run(capsys, "export", "resnet20", "--checkpoint", str(best), "--out", str(tmp_path / "n.onnx"))
+    assert_one_line_error(code, err, "holds a quickstart_ghost_cnn, not a resnet20")
+
+
+def test_flags_that_would_be_ignored_are_refused(capsys):
+    code, _, err = run(capsys, "profile", "resnet20", "--backend", "onnxruntime")
+    assert_one_line_error(code, err, "--backend only applies to latency", "--latency")
+    code, _, err = run(capsys, "profile", "resnet20", "--latency", "--threads", "4096")
+    assert_one_line_error(code, err, "--threads 4096 is more than the", "CPU cores")
+    code, _, err = run(capsys, "train", "--device", "cuda:7", "--dataset", "digits", "--out-dir", "/nonexistent/x")
+    assert code != 0 and "Traceback" not in err
+    code, _, err = run(capsys, "evaluate", "--checkpoint", "nope.pt", "--device", "tpu")
+    assert_one_line_error(code, err, "--device tpu")
+
+
+def test_version_and_help_list_choices(capsys, monkeypatch):
+    import leanvision
+
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"leanvision {leanvision.__version__}"
+    code, out, _ = run(capsys, "train", "--help")
+    assert code == 0
+    for text in ("sgd", "adamw", "cosine", "onecycle", "held out of the training split", "--init-from"):
+        assert text in out, text
 
 
 def test_quickstart_end_to_end_writes_report(capsys, tmp_path):
@@ -211,3 +316,15 @@ def test_shipped_configs_validate_and_name_registered_models():
     for path in configs:
         cfg = load_train_config(path)
         assert cfg.model in list_models(), path
+
+
+def test_export_that_onnxruntime_does_not_reproduce_fails_and_keeps_the_old_file(capsys, tmp_path, monkeypatch):
+    import importlib
+
+    onnx_module = importlib.import_module("leanvision.export.onnx")
+    monkeypatch.setattr(onnx_module, "_mismatch", lambda *a, **k: "output contains NaN or inf")
+    keep = tmp_path / "m.onnx"
+    keep.write_bytes(b"previous export")
+    code, _, err = run(capsys, "export", "quickstart_cnn", "--out", str(keep))
+    assert_one_line_error(code, err, "does not match PyTorch", "NaN", "was not written")
+    assert keep.read_bytes() == b"previous export"

@@ -201,8 +201,37 @@ def test_image_size_resizes_any_dataset() -> None:
 def test_unknown_dataset_and_split() -> None:
     with pytest.raises(UnknownNameError, match=r"unknown dataset 'mnsit'.*Did you mean: mnist"):
         load_dataset("mnsit")
-    with pytest.raises(ConfigError, match="has splits train, test; got split='val'"):
+    with pytest.raises(ConfigError, match="has splits train, test, val; got split='valid'"):
+        load_dataset("digits", split="valid")
+    with pytest.raises(ConfigError, match=r"split='val' is held out from the training split: pass val_size"):
         load_dataset("digits", split="val")
+
+
+def test_validation_split_is_held_out_of_train_balanced_and_fixed() -> None:
+    full = load_dataset("digits", split="train")
+    train = load_dataset("digits", split="train", val_size=0.1)
+    val = load_dataset("digits", split="val", val_size=0.1)
+    assert (len(train), len(val)) == (len(full) - 144, 144) and val.split == "val" and train.split == "train"
+    rows = lambda ds: {tuple(x.flatten().tolist()) for x in ds.images}  # noqa: E731
+    assert rows(train) | rows(val) == rows(full) and not rows(train) & rows(val)
+    assert torch.bincount(val.targets).tolist() == [15] * 4 + [14] * 6
+    # Fixed by val_seed alone: a training subset drawn with another seed never overlaps it.
+    sub = load_dataset("digits", split="train", val_size=144, subset=500, seed=7)
+    assert torch.equal(load_dataset("digits", split="val", val_size=144).images, val.images)
+    assert not rows(sub) & rows(val)
+    assert make_loader(val).augment is False
+    for bad in (0.0 + 1e-9, 1.0, len(full), 5, -3, True):
+        with pytest.raises(ConfigError, match="val_size must be a fraction in"):
+            full.split_off(bad)
+
+
+def test_normalisation_constants_have_one_source() -> None:
+    from leanvision.data import constants
+    from leanvision.models import model_card
+
+    assert cifar_mod.CIFAR10_STD is constants.CIFAR10_STD
+    assert model_card("resnet20").std == constants.CIFAR10_STD and model_card("resnet20").mean == constants.CIFAR10_MEAN
+    assert model_card("quickstart_cnn").mean == constants.MNIST_MEAN
 
 
 # --------------------------------------------------------------------------------------- mnist (synthetic)

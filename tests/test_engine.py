@@ -215,6 +215,27 @@ def test_progress_bar_on_stderr_and_silent_when_off(capsys: pytest.CaptureFixtur
     assert captured.out == "" and "epoch" in captured.err and "loss" in captured.err
 
 
+def test_progress_in_a_log_is_one_short_line_per_epoch() -> None:
+    import io
+
+    from rich.console import Console
+
+    from leanvision.engine._progress import TrainProgress
+
+    log = io.StringIO()
+    console = Console(file=log, width=80)  # a file: not a terminal
+    row = {"train_loss": 0.43211, "train_acc": 0.8766, "val_loss": 0.50123, "val_acc": 0.8512, "epoch_time_s": 12.34}
+    with TrainProgress(epochs=120, start_epoch=0, enabled=True, console=console) as bar:
+        for epoch in range(3):
+            bar.start_epoch(epoch, 500)
+            for _ in range(500):
+                bar.batch("loss 0.1234 acc 0.567")
+            bar.end_epoch(epoch, {**row, "epoch": epoch + 1})
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "epoch 1/120 loss 0.4321 acc 0.877 val_loss 0.5012 val_acc 0.851 12.3s"
+    assert len(lines) == 3 and all(len(line) <= 80 for line in lines)
+
+
 # ---------------------------------------------------------------- resume
 
 
@@ -266,10 +287,9 @@ def test_resume_from_older_checkpoint_keeps_one_metrics_line_per_epoch(tmp_path:
 def test_resume_finished_run_is_a_noop(tmp_path: Path) -> None:
     trained, _ = _train(tmp_path, epochs=1, loader_kind="toy")
     before = (tmp_path / "metrics.jsonl").read_text(), (tmp_path / "last.pt").read_bytes()
-    with pytest.warns(UserWarning, match="already completed all 1 epochs; nothing to train"):
-        model, res = _train(tmp_path, epochs=1, loader_kind="toy", resume=tmp_path / "last.pt", model_seed=42)
+    model, res = _train(tmp_path, epochs=1, loader_kind="toy", resume=tmp_path / "last.pt", model_seed=42)
     assert ((tmp_path / "metrics.jsonl").read_text(), (tmp_path / "last.pt").read_bytes()) == before
-    assert len(res.history) == 1 and res.last_checkpoint == tmp_path / "last.pt"
+    assert len(res.history) == 1 and res.last_checkpoint == tmp_path / "last.pt" and res.epochs_trained == 0
     assert all(
         torch.equal(a, b) for a, b in zip(trained.state_dict().values(), model.state_dict().values(), strict=True)
     )
@@ -278,7 +298,7 @@ def test_resume_finished_run_is_a_noop(tmp_path: Path) -> None:
 def test_resume_errors(tmp_path: Path) -> None:
     _train(tmp_path, epochs=2, loader_kind="toy")
     ckpt = tmp_path / "last.pt"
-    data = _batches(*_blobs(32))
+    data = _batches(*_blobs())
     with pytest.raises(ConfigError, match=r"already completed 2 epochs but epochs=1.*pass epochs >= 2"):
         _train(tmp_path, epochs=1, loader_kind="toy", resume=ckpt)
     model = _model()
@@ -293,6 +313,144 @@ def test_resume_errors(tmp_path: Path) -> None:
     torch.save(model.state_dict(), tmp_path / "weights.pt")
     with pytest.raises(CheckpointError, match="not written by fit; load its weights with load_weights"):
         fit(model, data, epochs=3, resume=tmp_path / "weights.pt", progress=False)
+
+
+def _run_with_schedule(out: Path, name: str, *, epochs: int, planned: int, resume: Path | None = None,
+                       lr: float = 0.05, batch_size: int = 32) -> tuple[nn.Module, FitResult]:  # fmt: skip
+    x, y = _blobs()
+    data = ToyLoader(x, y, batch_size=batch_size, seed=1)
+    model = _model()
+    opt = make_optimizer(model, "sgd", lr=lr)
+    sched = make_scheduler(opt, name, total_steps=planned * len(data), warmup_steps=1)
+    return model, fit(model, data, epochs=epochs, optimizer=opt, scheduler=sched, out_dir=out, resume=resume,
+                      seed=3, progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_every_schedule_resumes_exactly_and_refuses_a_new_total(tmp_path: Path, name: str) -> None:
+    straight, _ = _run_with_schedule(tmp_path / "a", name, epochs=3, planned=3)
+    _run_with_schedule(tmp_path / "b", name, epochs=1, planned=3)  # an interrupted 3-epoch run
+    resumed, _ = _run_with_schedule(tmp_path / "b", name, epochs=3, planned=3, resume=tmp_path / "b" / "last.pt")
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(),
+                                                   strict=True))  # fmt: skip
+    # A finished 2-epoch run resumed as a 4-epoch run would restore the 2-epoch schedule and train at LR ~0 (or,
+    # for onecycle, step past its end): refused, saying what differs and how to train longer instead.
+    _run_with_schedule(tmp_path / "c", name, epochs=2, planned=2)
+    with pytest.raises(ConfigError, match=r"follows another learning-rate schedule \(.*total_steps=12 vs 6.*init-from"):
+        _run_with_schedule(tmp_path / "c", name, epochs=4, planned=4, resume=tmp_path / "c" / "last.pt")
+
+
+def test_resume_refuses_settings_it_cannot_honour(tmp_path: Path) -> None:
+    _run_with_schedule(tmp_path, "cosine", epochs=1, planned=2)
+    last = tmp_path / "last.pt"
+    with pytest.raises(ConfigError, match=r"other optimizer settings \(initial_lr=0\.5 vs 0\.05"):
+        _run_with_schedule(tmp_path, "cosine", epochs=2, planned=2, resume=last, lr=0.5)
+    with pytest.raises(ConfigError, match="trained with 3 batches per epoch but the training data now gives 6"):
+        _run_with_schedule(tmp_path, "cosine", epochs=2, planned=2, resume=last, batch_size=16)
+    model = _model()  # without a schedule, lr itself must match
+    x, y = _blobs()
+    fit(
+        model, _batches(x, y), epochs=1, optimizer=make_optimizer(model, lr=0.1), out_dir=tmp_path / "n", progress=False
+    )
+    with pytest.raises(ConfigError, match=r"lr=0\.2 vs 0\.1"):
+        fit(model, _batches(x, y), epochs=2, optimizer=make_optimizer(model, lr=0.2), resume=tmp_path / "n" / "last.pt",
+            progress=False)  # fmt: skip
+    # ...and can then be extended: a constant learning rate has no planned end.
+    res = fit(model, _batches(x, y), epochs=2, optimizer=make_optimizer(model, lr=0.1), out_dir=tmp_path / "n",
+              resume=tmp_path / "n" / "last.pt", progress=False)  # fmt: skip
+    assert res.epochs_trained == 1 and len(res.history) == 2
+
+
+def test_a_crash_between_best_and_last_leaves_them_consistent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    fit_module = importlib.import_module("leanvision.engine.fit")
+    _, ref_res = _train(tmp_path / "ref", epochs=3, loader_kind="toy")
+    real = fit_module.save_checkpoint
+    calls: list[str] = []
+
+    def crash_on_second_last(path: Path, **state: object) -> Path:
+        calls.append(path.name)
+        if path.name == "last.pt" and calls.count("last.pt") == 2:
+            raise OSError("disk full")
+        return real(path, **state)
+
+    with monkeypatch.context() as m:
+        m.setattr(fit_module, "save_checkpoint", crash_on_second_last)
+        with pytest.raises(OSError, match="disk full"):
+            _train(tmp_path / "run", epochs=3, loader_kind="toy")
+    last, best = load_checkpoint(tmp_path / "run" / "last.pt"), load_checkpoint(tmp_path / "run" / "best.pt")
+    # best.pt is written first, so last.pt never names a best epoch that best.pt does not hold.
+    assert last["epoch"] == 1 and best["epoch"] >= last["best_epoch"]
+    _, res = _train(tmp_path / "run", epochs=3, loader_kind="toy", resume=tmp_path / "run" / "last.pt")
+    assert res.best_epoch == ref_res.best_epoch and res.best_val_acc == ref_res.best_val_acc
+    a, b = load_checkpoint(tmp_path / "ref" / "best.pt"), load_checkpoint(tmp_path / "run" / "best.pt")
+    assert a["epoch"] == b["epoch"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_train_step_replaces_the_step_and_sees_the_global_step(tmp_path: Path) -> None:
+    from leanvision.engine import StepContext, standard_step
+
+    x, y = _blobs()
+    seen: list[tuple[int, int]] = []
+
+    def l1_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, ctx: StepContext):
+        seen.append((ctx.epoch, ctx.step))
+        outputs = model(inputs)
+        penalty = sum(p.abs().sum() for p in model.parameters() if p.ndim > 1)
+        loss = ctx.loss_fn(outputs, targets, inputs) + 0.05 * penalty
+        ctx.update(loss)
+        return loss, outputs
+
+    def l1(model: nn.Module) -> float:
+        return float(sum(p.detach().abs().sum() for p in model.parameters() if p.ndim > 1))
+
+    plain, sparse = _model(), _model()
+    fit(plain, _batches(x, y), epochs=3, train_step=standard_step, seed=0, progress=False)
+    fit(sparse, _batches(x, y), epochs=2, train_step=l1_step, seed=0, out_dir=tmp_path, progress=False)
+    fit(sparse, _batches(x, y), epochs=3, train_step=l1_step, seed=0, out_dir=tmp_path, resume=tmp_path / "last.pt",
+        optimizer=make_optimizer(sparse, "sgd", lr=0.1), progress=False)  # fmt: skip
+    assert l1(sparse) < 0.5 * l1(plain)
+    assert seen == [(e, e * 3 + i) for e in range(3) for i in range(3)]  # the step count continues across resume
+
+
+def test_checkpoint_describes_its_model(tmp_path: Path) -> None:
+    from leanvision.data import load_dataset, make_loader
+    from leanvision.engine import model_from_checkpoint
+    from leanvision.models import create_model
+
+    train = load_dataset("digits", split="train", subset=200)
+    model = create_model("quickstart_ghost_cnn", num_classes=10, in_chans=1, ratio=3)
+    fit(model, make_loader(train, batch_size=50), epochs=1, out_dir=tmp_path, meta={"classes": train.classes},
+        progress=False)  # fmt: skip
+    rebuilt, ckpt = model_from_checkpoint(tmp_path / "last.pt")
+    assert ckpt["arch"] == {"name": "quickstart_ghost_cnn", "kwargs": {"num_classes": 10, "in_chans": 1, "ratio": 3},
+                            "input_size": [1, 8, 8]}  # fmt: skip
+    assert ckpt["meta"]["classes"] == train.classes
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(rebuilt(x), model.eval()(x))
+    fit(_model(), _batches(*_blobs()), epochs=1, out_dir=tmp_path / "plain", progress=False)
+    with pytest.raises(CheckpointError, match="does not say which model it holds"):
+        model_from_checkpoint(tmp_path / "plain" / "last.pt")
+
+
+def test_best_is_picked_on_the_validation_split(tmp_path: Path) -> None:
+    from leanvision.data import load_dataset, make_loader
+
+    train = load_dataset("digits", split="train", val_size=0.2)
+    val = load_dataset("digits", split="val", val_size=0.2)
+    test = load_dataset("digits", split="test")
+    full = load_dataset("digits", split="train")
+    key = lambda ds: {tuple(img.flatten().tolist()) for img in ds.images}  # noqa: E731
+    assert len(train) + len(val) == len(full) and not key(train) & key(val) and val.split == "val"
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    opt = make_optimizer(model, "sgd", lr=0.001)
+    res = fit(model, make_loader(train, batch_size=64), epochs=4, val_data=make_loader(val, batch_size=256),
+              optimizer=opt, out_dir=tmp_path, progress=False)  # fmt: skip
+    accs = [r["val_acc"] for r in res.history]
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == res.best_epoch == 1 + accs.index(max(accs)) and best["metrics"]["val_acc"] == max(accs)
+    assert evaluate(model, make_loader(test, batch_size=256))["n"] == len(test)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -435,10 +593,10 @@ def test_make_optimizer_names_and_no_decay_groups() -> None:
 
 def test_unknown_names_and_bad_values() -> None:
     model = _model()
-    with pytest.raises(UnknownNameError, match=r"unknown optimizer 'sgdd'\. Did you mean: sgd.*Choose one of: sgd"):
+    with pytest.raises(UnknownNameError, match=r"unknown optimizer 'sgdd'; did you mean 'sgd'\? choose one of: sgd"):
         make_optimizer(model, "sgdd", lr=0.1)
     opt = make_optimizer(model, lr=0.1)
-    with pytest.raises(UnknownNameError, match=r"unknown scheduler 'cosin'\. Did you mean: cosine.*onecycle"):
+    with pytest.raises(UnknownNameError, match=r"unknown scheduler 'cosin'; did you mean 'cosine'\?.*onecycle"):
         make_scheduler(opt, "cosin", total_steps=10)
     with pytest.raises(ConfigError, match="learning rate must be > 0"):
         make_optimizer(model, lr=0)
@@ -514,3 +672,25 @@ def test_fit_with_real_digits_loader(tmp_path: Path) -> None:
     assert [r["epoch"] for r in rows_b] == [1, 2] and all(math.isfinite(r["train_loss"]) for r in rows_b)
     keys = ("train_loss", "train_acc", "val_loss", "val_acc")
     assert [[r[k] for k in keys] for r in rows_a] == [[r[k] for k in keys] for r in rows_b]
+
+
+def test_engine_guide_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from conftest import REPO
+
+    block = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "engine.md").read_text(), flags=re.S)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block, "engine.md", "exec"), namespace)
+    res = namespace["res"]
+    assert len(res.history) == 20 and res.best_val_acc > 0.9 and (tmp_path / "runs" / "digits" / "best.pt").is_file()
+
+
+def test_model_arguments_that_are_not_plain_data_do_not_break_checkpoints(tmp_path: Path) -> None:
+    from leanvision.models import create_model
+
+    model = create_model("resnet20", num_classes=3, in_chans=1, widths=(4, 8, 8))
+    model.leanvision_arch["kwargs"]["extra"] = object()  # as a class-valued argument would be
+    fit(model, _batches(*_blobs()), epochs=1, out_dir=tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "last.pt")["arch"] is None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from leanvision.errors import ConfigError, UnknownNameError
+from leanvision.errors import ConfigError, ExportError, LeanVisionError, UnknownNameError
 from leanvision.export import check_onnx, export_onnx, onnx_feed, onnx_session
 from leanvision.export import onnx as lv_onnx
 
@@ -219,6 +221,83 @@ def test_session_thread_settings(tmp_path) -> None:
     assert session.get_session_options().inter_op_num_threads == 1
     with pytest.raises(ConfigError, match="threads must be a positive integer"):
         onnx_session(path, threads=0)
+
+
+# --- export_onnx(check=True): verified before it replaces the target ------------------------------------------
+
+
+class _TracedDiffers(nn.Module):
+    """Eager and traced graphs differ (a Python branch the tracer freezes), as a data-dependent model would."""
+
+    def __init__(self, traced: str) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.traced = traced
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x)
+        if not torch.jit.is_tracing():
+            return y
+        if self.traced == "offset":
+            return y + 0.01
+        if self.traced == "nan":
+            return y * float("nan")
+        return y[:, :2]  # "shape"
+
+
+def test_checked_export_writes_a_matching_file(tmp_path) -> None:
+    model = _randomise_bn(_cnn())
+    x = torch.randn(2, 3, 16, 16)
+    path = export_onnx(model, x, tmp_path / "cnn.onnx", check=True)
+    assert check_onnx(model, path, x) < 1e-5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.onnx"]
+
+
+@pytest.mark.parametrize(
+    ("traced", "match"),
+    [
+        (
+            "offset",
+            r"output: max \|onnxruntime - PyTorch\| = 0\.01 > tolerance [\d.e-]+ \(atol 0\.0001 \+ rtol 0\.001 x",
+        ),
+        ("nan", "output of onnxruntime contains NaN or inf"),
+        ("shape", r"output shapes differ \(onnxruntime \[\(1, 2\)\], PyTorch \[\(1, 3\)\]\)"),
+    ],
+)
+def test_failed_check_raises_and_leaves_the_target_alone(tmp_path, traced: str, match: str) -> None:
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"previous good export")
+    model = _TracedDiffers(traced)
+    with pytest.raises(ExportError, match=match) as info:
+        export_onnx(model, torch.randn(1, 4), target, check=True)
+    assert isinstance(info.value, LeanVisionError)
+    msg = str(info.value)
+    assert "\n" not in msg and f"{target} was not written" in msg and "exporter='dynamo'" in msg
+    assert target.read_bytes() == b"previous good export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp file left behind
+    if traced == "offset":  # unchecked, the same export goes through; a loose tolerance passes it too
+        export_onnx(model, torch.randn(1, 4), target, check=True, atol=0.02)
+        assert check_onnx(model, target, torch.randn(1, 4)) == pytest.approx(0.01, abs=1e-5)
+    if traced == "nan":  # a NaN difference must not read as "small"
+        export_onnx(model, torch.randn(1, 4), target)
+        assert check_onnx(model, target, torch.randn(1, 4)) == float("inf")
+
+
+def test_check_tolerances_must_be_non_negative(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="atol and rtol must be >= 0"):
+        export_onnx(nn.Linear(4, 2), torch.randn(1, 4), tmp_path / "l.onnx", check=True, rtol=-1.0)
+
+
+def test_export_does_not_import_profile() -> None:
+    # profile times onnxruntime through export; export must not need profile back (no import cycle).
+    for code in (
+        "import sys, leanvision.export\n"
+        "assert 'leanvision.profile' not in sys.modules, sorted(m for m in sys.modules if 'leanvision' in m)\n"
+        "import leanvision.profile",
+        "import leanvision.profile, leanvision.export",
+    ):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 # --- every registered model exports and matches -----------------------------------------------------------

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from leanvision._io import atomic_path, atomic_write, atomic_write_text
+from leanvision._io import append_jsonl, atomic_path, atomic_write, atomic_write_text, read_jsonl
+from leanvision.errors import DataError
 
 
 @pytest.fixture
@@ -131,3 +132,31 @@ def test_dead_writers_leftovers_are_removed(tmp_path: Path) -> None:
     other_host.write_bytes(b"elsewhere")
     atomic_write(tmp_path / "out.bin", lambda f: f.write(b"ok"))
     assert _names(tmp_path) == sorted([live.name, other_host.name, "out.bin"])
+
+
+def test_jsonl_append_survives_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    append_jsonl(path, {"a": 1})
+    append_jsonl(path, {"b": [1, 2]})
+    with path.open("a") as f:
+        f.write('{"c": 3')  # a writer killed mid-append
+    assert read_jsonl(path) == [{"a": 1}, {"b": [1, 2]}]
+    append_jsonl(path, {"d": 4})  # the unacknowledged torn record is dropped, not extended
+    assert read_jsonl(path) == [{"a": 1}, {"b": [1, 2]}, {"d": 4}]
+    assert path.read_text().endswith('{"d": 4}\n')
+
+
+def test_jsonl_corrupt_middle_line_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"a": 1}\nnot json\n{"b": 2}\n')
+    with pytest.raises(DataError, match=r"log\.jsonl: line 2 is not valid JSON"):
+        read_jsonl(path)
+
+
+def test_jsonl_append_fsyncs_each_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    append_jsonl(tmp_path / "x.jsonl", {"a": 1})
+    append_jsonl(tmp_path / "x.jsonl", {"a": 2})
+    assert len(synced) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from torch import nn
 
 from leanvision.errors import CheckpointError, ConfigError, UnknownNameError
 from leanvision.models import (
+    arch_of,
     create_model,
     ghostnet_from_timm,
     list_models,
@@ -19,7 +21,9 @@ from leanvision.models import (
     render_model_table,
     with_model_table,
 )
+from leanvision.models._registry import MODELS
 from leanvision.ops import fuse_bn
+from leanvision.registry import Registry
 
 ALL = list_models()
 
@@ -145,6 +149,7 @@ def test_card_matches_independent_count(name: str) -> None:
     card = model_card(name)
     assert card.name == name and card.family and len(card.mean) == len(card.std) == card.input_size[0]
     assert (card.params, card.macs) == counts(create_model(name), card.input_size)
+    assert card.unsupported == {}, f"ops the profiler could not count: {card.unsupported}"
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -159,8 +164,30 @@ def test_fuse_keeps_outputs(name: str) -> None:
 
 
 def test_unknown_model_suggests_close_match() -> None:
-    with pytest.raises(UnknownNameError, match="ghostnet_100"):
+    with pytest.raises(UnknownNameError, match=r"ghostnet_100.*Run `leanvision list-models` to see all\.$"):
         create_model("ghostnet_10")
+
+
+def test_generic_registry_has_no_model_text() -> None:
+    plain: Registry[int] = Registry("model")  # the kind no longer switches on CLI-specific text
+    plain.register("a")(lambda: 1)
+    with pytest.raises(UnknownNameError, match=r"^unknown model 'b'\. Known: a\.$"):
+        plain.get("b")
+    hinted: Registry[int] = Registry("widget", hint="See `widgets --list`.")
+    with pytest.raises(UnknownNameError, match=r"^unknown widget 'b'\. See `widgets --list`\.$"):
+        hinted.get("b")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_builders_spell_out_their_arguments(name: str) -> None:
+    params = inspect.signature(MODELS.get(name)).parameters.values()
+    assert not [p for p in params if p.kind is p.VAR_KEYWORD], "give the builder explicit keyword arguments"
+    assert all(p.kind is p.KEYWORD_ONLY for p in params)
+    defaults = {p.name: p.default for p in params}
+    assert defaults["num_classes"] == model_card(name).num_classes
+    assert defaults["in_chans"] == model_card(name).input_size[0]
+    model = create_model(name, num_classes=5, in_chans=2)
+    assert model.num_classes == 5 and arch_of(model) == {"name": name, "kwargs": {"num_classes": 5, "in_chans": 2}}
 
 
 def test_create_model_errors_and_none_kwargs() -> None:

@@ -252,3 +252,52 @@ def test_fuse_inplace() -> None:
     out = fuse_bn(m, inplace=True)
     assert out is m and m[0].bn is None
     torch.testing.assert_close(m(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def _randomize_bn64(bn: nn.modules.batchnorm._BatchNorm, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    n = bn.num_features
+    bn.running_mean.copy_(torch.rand(n, generator=g, dtype=torch.float64) - 0.5)
+    bn.running_var.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
+    if bn.affine:
+        bn.weight.data.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
+        bn.bias.data.copy_(torch.rand(n, generator=g, dtype=torch.float64) - 0.5)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [
+        (lambda b: (nn.Conv2d(4, 6, 3, padding=1, bias=b), nn.BatchNorm2d(6)), (2, 4, 5, 5)),
+        (lambda b: (nn.Conv2d(4, 6, 3, groups=2, bias=b), nn.BatchNorm2d(6)), (2, 4, 5, 5)),
+        (lambda b: (nn.Conv2d(6, 6, 3, groups=6, stride=2, bias=b), nn.BatchNorm2d(6)), (2, 6, 7, 7)),
+        (lambda b: (nn.ConvTranspose2d(4, 6, 3, stride=2, bias=b), nn.BatchNorm2d(6)), (2, 4, 5, 5)),
+        (lambda b: (nn.ConvTranspose2d(4, 6, 3, stride=2, groups=2, bias=b), nn.BatchNorm2d(6)), (2, 4, 5, 5)),
+        (lambda b: (nn.ConvTranspose2d(6, 6, 4, 2, 1, groups=6, bias=b), nn.BatchNorm2d(6)), (2, 6, 5, 5)),
+        (lambda b: (nn.ConvTranspose1d(4, 8, 3, groups=4, bias=b), nn.BatchNorm1d(8)), (2, 4, 9)),
+        (lambda b: (nn.Conv1d(3, 5, 3, bias=b), nn.BatchNorm1d(5)), (2, 3, 9)),
+        (lambda b: (nn.Conv3d(2, 4, 3, groups=2, bias=b), nn.BatchNorm3d(4, affine=False)), (1, 2, 5, 5, 5)),
+    ],
+    ids=["conv2d", "conv2d-g2", "conv2d-dw", "tconv2d", "tconv2d-g2", "tconv2d-dw", "tconv1d-g4", "conv1d", "conv3d"],
+)
+def test_fuse_bn_is_exact_for_every_conv_kind(make, shape, bias: bool) -> None:
+    # torch's fuse_conv_bn_eval assumes a transposed weight is [in, out, ...] and crashes on grouped ones.
+    torch.manual_seed(0)
+    seq = nn.Sequential(*make(bias)).double()
+    _randomize_bn64(seq[1], seed=1)
+    x = torch.randn(*shape, dtype=torch.float64)
+    fused = fuse_bn(seq)
+    assert len(fused) == 1 and fused[0].bias is not None
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), seq.eval()(x), atol=1e-12, rtol=1e-12)
+
+
+def test_conv_bn_act_keeps_bn_subclass_that_does_more() -> None:
+    class BnRelu(nn.BatchNorm2d):  # a BN that is not only a BN: folding it would drop the ReLU
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.relu(super().forward(x))
+
+    m = ConvBnAct(3, 4, 3, act_layer=None, norm_layer=BnRelu)
+    fused = _check_fused(nn.Sequential(m), torch.randn(2, 3, 6, 6))
+    assert isinstance(fused[0].bn, BnRelu)
+    assert m.fold_bn().bn is not None

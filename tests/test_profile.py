@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -19,7 +22,10 @@ from leanvision.profile import (
     format_profile,
     latency,
     profile,
+    register_op_macs,
 )
+from leanvision.profile import macs as lv_macs
+from leanvision.profile import timing as lv_timing
 
 
 def _macs(module: nn.Module, *shape: int) -> int:
@@ -189,7 +195,7 @@ def test_free_ops_are_neither_counted_nor_reported() -> None:
     assert prof.unsupported == {}
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0"])
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "mobilenet_v3_large", "vgg16_bn"])
 def test_standard_cnns_have_no_unsupported_ops(name: str) -> None:
     model = getattr(torchvision.models, name)()
     assert profile(model, torch.randn(1, 3, 64, 64)).unsupported == {}
@@ -250,12 +256,23 @@ def test_bad_input_type_is_a_config_error() -> None:
         profile(nn.Linear(2, 2), [[1.0, 2.0]])  # type: ignore[arg-type]
 
 
-def test_package_is_callable_like_the_function() -> None:
-    import leanvision
-    import leanvision.profile
+def _python(code: str) -> None:
+    """Run `code` in a fresh interpreter (import order matters) and fail with its stderr."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
-    # the submodule import binds the package over the lazy `leanvision.profile` function
-    assert leanvision.profile(nn.Linear(3, 2), torch.randn(1, 3)).macs == 6
+
+def test_leanvision_profile_is_always_the_module() -> None:
+    # It used to be the function until `import leanvision.profile...` ran, and a patched callable package after.
+    _python(
+        "import types, torch, leanvision as lv\n"
+        "assert isinstance(lv.profile, types.ModuleType), lv.profile\n"
+        "import leanvision.profile.macs\n"
+        "assert isinstance(lv.profile, types.ModuleType) and lv.profile is leanvision.profile\n"
+        "assert not callable(lv.profile)\n"
+        "assert lv.profile.profile(torch.nn.Linear(3, 2), torch.randn(1, 3)).macs == 6\n"
+        "assert callable(lv.latency) and lv.latency is lv.profile.latency\n"
+    )
 
 
 def test_profile_to_dict_is_json() -> None:
@@ -283,6 +300,151 @@ def test_format_count(n: float, text: str) -> None:
 
 def test_format_count_digits() -> None:
     assert format_count(11_689_512, digits=2) == "11.69M"
+
+
+def test_bookkeeping_ops_are_free() -> None:
+    class Split(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a, _ = x.unsafe_split(2, 1)
+            c, _ = x.unsafe_chunk(2, 1)
+            e = x.unsafe_split_with_sizes([1, 3], 1)[0]
+            assert x.is_same_size(x)
+            return a + c + e
+
+    assert profile(Split(), torch.randn(2, 4)).unsupported == {}
+
+
+# --- extension points: declared costs, binary precision, custom ops -----------------------------------------
+
+
+class _Gathered(nn.Module):
+    """Computes densely but declares the cost of its gathered execution (half of the output channels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y + torch.fft.rfft2(y).abs().mean()  # unsupported if it were counted: it must not be reported
+
+    def profile_macs(self, inputs: tuple, output: torch.Tensor) -> int:
+        (x,) = inputs
+        return output.shape[0] * output.shape[2] * output.shape[3] * (8 // 2) * x.shape[1] * 9
+
+
+def _with(block: nn.Module) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 1), block, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+
+
+def test_declared_macs_replace_the_inner_count() -> None:
+    prof = profile(_with(_Gathered()), torch.randn(2, 3, 6, 6))
+    stem, declared, fc = 2 * 36 * 4 * 3, 2 * 36 * 4 * 4 * 9, 2 * 8 * 2
+    assert prof.by_module["1"] == declared and prof.by_module["1.conv"] == 0
+    assert prof.by_module == {"": stem + declared + fc, "0": stem, "1": declared, "1.conv": 0, "2": 0, "3": 0, "4": fc}
+    assert prof.macs == stem + declared + fc and prof.bops == 0
+    assert prof.unsupported == {}
+
+
+def test_declared_cost_of_the_outermost_module_wins_and_may_give_bops() -> None:
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = _Gathered()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x)
+
+        def profile_macs(self, inputs: tuple, output: torch.Tensor) -> dict[str, int]:
+            return {"macs": 5, "bops": 640}
+
+    prof = profile(_with(Outer()), torch.randn(1, 3, 4, 4))
+    assert (prof.by_module["1"], prof.by_module["1.inner"], prof.bops_by_module["1"]) == (5, 0, 640)
+    assert prof.bops == 640 and prof.ops == prof.macs + 10
+
+
+class _BinaryConv(nn.Module):
+    """A sign-binarised 3x3 conv: its MACs are 1-bit x 1-bit."""
+
+    mac_precision = "binary"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 4, 3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(torch.sign(x), torch.sign(self.weight), padding=1)
+
+
+def test_binary_modules_are_counted_as_bops() -> None:
+    prof = profile(_with(_BinaryConv()), torch.randn(1, 3, 6, 6))
+    stem, binary, fc = 36 * 4 * 3, 36 * 8 * 4 * 9, 8 * 2
+    assert (prof.macs, prof.bops) == (stem + fc, binary)
+    assert prof.by_module["1"] == 0 and prof.bops_by_module["1"] == binary and prof.bops_by_module[""] == binary
+    assert prof.ops == stem + fc + binary / 64  # Bi-Real Net's OPs
+    assert json.loads(json.dumps(prof.to_dict()))["bops"] == binary
+    text = format_profile(prof)
+    assert "BOPs" in text and f"bops: {format_count(binary)}" in text
+    assert "bops" not in format_profile(profile(_nested(), torch.randn(1, 3, 8, 8)))
+
+
+def test_declared_int_inside_a_binary_module_is_bops() -> None:
+    class BinaryGathered(_Gathered):
+        mac_precision = "binary"
+
+    prof = profile(BinaryGathered(), torch.randn(1, 4, 2, 2))
+    assert (prof.macs, prof.bops) == (0, 4 * 4 * 4 * 9)
+
+
+def test_bad_extension_declarations_are_config_errors() -> None:
+    class Bad(_Gathered):
+        def profile_macs(self, inputs: tuple, output: torch.Tensor) -> float:
+            return 1.5
+
+    with pytest.raises(ConfigError, match=r"Bad.profile_macs must return a non-negative int.*, got 1.5"):
+        profile(Bad(), torch.randn(1, 4, 2, 2))
+
+    class Keys(_Gathered):
+        def profile_macs(self, inputs: tuple, output: torch.Tensor) -> dict[str, int]:
+            return {"flops": 3}
+
+    with pytest.raises(ConfigError, match=r"returned keys \['flops'\]; only 'macs' and 'bops'"):
+        profile(Keys(), torch.randn(1, 4, 2, 2))
+
+    class Ternary(_BinaryConv):
+        mac_precision = "ternary"
+
+    with pytest.raises(ConfigError, match="mac_precision is 'ternary'; use 'binary'"):
+        profile(Ternary(), torch.randn(1, 4, 2, 2))
+    with pytest.raises(ConfigError, match="register_op_macs needs a torch op"):
+        register_op_macs("aten.mm", lambda *a, out: 0)
+
+
+@torch.library.custom_op("leanvision_test::pair_product", mutates_args=())
+def _pair_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A custom op the profiler knows nothing about: a matrix product in disguise."""
+    return (a.unsqueeze(-1) * b.unsqueeze(0)).sum(1)
+
+
+def test_registered_custom_op_formula_is_counted(monkeypatch) -> None:
+    class UsesCustomOp(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 5))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.ops.leanvision_test.pair_product(x, self.w)
+
+    model = nn.Sequential(nn.Linear(4, 4), UsesCustomOp())
+    before = profile(model, torch.randn(3, 4))
+    assert before.macs == 3 * 4 * 4 and before.unsupported == {"leanvision_test.pair_product": 1}
+    monkeypatch.setattr(lv_macs, "_COUNTED", dict(lv_macs._COUNTED))  # keep the global table clean
+    register_op_macs(torch.ops.leanvision_test.pair_product, lambda a, b, *, out: a.shape[0] * a.shape[1] * b.shape[1])
+    after = profile(model, torch.randn(3, 4))
+    assert after.macs == 3 * 4 * 4 + 3 * 4 * 5 and after.unsupported == {}
+    assert after.by_module["1"] == 3 * 4 * 5
+    register_op_macs(_pair_product, lambda a, b, *, out: {"bops": 7})  # the torch.library object works too
+    assert profile(model, torch.randn(3, 4)).bops == 7
 
 
 # --- agreement with fvcore on the papers' convention ---------------------------------------------------------
@@ -413,3 +575,79 @@ def test_compare_latency_onnxruntime_and_bad_rounds() -> None:
     assert all(s.onnxruntime_version and s.median_ms > 0 for s in stats.values())
     with pytest.raises(ConfigError, match="rounds must be an integer >= 1"):
         compare_latency(models, torch.randn(1, 3, 8, 8), rounds=0)
+
+
+def test_latency_records_device_and_machine() -> None:
+    stats = latency(_small_cnn(), torch.randn(1, 3, 8, 8), warmup=0, iters=1)
+    assert (stats.device, stats.gpu) == ("cpu", None) and stats.cpu
+    ort = latency(_small_cnn(), torch.randn(1, 3, 8, 8), backend="onnxruntime", warmup=0, iters=1)
+    assert ort.device == "cpu" and ort.gpu is None
+
+
+def test_latency_moves_the_input_to_the_model_device() -> None:
+    seen: list[torch.device] = []
+
+    class OnMeta(nn.Module):  # the meta device stands in for a GPU: tensors without data, on another device
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.empty(2, device="meta"))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.device)
+            return x * self.w
+
+    stats = latency(OnMeta(), torch.randn(1, 2), warmup=0, iters=2)
+    assert seen == [torch.device("meta")] * 2 and stats.device == "meta"
+
+
+def test_sync_fn_synchronises_cuda_only(monkeypatch) -> None:
+    calls: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    sync = lv_timing._sync_fn(torch.device("cuda", 1))
+    assert sync is not None and not calls
+    sync()
+    assert calls == [torch.device("cuda", 1)]
+    assert lv_timing._sync_fn(torch.device("cpu")) is None
+
+
+def test_latency_waits_for_the_device_around_every_timed_call(monkeypatch) -> None:
+    events: list[str] = []
+
+    class Probe(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            events.append("forward")
+            return x
+
+    monkeypatch.setattr(lv_timing, "_sync_fn", lambda device: lambda: events.append("sync"))
+    counter = iter(range(1000))
+    monkeypatch.setattr(lv_timing.time, "perf_counter", lambda: events.append("clock") or float(next(counter)))
+    latency(Probe(), torch.randn(1, 2), warmup=1, iters=2)
+    timed = ["clock", "forward", "sync", "clock"]
+    assert events == ["sync", "forward", "sync", *timed, *timed]  # queued work drained before the first clock
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_latency_pauses_gc_and_restores_it(enabled: bool) -> None:
+    seen: list[bool] = []
+
+    class Probe(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(gc.isenabled())
+            return x
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        latency(Probe(), torch.randn(1, 2), warmup=1, iters=3)
+        assert seen == [False] * 4
+        assert gc.isenabled() == enabled
+        with pytest.raises(RuntimeError, match="boom"):
+            latency(nn.Sequential(Probe(), _Raise()), torch.randn(1, 2), warmup=0, iters=1)
+        assert gc.isenabled() == enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+class _Raise(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom")

@@ -16,6 +16,14 @@ def _bash_blocks() -> list[str]:
     return [b.strip() for b in re.findall(r"```bash\n(.*?)```", README, flags=re.S)]
 
 
+def test_user_docs_name_no_developer_only_paths_or_references():
+    # Users can look up papers and their own data directory, not this project's specs, issues or shared folders.
+    for path in [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "configs").glob("*.yaml")]:
+        text = path.read_text()
+        for banned in ("../shared", "spec §", "issue "):
+            assert banned not in text, f"{path.name} mentions {banned!r}"
+
+
 def test_readme_has_exactly_two_commands_quickstart_and_tests():
     blocks = _bash_blocks()
     assert blocks == [f"{SETUP} && .venv/bin/leanvision quickstart", f"{SETUP} && .venv/bin/python -m pytest"]
@@ -37,7 +45,7 @@ def test_requirements_pin_torch_and_install_the_package_with_dev_extras():
 @pytest.mark.slow
 def test_readme_python_example_runs(shared_data, monkeypatch):
     block = re.findall(r"```python\n(.*?)```", README, flags=re.S)[0]
-    monkeypatch.chdir(REPO)  # the example reads ../shared/data relative to the repository
+    monkeypatch.setenv("LEANVISION_DATA", str(shared_data))  # the example reads the user's data directory
     namespace: dict = {}
-    exec(compile(block.replace("../shared/data", str(shared_data)), "README.md", "exec"), namespace)
+    exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["model"].training is False  # fuse_bn(model.eval()) ran, i.e. the last line executed

@@ -16,12 +16,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, prog_name="leanvision", standalone_mode=False)
     except LeanVisionError as e:
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        code = getattr(e, "exit_code", 2)
+        typer.echo(f"{e}" if code == 130 else f"error: {e}", err=True)  # 130: Ctrl-C, with how to continue
+        sys.exit(code)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except typer.TyperException as e:  # usage errors: typer prints the usage line and the problem
         e.show()
         sys.exit(e.exit_code)
+    if code == 130:  # typer turns Ctrl-C into this exit code without a word
+        typer.echo("interrupted", err=True)
     sys.exit(code if isinstance(code, int) else 0)

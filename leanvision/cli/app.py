@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 
@@ -10,8 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from leanvision.cli._common import check_device, check_threads, writable_dir
+from leanvision.cli.config import field_help
 from leanvision.cli.shapes import parse_shape
 from leanvision.errors import ConfigError
+from leanvision.names import LATENCY_BACKENDS, OPTIMIZERS, SCHEDULERS, SPLITS
 
 app = typer.Typer(
     name="leanvision",
@@ -23,46 +25,64 @@ app = typer.Typer(
 console = Console()
 
 
-class Backend(str, Enum):
-    eager = "eager"
-    onnxruntime = "onnxruntime"
+def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    # typer shows an Enum's values as the option's choices and rejects anything else.
+    return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
 
 
-def writable_dir(path: Path) -> Path:
-    """Create ``path`` if needed; an unusable location is a one-line ConfigError, not a traceback."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create output directory '{path}' ({e.strerror}): choose a writable path") from None
-    if not os.access(path, os.W_OK):
-        raise ConfigError(f"output directory '{path}' is not writable: choose a writable path")
-    return path
+Backend = _choices("Backend", LATENCY_BACKENDS)
+Optimizer = _choices("Optimizer", OPTIMIZERS)
+Scheduler = _choices("Scheduler", SCHEDULERS)
+Split = _choices("Split", SPLITS)
+DEVICE_HELP = "cpu, cuda or cuda:N"
+OPTIMIZER_HELP = field_help("optimizer") + " (default sgd)"
+SCHEDULER_HELP = field_help("scheduler") + " (default cosine)"
 
 
-def _example_input(model_name: str, shape: str | None, batch: int):
+def _version(value: bool) -> None:
+    if value:
+        from leanvision import __version__
+
+        typer.echo(f"leanvision {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    """Efficient vision models, measured honestly: accuracy, MACs, params and wall-clock latency."""
+
+
+def _example_input(shape: str | None, default: tuple[int, ...]):
     import torch
 
-    from leanvision.models import model_card
-
-    dims = parse_shape(shape) if shape else (batch, *model_card(model_name).input_size)
+    dims = parse_shape(shape) if shape else (1, *default)
     if len(dims) != 4:
         raise ConfigError(f"bad input shape '{shape}': image models take 4 dims, batch x C x H x W (e.g. 1x3x224x224)")
     return torch.randn(*dims)
 
 
-def _build(model_name: str, *, num_classes: int | None, in_chans: int | None, fused: bool, checkpoint: Path | None):
-    from leanvision.models import create_model
+def _model_and_input(model_name: str | None, checkpoint: Path | None, *, shape: str | None, num_classes: int | None):
+    """The model to profile/export, from a registered name or rebuilt from a checkpoint, and its example input."""
+    from leanvision.models import create_model, model_card
 
-    model = create_model(model_name, num_classes=num_classes, in_chans=in_chans)
     if checkpoint is not None:
-        from leanvision.engine import load_checkpoint, load_model_state
+        from leanvision.engine import model_from_checkpoint
 
-        load_model_state(model, load_checkpoint(checkpoint), source=checkpoint)
-    if fused:
-        from leanvision.ops import fuse_bn
-
-        model = fuse_bn(model.eval())
-    return model.eval()
+        if num_classes is not None:
+            raise ConfigError("--num-classes comes from the checkpoint; drop it when you pass --checkpoint")
+        model, ckpt = model_from_checkpoint(checkpoint)
+        arch = ckpt["arch"]
+        if model_name is not None and model_name != arch["name"]:
+            raise ConfigError(f"{checkpoint} holds a {arch['name']}, not a {model_name}; drop MODEL or fix it")
+        default = tuple(arch.get("input_size") or model_card(arch["name"]).input_size)
+        return arch["name"], model, _example_input(shape, default)
+    if model_name is None:
+        raise ConfigError("give a MODEL name (see `leanvision list-models`) or --checkpoint PATH")
+    default = model_card(model_name).input_size
+    x = _example_input(shape, default)
+    return model_name, create_model(model_name, num_classes=num_classes, in_chans=x.shape[1]).eval(), x
 
 
 @app.command("list-models")
@@ -97,39 +117,49 @@ def list_models_cmd(
 
 @app.command("profile")
 def profile_cmd(
-    model: str = typer.Argument(..., help="registered model name (see list-models)"),
-    input_shape: str = typer.Option(None, "--input", help="BxCxHxW, default: 1 x the card's input size"),
+    model: str = typer.Argument(None, help="registered model name (see list-models); optional with --checkpoint"),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="rebuild the model (and input size) from a checkpoint"),
+    input_shape: str = typer.Option(None, "--input", help="BxCxHxW, default: 1 x the model's input size"),
     latency: bool = typer.Option(False, "--latency", help="also measure wall-clock latency"),
-    backend: Backend = typer.Option(Backend.eager, "--backend", help="latency backend"),
+    backend: Backend = typer.Option(None, "--backend", help="latency backend (with --latency; default eager)"),
     threads: int = typer.Option(None, "--threads", min=1, help="threads for latency (default: torch's)"),
-    num_classes: int = typer.Option(None, "--num-classes", min=1),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP + " (for eager latency)"),
+    num_classes: int = typer.Option(None, "--num-classes", min=1, help="classifier outputs (default: the model's)"),
     fused: bool = typer.Option(False, "--fused", help="fold BatchNorm into convs first (deploy form)"),
     top: int = typer.Option(10, "--top", min=0, help="how many modules to list by MACs"),
 ) -> None:
     """Count MACs and params (papers' convention) and optionally time the model."""
+    from leanvision.ops import fuse_bn
     from leanvision.profile import format_count, profile
     from leanvision.profile import latency as measure
 
-    x = _example_input(model, input_shape, 1)
-    net = _build(model, num_classes=num_classes, in_chans=x.shape[1], fused=fused, checkpoint=None)
+    if backend is not None and not latency:
+        raise ConfigError("--backend only applies to latency: add --latency, or drop --backend")
+    if threads is not None and not latency:
+        raise ConfigError("--threads only applies to latency: add --latency, or drop --threads")
+    check_threads(threads)
+    check_device(device)
+    name, net, x = _model_and_input(model, checkpoint, shape=input_shape, num_classes=num_classes)
+    if fused:
+        net = fuse_bn(net)
     try:
         prof = profile(net, x)
     except RuntimeError as e:
-        raise ConfigError(f"{model} cannot run on input {tuple(x.shape)}: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{name} cannot run on input {tuple(x.shape)}: {str(e).splitlines()[0]}") from None
     console.print(
-        f"[bold]{model}[/] input {'x'.join(map(str, x.shape))}: "
+        f"[bold]{name}[/] input {'x'.join(map(str, x.shape))}: "
         f"{format_count(prof.params)} params, {format_count(prof.macs)} MACs"
     )
     if top:
         leaves = sorted(((m, v) for m, v in prof.by_module.items() if m and "." not in m), key=lambda kv: -kv[1])
         table = Table("module", "MACs", "share")
-        for name, macs in leaves[:top]:
-            table.add_row(name, format_count(macs), f"{100 * macs / max(prof.macs, 1):.1f}%")
+        for mod, macs in leaves[:top]:
+            table.add_row(mod, format_count(macs), f"{100 * macs / max(prof.macs, 1):.1f}%")
         console.print(table)
     if prof.unsupported:
         console.print("[yellow]not counted:[/] " + ", ".join(f"{k} x{v}" for k, v in prof.unsupported.items()))
     if latency:
-        stats = measure(net, x, backend=backend.value, threads=threads)
+        stats = measure(net.to(device), x, backend=(backend or Backend.eager).value, threads=threads)
         console.print(
             f"latency ({stats.backend}, {stats.threads} threads, batch {stats.batch_size}): "
             f"median {stats.median_ms:.3f} ms, p90 {stats.p90_ms:.3f} ms over {stats.iters} runs"
@@ -138,45 +168,50 @@ def profile_cmd(
 
 @app.command("export")
 def export_cmd(
-    model: str = typer.Argument(..., help="registered model name"),
+    model: str = typer.Argument(None, help="registered model name; optional with --checkpoint"),
     out: Path = typer.Option(..., "--out", help="output .onnx file"),
-    input_shape: str = typer.Option(None, "--input", help="BxCxHxW, default: 1 x the card's input size"),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="a leanvision checkpoint (last.pt) to load"),
-    num_classes: int = typer.Option(None, "--num-classes", min=1),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="a leanvision checkpoint (last.pt / best.pt)"),
+    input_shape: str = typer.Option(None, "--input", help="BxCxHxW, default: 1 x the model's input size"),
+    num_classes: int = typer.Option(None, "--num-classes", min=1, help="classifier outputs (default: the model's)"),
     fused: bool = typer.Option(True, "--fused/--no-fused", help="fold BatchNorm into convs (deploy form)"),
-    opset: int = typer.Option(None, "--opset", min=7),
+    opset: int = typer.Option(None, "--opset", min=7, help="ONNX opset (default: the exporter's)"),
 ) -> None:
-    """Export a model to ONNX and check onnxruntime's output against PyTorch."""
+    """Export a model to ONNX; fails unless onnxruntime reproduces PyTorch's output."""
     from leanvision.export import check_onnx, export_onnx
+    from leanvision.ops import fuse_bn
 
     if out.suffix.lower() != ".onnx":
         raise ConfigError(f"--out '{out}' should end in .onnx")
-    x = _example_input(model, input_shape, 1)
-    net = _build(model, num_classes=num_classes, in_chans=x.shape[1], fused=fused, checkpoint=checkpoint)
-    path = export_onnx(net, x, out, opset=opset)
+    _, net, x = _model_and_input(model, checkpoint, shape=input_shape, num_classes=num_classes)
+    if fused:
+        net = fuse_bn(net)
+    path = export_onnx(net, x, out, opset=opset, check=True)
     diff = check_onnx(net, path, x)
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); max |onnxruntime - torch| = {diff:.2e}")
 
 
 @app.command("train")
 def train_cmd(
-    config: Path = typer.Argument(None, help="YAML config; flags override its values"),
-    model: str = typer.Option(None, "--model"),
-    dataset: str = typer.Option(None, "--dataset"),
-    data_dir: str = typer.Option(None, "--data-dir", help="dataset root (else $LEANVISION_DATA)"),
-    subset: int = typer.Option(None, "--subset", help="class-balanced training subset size"),
-    epochs: int = typer.Option(None, "--epochs"),
-    batch_size: int = typer.Option(None, "--batch-size"),
-    lr: float = typer.Option(None, "--lr"),
-    optimizer: str = typer.Option(None, "--optimizer"),
-    scheduler: str = typer.Option(None, "--scheduler"),
-    seed: int = typer.Option(None, "--seed"),
-    threads: int = typer.Option(None, "--threads"),
-    out_dir: str = typer.Option(None, "--out-dir"),
+    config: Path = typer.Argument(None, help="YAML config (examples in configs/); flags override its values"),
+    model: str = typer.Option(None, "--model", help=field_help("model")),
+    dataset: str = typer.Option(None, "--dataset", help=field_help("dataset")),
+    data_dir: str = typer.Option(None, "--data-dir", help=field_help("data_dir")),
+    subset: int = typer.Option(None, "--subset", min=1, help=field_help("subset")),
+    val_size: float = typer.Option(None, "--val-size", min=0, help=field_help("val_size") + " (default 0.1)"),
+    epochs: int = typer.Option(None, "--epochs", min=1, help=field_help("epochs") + " (default 10)"),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help=field_help("batch_size") + " (default 128)"),
+    lr: float = typer.Option(None, "--lr", help=field_help("lr") + " (default 0.1)"),
+    optimizer: Optimizer = typer.Option(None, "--optimizer", help=OPTIMIZER_HELP),
+    scheduler: Scheduler = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
+    seed: int = typer.Option(None, "--seed", min=0, help=field_help("seed") + " (default 0)"),
+    threads: int = typer.Option(None, "--threads", min=1, help=field_help("threads")),
+    device: str = typer.Option(None, "--device", help=field_help("device") + " (default cpu)"),
+    init_from: str = typer.Option(None, "--init-from", help=field_help("init_from")),
+    out_dir: str = typer.Option(None, "--out-dir", help=field_help("out_dir") + " (default runs/train)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out-dir from its last.pt"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ) -> None:
-    """Train a registered model on a dataset (YAML config and/or flags)."""
+    """Train a registered model on a dataset (YAML config and/or flags); best.pt is picked on a validation split."""
     from leanvision.cli.config import load_train_config
     from leanvision.cli.train import run_training
 
@@ -185,18 +220,62 @@ def train_cmd(
         dataset=dataset,
         data_dir=data_dir,
         subset=subset,
+        val_size=val_size,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
-        optimizer=optimizer,
-        scheduler=scheduler,
+        optimizer=optimizer.value if optimizer else None,
+        scheduler=scheduler.value if scheduler else None,
         seed=seed,
         threads=threads,
+        device=device,
+        init_from=init_from,
         out_dir=out_dir,
     )
     cfg = load_train_config(config, flags)
-    summary = run_training(cfg, resume=resume, progress=not quiet)
-    console.print(summary)
+    console.print(run_training(cfg, resume=resume, progress=not quiet), soft_wrap=True)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="a checkpoint written by `leanvision train`"),
+    split: Split = typer.Option(Split.test, "--split", help="test, val (held out of train, as in training) or train"),
+    data_dir: str = typer.Option(None, "--data-dir", help="dataset root (default: the run's, else $LEANVISION_DATA)"),
+    dataset: str = typer.Option(None, "--dataset", help="dataset name (default: the one it was trained on)"),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="images per forward pass"),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's)"),
+) -> None:
+    """Accuracy (top-1, top-5) and loss of a trained checkpoint on a dataset split."""
+    import torch
+
+    from leanvision.cli.use import evaluate_checkpoint
+
+    check_device(device)
+    if check_threads(threads):
+        torch.set_num_threads(threads)
+    m = evaluate_checkpoint(
+        checkpoint, split=split.value, data_dir=data_dir, dataset=dataset, batch_size=batch_size, device=device
+    )
+    console.print(
+        f"{m['dataset']} {m['split']} ({int(m['n'])} images): top-1 {100 * m['acc']:.2f}%, "
+        f"top-5 {100 * m.get('top5', m['acc']):.2f}%, loss {m['loss']:.4f}"
+    )
+
+
+@app.command("predict")
+def predict_cmd(
+    images: list[Path] = typer.Argument(..., help="image files (PNG, JPEG, ...)"),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="a checkpoint written by `leanvision train`"),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="classes to show per image"),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+) -> None:
+    """Classify image files with a trained checkpoint: the top-k classes and their probabilities."""
+    from leanvision.cli.use import predict_images
+
+    check_device(device)
+    for path, top in predict_images(checkpoint, images, top_k=top_k, device=device):
+        typer.echo(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
 
 
 @app.command("quickstart")
@@ -205,15 +284,15 @@ def quickstart_cmd(
     data_dir: str = typer.Option(
         None, "--data-dir", help="dataset root holding MNIST/ or FashionMNIST/ (else $LEANVISION_DATA)"
     ),
-    out_dir: Path = typer.Option(Path("runs/quickstart"), "--out-dir"),
-    epochs: int = typer.Option(None, "--epochs", min=1),
+    out_dir: Path = typer.Option(Path("runs/quickstart"), "--out-dir", help="where the report goes"),
+    epochs: int = typer.Option(None, "--epochs", min=1, help="training epochs (default: per dataset)"),
     subset: int = typer.Option(None, "--subset", min=10, help="training subset size"),
-    seed: int = typer.Option(0, "--seed"),
-    threads: int = typer.Option(None, "--threads", min=1),
-    quiet: bool = typer.Option(False, "--quiet"),
+    seed: int = typer.Option(0, "--seed", min=0, help="first seed; each model is trained with 3 seeds from it"),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ) -> None:
     """Train a small CNN and its Ghost twin, profile and time both, and write an HTML/Markdown report."""
-    from leanvision.quickstart import run_quickstart
+    from leanvision.cli.quickstart import run_quickstart
 
     if dataset not in ("digits", "mnist", "fashion_mnist"):
         raise ConfigError(f"quickstart --dataset must be digits, mnist or fashion_mnist, not '{dataset}'")
@@ -224,18 +303,18 @@ def quickstart_cmd(
         epochs=epochs,
         subset=subset,
         seed=seed,
-        threads=threads,
+        threads=check_threads(threads),
         progress=not quiet,
     )
-    table = Table(Column("model", no_wrap=True), "test acc (%)", "params", "MACs", "eager bs1 ms", "ORT bs1 ms")
+    table = Table(Column("model", no_wrap=True), "test acc %", "params", "MACs", "eager bs1 ms", "ORT bs1 ms")
     for r in result.rows:
         table.add_row(
             r["model"],
-            f"{r['acc']:.2f}",
+            f"{r['acc']:.2f}±{r['acc_sd']:.2f}",
             f"{r['params']:,}",
             f"{r['macs']:,}",
             f"{r['eager_bs1_ms']:.3f}",
             f"{r['onnxruntime_bs1_ms']:.3f}",
         )
     console.print(table)
-    console.print(f"report: {result.html}  (also {result.markdown.name})")
+    console.print(f"report: {result.html}  (also {result.markdown.name})", soft_wrap=True)

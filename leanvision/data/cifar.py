@@ -11,13 +11,12 @@ import torch
 
 from leanvision.data._fs import archive_files, build_once, load_arrays, save_arrays
 from leanvision.data._registry import DATASETS
+from leanvision.data.constants import CIFAR10_MEAN, CIFAR10_STD
 from leanvision.data.dataset import ImageDataset
 from leanvision.data.folder import IMG_EXTENSIONS, _subdirs, decode_file, decode_folder, stack_images
 from leanvision.errors import DataError
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-CIFAR10_MEAN = (0.4913, 0.4821, 0.4465)
-CIFAR10_STD = (0.2452, 0.2428, 0.2606)
 CIFAR10_LAYOUTS = (
     "cifar-10-batches-py/ (torchvision's pickled batches), train/<class>/*.jpg + test/<class>/*.jpg "
     "(ImageFolder), or cifar10-jpeg-q75.tar.gz / cifar-10-python.tar.gz (extracted once into the cache), "

@@ -117,13 +117,13 @@ class ImageDataset(Dataset):
         mean, std = self.mean_std_tensors()
         return normalize(self.images[index], mean, std), int(self.targets[index])
 
-    def _replace(self, images: torch.Tensor, targets: torch.Tensor) -> ImageDataset:
+    def _replace(self, images: torch.Tensor, targets: torch.Tensor, *, split: str | None = None) -> ImageDataset:
         return ImageDataset(
             images,
             targets,
             classes=self.classes,
             name=self.name,
-            split=self.split,
+            split=self.split if split is None else split,
             mean=self.mean,
             std=self.std,
             train_augment=self.train_augment,
@@ -133,6 +133,27 @@ class ImageDataset(Dataset):
         """A seeded, class-balanced subset of ``k`` examples (same mean/std as the full split)."""
         idx = balanced_subset_indices(self.targets, k, num_classes=self.num_classes, seed=seed, classes=self.classes)
         return self._replace(self.images[idx], self.targets[idx])
+
+    def split_off(self, size: int | float, *, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+        """``(rest, held_out)``: a seeded, class-balanced held-out part (split "val") and the remaining examples.
+
+        ``size`` is a count or a fraction in (0, 1) of this dataset. The held-out part depends only on the
+        dataset and ``seed``, so every run that uses the same seed validates on the same examples.
+        """
+        n = len(self)
+        count = round(size * n) if isinstance(size, float) and 0 < size < 1 else size
+        if isinstance(count, bool) or not isinstance(count, int) or not self.num_classes <= count < n:
+            raise ConfigError(
+                f"val_size must be a fraction in (0, 1) or a count in [{self.num_classes}, {n}) for the {n} "
+                f"{self.split} examples of {self.name}, got {size!r}; e.g. val_size=0.1"
+            )
+        held = balanced_subset_indices(
+            self.targets, count, num_classes=self.num_classes, seed=seed, classes=self.classes
+        )
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[held] = False
+        rest = self._replace(self.images[keep], self.targets[keep])
+        return rest, self._replace(self.images[held], self.targets[held], split="val")
 
     def resized(self, size: tuple[int, int]) -> ImageDataset:
         """All images resized to ``size`` = (H, W) with antialiased bilinear interpolation."""

@@ -34,18 +34,35 @@ def load_dataset(
     subset: int | None = None,
     seed: int = 0,
     image_size: int | tuple[int, int] | None = None,
+    val_size: int | float = 0,
+    val_seed: int = 0,
 ) -> ImageDataset:
-    """Load one split of a registered dataset into memory, optionally resized and class-balanced subsetted."""
+    """Load one split of a registered dataset into memory, optionally resized and class-balanced subsetted.
+
+    ``split="val"`` is a held-out part of the training split: ``val_size`` examples (a count, or a fraction of
+    the training split), class-balanced and fixed by ``val_seed``; with ``val_size`` set, ``split="train"``
+    returns the training split without them, so the two never overlap. ``subset`` (seeded by ``seed``) is then
+    drawn from the requested part. Pick models on "val"; report on "test".
+    """
     builder = DATASETS.get(name)
     meta = DATASETS.meta(name)
     splits = meta.get("splits")
-    if splits is not None and split not in splits:
-        raise ConfigError(f"dataset '{name}' has splits {', '.join(splits)}; got split={split!r}")
+    held_out = split == "val" and (val_size or splits is not None)  # an image folder may have its own val/
+    if held_out:
+        if not val_size:
+            raise ConfigError(
+                "split='val' is held out from the training split: pass val_size (e.g. val_size=0.1) to say how much"
+            )
+    elif splits is not None and split not in splits:
+        raise ConfigError(f"dataset '{name}' has splits {', '.join((*splits, 'val'))}; got split={split!r}")
     size = _as_size(image_size)
     base = resolve_root(root, dataset=name, layouts=meta["layouts"]) if meta["needs_root"] else None
-    ds = builder(root=base, split=split, image_size=size)
+    ds = builder(root=base, split="train" if held_out else split, image_size=size)
     if size is not None:
         ds = ds.resized(size)
+    if val_size and split in ("train", "val"):  # "train" without the held-out part, or that part
+        rest, held = ds.split_off(val_size, seed=val_seed)
+        ds = held if split == "val" else rest
     if subset is not None:
         ds = ds.subset(subset, seed=seed)
     return ds

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from leanvision.data._registry import DATASETS
+from leanvision.data.constants import FASHION_MNIST_MEAN, FASHION_MNIST_STD, MNIST_MEAN, MNIST_STD
 from leanvision.data.dataset import ImageDataset
 from leanvision.errors import DataError
 
@@ -111,8 +112,8 @@ def load_mnist(*, root: Path, split: str, image_size: tuple[int, int] | None) ->
         folder="MNIST",
         split=split,
         classes=[str(i) for i in range(10)],
-        mean=0.1307,
-        std=0.3081,
+        mean=MNIST_MEAN[0],
+        std=MNIST_STD[0],
     )
 
 
@@ -130,6 +131,6 @@ def load_fashion_mnist(*, root: Path, split: str, image_size: tuple[int, int] | 
         folder="FashionMNIST",
         split=split,
         classes=FASHION_CLASSES,
-        mean=0.2860,
-        std=0.3530,
+        mean=FASHION_MNIST_MEAN[0],
+        std=FASHION_MNIST_STD[0],
     )

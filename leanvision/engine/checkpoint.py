@@ -177,3 +177,24 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, An
     state = load_checkpoint(path)
     load_model_state(model, state, source=path)
     return state
+
+
+def model_from_checkpoint(
+    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a fit checkpoint describes (name, arguments) and load its weights; returns (model, ckpt).
+
+    The model is in eval mode; ``ckpt["arch"]["input_size"]`` is the (C, H, W) it was trained on.
+    """
+    from leanvision.models import create_from_arch
+
+    state = load_checkpoint(path, map_location=map_location)
+    arch = state.get("arch")
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
+        raise CheckpointError(
+            f"checkpoint {path} does not say which model it holds (no 'arch'): it was written for a model not built "
+            "with create_model, or by an older leanvision; build the model yourself and use load_weights(model, path)."
+        )
+    model = create_from_arch(arch)
+    load_model_state(model, state, source=path)
+    return model.eval(), state

@@ -7,7 +7,6 @@ import math
 import os
 import random
 import time
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from leanvision._io import atomic_write
+from leanvision._io import append_jsonl, atomic_write
 from leanvision.engine._dist import all_reduce_sum, is_distributed, is_main_process
 from leanvision.engine._progress import TrainProgress
 from leanvision.engine.checkpoint import (
@@ -31,7 +30,9 @@ from leanvision.engine.checkpoint import (
 )
 from leanvision.engine.evaluate import LossFn, correct_topk, cross_entropy, evaluate, logits_of, to_device
 from leanvision.engine.optim import make_optimizer
+from leanvision.engine.step import StepContext, TrainStep, standard_step
 from leanvision.errors import CheckpointError, ConfigError, DataError
+from leanvision.models import arch_of
 
 METRICS_FILE = "metrics.jsonl"
 LAST_FILE = "last.pt"
@@ -48,6 +49,8 @@ class FitResult:
     last_checkpoint: Path | None = None
     best_checkpoint: Path | None = None
     best_val_acc: float | None = None
+    best_epoch: int | None = None
+    epochs_trained: int = 0
 
 
 def _plain_config(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -92,11 +95,47 @@ def _write_jsonl(path: Path, rows: list[dict[str, float]]) -> None:
     atomic_write(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
 
 
-def _append_jsonl(path: Path, row: dict[str, float]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    return a == b
+
+
+# Optimizer settings a resumed run must share with the checkpoint: loading the optimizer state would silently
+# replace any new value with the old one. "lr" (and momentum under OneCycleLR) moves with the schedule, so it is
+# compared only without one; the schedule's own base ("initial_lr", "max_lr") is compared instead.
+_FIXED_KEYS = ("initial_lr", "max_lr", "min_lr", "weight_decay", "nesterov", "dampening", "eps", "alpha", "amsgrad")
+
+
+def _changed_hyperparams(optimizer: torch.optim.Optimizer, saved: list[dict[str, Any]], scheduler: Any) -> list[str]:
+    moving: tuple[str, ...] = ()
+    if scheduler is not None:
+        moving = ("lr",) + (("momentum", "betas") if getattr(scheduler, "cycle_momentum", False) else ())
+    keys = [*_FIXED_KEYS, *(k for k in ("lr", "momentum", "betas") if k not in moving)]
+    diffs = []
+    for i, (now, then) in enumerate(zip(optimizer.param_groups, saved, strict=False)):
+        where = f" (param group {i})" if len(saved) > 1 else ""
+        diffs += [
+            f"{k}={now[k]} vs {then[k]}{where}" for k in keys if k in now and k in then and not _same(now[k], then[k])
+        ]
+    return diffs
+
+
+# Scheduler state that records progress rather than the schedule itself.
+_PROGRESS_KEYS = frozenset({"last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial"})
+
+
+def _schedule_changes(new: Any, saved: Any, where: str = "") -> list[str]:
+    """Differences between two scheduler state dicts, ignoring the progress counters (e.g. "total_steps=40 vs 20")."""
+    if isinstance(new, dict) and isinstance(saved, dict):
+        out = []
+        for k in sorted(set(new) | set(saved), key=str):
+            if k not in _PROGRESS_KEYS:
+                out += _schedule_changes(new.get(k), saved.get(k), f"{where}.{k}" if where else str(k))
+        return out
+    if isinstance(new, (list, tuple)) and isinstance(saved, (list, tuple)) and len(new) == len(saved):
+        return [d for a, b in zip(new, saved, strict=True) for d in _schedule_changes(a, b, where)]
+    return [] if _same(new, saved) else [f"{where}={new} vs {saved}"]
 
 
 def _restore(
@@ -107,8 +146,13 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     scheduler: LRScheduler | None,
     epochs: int,
+    steps_per_epoch: int | None,
 ) -> tuple[int, list[dict[str, float]], float | None]:
-    """Load the training state of ``ckpt`` in place; returns (completed epochs, history, best val acc)."""
+    """Load the training state of ``ckpt`` in place; returns (completed epochs, history, best val acc).
+
+    Anything the resumed run could not honour is refused: a different total under an LR schedule (the
+    checkpoint's schedule would come back and run out), other optimizer settings, other batches per epoch.
+    """
     if not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("epoch"), int) or "rng" not in ckpt:
         raise CheckpointError(
             f"checkpoint {path} has no training state (model/optimizer/epoch/rng): it was not written by "
@@ -133,6 +177,28 @@ def _restore(
             f"checkpoint {path} was trained with {had} but scheduler={'None' if scheduler is None else 'given'};"
             " pass the same scheduler as the original run."
         )
+    saved_groups = ckpt.get("optimizer", {}).get("param_groups", []) if isinstance(ckpt.get("optimizer"), dict) else []
+    changed = _changed_hyperparams(optimizer, saved_groups, scheduler)
+    if changed:
+        raise ConfigError(
+            f"checkpoint {path} was trained with other optimizer settings ({'; '.join(changed[:3])}: given vs "
+            "checkpoint); a resumed run continues with the checkpoint's, so pass the same settings or start a new run."
+        )
+    saved_steps = ckpt.get("steps_per_epoch")
+    if steps_per_epoch is not None and isinstance(saved_steps, int) and saved_steps != steps_per_epoch:
+        raise ConfigError(
+            f"checkpoint {path} was trained with {saved_steps} batches per epoch but the training data now gives "
+            f"{steps_per_epoch}; resume with the same dataset, subset and batch size."
+        )
+    if scheduler is not None and isinstance(ckpt.get("scheduler"), dict):
+        changed = list(dict.fromkeys(_schedule_changes(scheduler.state_dict(), ckpt["scheduler"])))
+        if changed:
+            raise ConfigError(
+                f"checkpoint {path} follows another learning-rate schedule ({'; '.join(changed[:3])}: given vs "
+                "checkpoint); resuming restores the checkpoint's, so build the scheduler as the original run did "
+                "(same epochs and settings). To train longer, start a new run from its weights "
+                "(load_weights(model, path), or `leanvision train --init-from PATH`)."
+            )
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None:
@@ -146,47 +212,67 @@ def _restore(
     return done, list(ckpt.get("history", []))[:done], ckpt.get("best_val_acc")
 
 
+@dataclass
+class _EpochStats:
+    loss: float
+    acc: float
+    samples: int
+    lr: float
+    input_size: list[int] | None
+
+
 def _train_epoch(
     model: nn.Module,
     data: Iterable[Any],
     *,
-    optimizer: torch.optim.Optimizer,
+    ctx: StepContext,
+    train_step: TrainStep,
     scheduler: LRScheduler | None,
-    loss_fn: LossFn,
-    grad_clip: float | None,
     device: torch.device,
     bar: TrainProgress,
-) -> tuple[float, float, int, float]:
-    """One pass over ``data``; returns (mean loss, accuracy, samples, lr of the last step)."""
+) -> _EpochStats:
+    """One pass over ``data``, one ``train_step`` per batch; ``ctx.step`` advances with every batch."""
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    n, lr = 0, optimizer.param_groups[0]["lr"]
+    n, lr, input_size, scored = 0, ctx.optimizer.param_groups[0]["lr"], None, True
     for i, (inputs, targets) in enumerate(data):
         inputs, targets = to_device(inputs, device), to_device(targets, device)
-        outputs = model(inputs)
-        loss = loss_fn(outputs, targets, inputs)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
+        if input_size is None and isinstance(inputs, torch.Tensor):
+            input_size = list(inputs.shape[1:])
+        lr = ctx.optimizer.param_groups[0]["lr"]
+        loss, outputs = train_step(model, inputs, targets, ctx)
         if scheduler is not None:
             scheduler.step()
+        ctx.step += 1
         b = targets.shape[0]
         with torch.no_grad():
             loss_sum += loss.detach().double() * b
-            correct += correct_topk(logits_of(outputs).detach(), targets, (1,))[0]
+            if outputs is None:
+                scored = False  # e.g. a GAN step: no logits to score
+            else:
+                correct += correct_topk(logits_of(outputs).detach(), targets, (1,))[0]
         n += b
         info = None
         if bar.enabled and (i + 1) % _INFO_EVERY == 0:
-            info = f"loss {loss_sum.item() / n:.4f} acc {correct.item() / n:.3f}"
+            info = f"loss {loss_sum.item() / n:.4f}" + (f" acc {correct.item() / n:.3f}" if scored else "")
         bar.batch(info)
     loss_total, correct_total, n_total = all_reduce_sum([loss_sum.item(), float(correct.item()), float(n)])
     if n_total == 0:
         raise DataError("training data yielded no batches; check the loader (empty dataset or drop_last?).")
-    return loss_total / n_total, correct_total / n_total, int(n_total), lr
+    acc = correct_total / n_total if scored else math.nan
+    return _EpochStats(loss_total / n_total, acc, int(n_total), lr, input_size)
+
+
+def _arch_record(model: nn.Module, input_size: list[int] | None) -> dict[str, Any] | None:
+    """The model's name, arguments and input size for the checkpoint; None when they are not plain data."""
+    arch = arch_of(unwrap_model(model))
+    if arch is None:
+        return None
+    try:  # e.g. act_layer=nn.SiLU cannot be stored weights-only: such a checkpoint cannot rebuild its model
+        return json.loads(json.dumps({**arch, "input_size": input_size}))
+    except (TypeError, ValueError):
+        return None
 
 
 def fit(
@@ -197,12 +283,14 @@ def fit(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: LRScheduler | None = None,
     loss_fn: LossFn | None = None,
+    train_step: TrainStep | None = None,
     val_data: Iterable[Any] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     resume: str | os.PathLike[str] | None = None,
     seed: int = 0,
     progress: bool = True,
     config: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
     grad_clip: float | None = None,
     device: str | torch.device = "cpu",
 ) -> FitResult:
@@ -212,9 +300,16 @@ def fit(
     is called before epoch e when the loader or its sampler has it. ``optimizer`` defaults to nesterov SGD
     (lr 0.1, momentum 0.9, weight decay 5e-4); ``scheduler`` is stepped ONCE PER BATCH. ``loss_fn(outputs,
     targets, inputs)`` returns the batch-mean loss (default cross-entropy) and is also used for validation.
-    With ``out_dir``: one JSON line of metrics per epoch in ``metrics.jsonl``, and atomic ``last.pt`` (every
-    epoch) / ``best.pt`` (best val_acc) checkpoints. ``resume=path`` restores model, optimizer, scheduler,
-    epoch and RNG state, so the result is bitwise identical to an uninterrupted run with the same seed.
+    ``train_step(model, inputs, targets, ctx)`` replaces the default step (see ``leanvision.engine.step``).
+    ``val_data`` should be a held-out part of the training set (``load_dataset(..., split="val")``): it picks
+    ``best.pt``, so it must never be the test set.
+    With ``out_dir``: one JSON line of metrics per epoch in ``metrics.jsonl``, and atomic ``best.pt`` (best
+    val_acc) / ``last.pt`` (every epoch) checkpoints, written in that order so a crash between the two can
+    never leave ``last.pt`` claiming a best epoch that ``best.pt`` does not hold. Checkpoints carry ``config``,
+    ``meta`` and, for models built by ``create_model``, the model's name, arguments and input size (``arch``).
+    ``resume=path`` restores model, optimizer, scheduler, epoch and RNG state, so the result is bitwise identical
+    to an uninterrupted run with the same seed; a resume that changes what the run was (its schedule's total,
+    optimizer settings, batches per epoch) is refused. Resuming a finished run trains nothing.
     Under torch.distributed only rank 0 writes files and shows progress.
     """
     if not isinstance(epochs, int) or epochs < 1:
@@ -226,9 +321,12 @@ def fit(
     if optimizer is None:
         optimizer = make_optimizer(model, "sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
     loss_fn = loss_fn or cross_entropy
+    train_step = train_step or standard_step
     out = Path(out_dir) if out_dir is not None else None
     main = is_main_process()
     config_plain = _plain_config(config)
+    meta_plain = _plain_config(meta)
+    steps_per_epoch = _num_batches(train_data)
 
     history: list[dict[str, float]] = []
     best_val_acc: float | None = None
@@ -237,84 +335,82 @@ def fit(
         resume = Path(resume)
         ckpt = load_checkpoint(resume)
         start, history, best_val_acc = _restore(
-            ckpt, resume, model=model, optimizer=optimizer, scheduler=scheduler, epochs=epochs
+            ckpt,
+            resume,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
         )
-        if config is None:
-            config_plain = ckpt.get("config") or {}
-        if start == epochs:
-            warnings.warn(
-                f"checkpoint {resume} already completed all {epochs} epochs; nothing to train (weights "
-                "loaded). Pass a larger epochs to train further.",
-                stacklevel=2,
-            )
-            best = resume.with_name(BEST_FILE)
-            return FitResult(
-                history=history,
-                final=history[-1] if history else {},
-                last_checkpoint=resume,
-                best_checkpoint=best if best.is_file() else None,
-                best_val_acc=best_val_acc,
-            )
+        config_plain = config_plain or ckpt.get("config") or {}
+        meta_plain = meta_plain or ckpt.get("meta") or {}
     else:
         _seed_everything(seed)
 
     metrics_path = out / METRICS_FILE if out is not None else None
-    if metrics_path is not None and main:
-        out.mkdir(parents=True, exist_ok=True)
+    if metrics_path is not None and main and resume is not None:
         # Rewritten from the checkpoint's history so the file has exactly one line per finished epoch,
         # even when epochs logged after the checkpoint (an interrupted run) are trained again.
         _write_jsonl(metrics_path, history)
 
-    last_path = best_path = None
+    last_path = resume if resume is not None and start == epochs else None
+    best_path = None
+    best_epoch = ckpt.get("best_epoch") if resume is not None else None
+    ctx = StepContext(
+        optimizer=optimizer,
+        loss_fn=loss_fn,
+        grad_clip=grad_clip,
+        epoch=start,
+        step=start * (steps_per_epoch or 0),
+        params=list(model.parameters()),
+    )
     was_training = model.training
     with TrainProgress(epochs=epochs, start_epoch=start, enabled=progress and main) as bar:
         for epoch in range(start, epochs):
             _set_epoch(train_data, epoch)
-            bar.start_epoch(epoch, _num_batches(train_data))
+            bar.start_epoch(epoch, steps_per_epoch)
+            ctx.epoch = epoch
             t0 = time.perf_counter()
-            train_loss, train_acc, n, lr = _train_epoch(
-                model,
-                train_data,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                loss_fn=loss_fn,
-                grad_clip=grad_clip,
-                device=device,
-                bar=bar,
+            stats = _train_epoch(
+                model, train_data, ctx=ctx, train_step=train_step, scheduler=scheduler, device=device, bar=bar
             )
             train_time = time.perf_counter() - t0
-            row: dict[str, float] = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc}
+            row: dict[str, float] = {"epoch": epoch + 1, "train_loss": stats.loss, "train_acc": stats.acc}
             if val_data is not None:
                 val = evaluate(model, val_data, loss_fn=loss_fn, device=device, all_reduce=is_distributed())
                 row["val_loss"], row["val_acc"] = val["loss"], val["acc"]
-            row["lr"] = lr
+            row["lr"] = stats.lr
             row["epoch_time_s"] = time.perf_counter() - t0
-            row["images_per_s"] = n / train_time if train_time > 0 else math.inf
+            row["images_per_s"] = stats.samples / train_time if train_time > 0 else math.inf
             history.append(row)
             is_best = val_data is not None and (best_val_acc is None or row["val_acc"] > best_val_acc)
             if is_best:
-                best_val_acc = row["val_acc"]
+                best_val_acc, best_epoch = row["val_acc"], epoch + 1
             if out is not None and main:
-                _append_jsonl(metrics_path, row)
+                out.mkdir(parents=True, exist_ok=True)
+                append_jsonl(metrics_path, row)
                 state = {
                     "epoch": epoch + 1,
+                    "epochs": epochs,
+                    "steps_per_epoch": steps_per_epoch,
                     "model": unwrap_model(model).state_dict(),
+                    "arch": _arch_record(model, stats.input_size),
                     "optimizer": optimizer.state_dict(),
                     "optimizer_class": type(optimizer).__name__,
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "rng": rng_state(),
                     "config": config_plain,
+                    "meta": meta_plain,
                     "history": history,
                     "best_val_acc": best_val_acc,
+                    "best_epoch": best_epoch,
                     "metrics": row,
                 }
-                last_path = save_checkpoint(out / LAST_FILE, **state)
-                if is_best:
+                if is_best:  # best first: see the docstring
                     best_path = save_checkpoint(out / BEST_FILE, **state)
-            info = f"loss {train_loss:.4f} acc {train_acc:.3f}"
-            if val_data is not None:
-                info += f" val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.3f}"
-            bar.end_epoch(info)
+                last_path = save_checkpoint(out / LAST_FILE, **state)
+            bar.end_epoch(epoch, row)
     model.train(was_training)
     if best_path is None and out is not None and resume is not None and (out / BEST_FILE).is_file():
         best_path = out / BEST_FILE  # the best epoch came before the resume point
@@ -324,4 +420,6 @@ def fit(
         last_checkpoint=last_path,
         best_checkpoint=best_path,
         best_val_acc=best_val_acc,
+        best_epoch=best_epoch,
+        epochs_trained=epochs - start,
     )

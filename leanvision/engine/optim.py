@@ -10,19 +10,12 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
-from leanvision.errors import ConfigError, UnknownNameError
-from leanvision.registry import close_matches
-
-OPTIMIZERS = ("sgd", "adamw", "rmsprop", "adam")
-SCHEDULERS = ("cosine", "step", "constant", "onecycle")
+from leanvision.errors import ConfigError
+from leanvision.names import OPTIMIZERS, SCHEDULERS
+from leanvision.registry import unknown_choice
 
 # Per-optimizer weight decay when none is given: the usual values of the CIFAR/ImageNet recipes.
 _DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "rmsprop": 1e-5, "adam": 0.0, "adamw": 0.05}
-
-
-def _unknown(kind: str, name: str, choices: Sequence[str]) -> UnknownNameError:
-    hint = close_matches(name, list(choices))
-    return UnknownNameError(f"unknown {kind} '{name}'.{hint} Choose one of: {', '.join(choices)}.")
 
 
 def param_groups(model: nn.Module, *, weight_decay: float, norm_bias_decay: bool = False) -> list[dict[str, object]]:
@@ -57,7 +50,7 @@ def make_optimizer(
     """
     key = name.lower()
     if key not in OPTIMIZERS:
-        raise _unknown("optimizer", name, OPTIMIZERS)
+        raise unknown_choice("optimizer", name, OPTIMIZERS)
     if not lr > 0:
         raise ConfigError(f"learning rate must be > 0, got lr={lr}; pass a positive lr such as 0.1 for sgd.")
     if not 0 <= momentum < 1:
@@ -122,7 +115,7 @@ def make_scheduler(
     """
     key = name.lower()
     if key not in SCHEDULERS:
-        raise _unknown("scheduler", name, SCHEDULERS)
+        raise unknown_choice("scheduler", name, SCHEDULERS)
     if total_steps < 1:
         raise ConfigError(
             f"total_steps must be >= 1, got {total_steps}; pass epochs * len(train_loader) "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -15,8 +16,8 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 
 from leanvision._io import atomic_path
-from leanvision.errors import ConfigError
-from leanvision.profile._common import as_args, eval_mode
+from leanvision._torch import as_args, eval_mode
+from leanvision.errors import ConfigError, ExportError
 from leanvision.registry import unknown_choice
 
 # Which torch.onnx exporter, measured with torch 2.14 on 2 CPU cores (torchvision CNNs, batch 1, 224x224):
@@ -104,19 +105,28 @@ def export_onnx(
     opset: int | None = None,
     dynamic_batch: bool = True,
     exporter: str = "auto",
+    check: bool = False,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
 ) -> Path:
     """Export `model` (in eval mode) to an ONNX file at `path`, written atomically; returns the path.
 
     Inputs are named "input" ("input0", "input1", ... for several) and outputs "output" likewise; with
     `dynamic_batch` the first axis of every input and output is the symbolic "batch".
+
+    With `check`, onnxruntime runs the new file on `example_input` before it replaces `path`: a NaN/inf, a
+    shape mismatch or ``max|onnx - torch| > atol + rtol * max|torch|`` (per output) raises `ExportError` and
+    leaves `path` as it was.
     """
     if exporter not in EXPORTERS:
         raise unknown_choice("ONNX exporter", exporter, EXPORTERS)
+    if not (atol >= 0 and rtol >= 0):  # also rejects NaN
+        raise ConfigError(f"atol and rtol must be >= 0, got atol={atol!r}, rtol={rtol!r}")
     out = _target_path(path)
     args = as_args(example_input)
     with eval_mode(model):
-        n_out = len(tree_leaves(model(*args)))
-        names = {"inputs": _names(INPUT_NAME, len(args)), "outputs": _names(OUTPUT_NAME, n_out)}
+        outputs = tree_leaves(model(*args))
+        names = {"inputs": _names(INPUT_NAME, len(args)), "outputs": _names(OUTPUT_NAME, len(outputs))}
         with atomic_path(out) as tmp:
             try:  # create it now so an unwritable target fails here, not deep inside the exporter
                 tmp.touch(exist_ok=False)
@@ -138,7 +148,36 @@ def export_onnx(
                         _export_dynamo(model, args, f, **kw)
                     except Exception as second:
                         raise second from first
+            if check:  # inside atomic_path: a failure removes the temp file and never touches `out`
+                expected = [t.detach().cpu().numpy() for t in outputs]
+                session = onnx_session(tmp)
+                why = _mismatch(session.run(None, onnx_feed(session, args)), expected, atol=atol, rtol=rtol)
+                if why is not None:
+                    raise ExportError(
+                        f"ONNX export does not match PyTorch: {why}; {out} was not written. Use exporter='dynamo' "
+                        "for data-dependent control flow, or pass larger atol/rtol"
+                    )
     return out
+
+
+def _mismatch(got: list[np.ndarray], expected: list[np.ndarray], *, atol: float, rtol: float) -> str | None:
+    """Why onnxruntime's outputs `got` fail the tolerance against PyTorch's `expected`; None when they pass."""
+    if len(got) != len(expected) or any(g.shape != e.shape for g, e in zip(got, expected, strict=False)):
+        return f"output shapes differ (onnxruntime {[g.shape for g in got]}, PyTorch {[e.shape for e in expected]})"
+    for name, g, e in zip(_names(OUTPUT_NAME, len(got)), got, expected, strict=True):
+        g, e = np.asarray(g, dtype=np.float64), np.asarray(e, dtype=np.float64)
+        if not (np.isfinite(g).all() and np.isfinite(e).all()):
+            who = "onnxruntime" if not np.isfinite(g).all() else "PyTorch"
+            return f"{name} of {who} contains NaN or inf"
+        diff = float(np.max(np.abs(g - e), initial=0.0))
+        scale = float(np.max(np.abs(e), initial=0.0))
+        tol = atol + rtol * scale
+        if diff > tol:
+            return (
+                f"{name}: max |onnxruntime - PyTorch| = {diff:.3g} > tolerance {tol:.3g} "
+                f"(atol {atol:g} + rtol {rtol:g} x max|output| {scale:.3g})"
+            )
+    return None
 
 
 def onnx_session(path: str | os.PathLike[str], *, threads: int | None = None) -> Any:
@@ -178,7 +217,8 @@ def check_onnx(
 ) -> float:
     """Max absolute difference between PyTorch's eval-mode outputs and onnxruntime's on `example_input`.
 
-    Returns inf when the outputs differ in number or shape.
+    Returns inf when the outputs differ in number or shape, or when the difference is NaN (so that
+    ``check_onnx(...) > tol`` cannot pass by accident).
     """
     session = onnx_session(path, threads=threads)
     args = as_args(example_input)
@@ -187,4 +227,5 @@ def check_onnx(
     got = session.run(None, onnx_feed(session, args))
     if len(got) != len(expected) or any(g.shape != e.shape for g, e in zip(got, expected, strict=False)):
         return float("inf")
-    return max((float(np.max(np.abs(g - e), initial=0.0)) for g, e in zip(got, expected, strict=True)), default=0.0)
+    diffs = [float(np.max(np.abs(g - e), initial=0.0)) for g, e in zip(got, expected, strict=True)]
+    return float("inf") if any(math.isnan(d) for d in diffs) else max(diffs, default=0.0)

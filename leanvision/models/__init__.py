@@ -5,10 +5,11 @@ from __future__ import annotations
 from leanvision.models import ghostnet, quick, resnet_cifar  # noqa: F401  (importing registers the models)
 from leanvision.models._base import Classifier
 from leanvision.models._card import ModelCard, model_card, render_model_table, with_model_table
-from leanvision.models._registry import create_model, list_models, register_model
+from leanvision.models._registry import arch_of, create_from_arch, create_model, list_models, register_model
 from leanvision.models.ghostnet import GhostNet, ghostnet_from_timm, load_timm_state_dict
 from leanvision.models.quick import QuickCNN
 from leanvision.models.resnet_cifar import CifarResNet
+from leanvision.models.surgery import replace_modules
 
 __all__ = [
     "CifarResNet",
@@ -16,6 +17,8 @@ __all__ = [
     "GhostNet",
     "ModelCard",
     "QuickCNN",
+    "arch_of",
+    "create_from_arch",
     "create_model",
     "ghostnet_from_timm",
     "list_models",
@@ -23,5 +26,6 @@ __all__ = [
     "model_card",
     "register_model",
     "render_model_table",
+    "replace_modules",
     "with_model_table",
 ]

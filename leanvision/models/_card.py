@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -15,7 +15,8 @@ class ModelCard:
     """What a model expects (input, normalisation, classes) and costs, measured by ``leanvision.profile``.
 
     ``params``/``macs`` are counted on the default build at batch 1 and ``input_size``; ``paper_params`` /
-    ``paper_macs`` are the reference numbers reported in ``paper`` (arXiv id) where they exist.
+    ``paper_macs`` are the reference numbers reported in ``paper`` (arXiv id) where they exist. ``unsupported``
+    counts the ops the profiler could not count (empty for every registered model: a test checks it).
     """
 
     name: str
@@ -30,6 +31,7 @@ class ModelCard:
     paper_params: int | None = None
     paper_macs: int | None = None
     notes: str = ""
+    unsupported: dict[str, int] = field(default_factory=dict)
 
 
 @functools.cache
@@ -53,6 +55,7 @@ def model_card(name: str) -> ModelCard:
         paper_params=meta.get("paper_params"),
         paper_macs=meta.get("paper_macs"),
         notes=meta.get("notes", ""),
+        unsupported=dict(prof.unsupported),
     )
 
 

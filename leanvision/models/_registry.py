@@ -8,19 +8,20 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from leanvision.data.constants import (  # noqa: F401  (re-exported for the model families)
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MNIST_MEAN,
+    MNIST_STD,
+)
 from leanvision.errors import ConfigError
 from leanvision.registry import Registry
 
-MODELS: Registry[nn.Module] = Registry("model")
+MODELS: Registry[nn.Module] = Registry("model", hint="Run `leanvision list-models` to see all.")
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-MNIST_MEAN = (0.1307,)
-MNIST_STD = (0.3081,)
 
 
 def register_model(
@@ -72,7 +73,7 @@ def create_model(name: str, *, num_classes: int | None = None, **kw: Any) -> nn.
     builder = MODELS.get(name)
     kwargs = {k: v for k, v in {"num_classes": num_classes, **kw}.items() if v is not None}
     try:
-        return builder(**kwargs)
+        model = builder(**kwargs)
     except TypeError as err:
         bad = re.search(r"unexpected keyword argument '(\w+)'", str(err))
         if bad is None:
@@ -81,3 +82,22 @@ def create_model(name: str, *, num_classes: int | None = None, **kw: Any) -> nn.
             f"model '{name}' does not accept the argument '{bad.group(1)}'; "
             f"see `help(leanvision.models.{MODELS.get(name).__name__})` for the ones it takes"
         ) from err
+    # Recorded so checkpoints describe themselves: fit saves it and `create_from_arch` rebuilds the model.
+    setattr(model, ARCH_ATTR, {"name": name, "kwargs": kwargs})
+    return model
+
+
+ARCH_ATTR = "leanvision_arch"
+
+
+def arch_of(model: nn.Module) -> dict[str, Any] | None:
+    """``{"name", "kwargs"}`` of a model built by :func:`create_model` (None for any other model)."""
+    arch = getattr(model, ARCH_ATTR, None)
+    return {"name": arch["name"], "kwargs": dict(arch["kwargs"])} if isinstance(arch, dict) else None
+
+
+def create_from_arch(arch: dict[str, Any]) -> nn.Module:
+    """Rebuild a model from the ``{"name", "kwargs"}`` description that :func:`arch_of` returns."""
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
+        raise ConfigError(f"a model description needs a 'name' and 'kwargs', got {arch!r}")
+    return create_model(arch["name"], **dict(arch.get("kwargs") or {}))

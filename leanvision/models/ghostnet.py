@@ -43,7 +43,7 @@ GHOSTNET_CFG: tuple[tuple[Row, ...], ...] = (
 def cifar_cfg(cfg: tuple[tuple[Row, ...], ...] = GHOSTNET_CFG) -> tuple[tuple[Row, ...], ...]:
     """The 32x32 layout: the first stride-2 bottleneck (row [3, 48, 24, 0, 2]) runs at stride 1.
 
-    Together with a stride-1 stem this removes the first two downsamplings (spec §1d E3); because the net is
+    Together with a stride-1 stem this removes the first two downsamplings; because the net is
     built from the table, the stride-1 block gets no depthwise conv and no unused parameters.
     """
     out = [list(stage) for stage in cfg]
@@ -100,9 +100,8 @@ class GhostNet(Classifier):
         return x if pre_logits else self.classifier(x)
 
 
-def _ghostnet(width: float, *, cifar: bool = False, **kw: Any) -> GhostNet:
+def _ghostnet(width: float, *, cifar: bool, **kw: Any) -> GhostNet:
     if cifar:
-        kw = {"num_classes": 10, **kw}
         return GhostNet(cifar_cfg(), width=width, stem_stride=1, **kw)
     return GhostNet(GHOSTNET_CFG, width=width, **kw)
 
@@ -113,39 +112,63 @@ _CIFAR_NOTE = "32x32 layout: stem and first stride-2 bottleneck at stride 1"
 
 
 @register_model(**_IMAGENET, paper="1911.11907", paper_params=2_600_000, paper_macs=42_000_000)
-def ghostnet_050(**kw: Any) -> GhostNet:
+def ghostnet_050(
+    *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, head_chs: int = 1280
+) -> GhostNet:
     """GhostNet-0.5x for 224x224 ImageNet."""
-    return _ghostnet(0.5, **kw)
+    return _ghostnet(
+        0.5, cifar=False, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, head_chs=head_chs
+    )
 
 
 @register_model(**_IMAGENET, paper="1911.11907", paper_params=5_200_000, paper_macs=141_000_000)
-def ghostnet_100(**kw: Any) -> GhostNet:
+def ghostnet_100(
+    *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, head_chs: int = 1280
+) -> GhostNet:
     """GhostNet-1.0x for 224x224 ImageNet."""
-    return _ghostnet(1.0, **kw)
+    return _ghostnet(
+        1.0, cifar=False, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, head_chs=head_chs
+    )
 
 
 @register_model(**_IMAGENET, paper="1911.11907", paper_params=7_300_000, paper_macs=226_000_000)
-def ghostnet_130(**kw: Any) -> GhostNet:
+def ghostnet_130(
+    *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, head_chs: int = 1280
+) -> GhostNet:
     """GhostNet-1.3x for 224x224 ImageNet."""
-    return _ghostnet(1.3, **kw)
+    return _ghostnet(
+        1.3, cifar=False, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, head_chs=head_chs
+    )
 
 
 @register_model(**_CIFAR, paper="1911.11907", notes=_CIFAR_NOTE)
-def ghostnet_050_cifar(**kw: Any) -> GhostNet:
+def ghostnet_050_cifar(
+    *, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.2, head_chs: int = 1280
+) -> GhostNet:
     """GhostNet-0.5x for 32x32 inputs."""
-    return _ghostnet(0.5, cifar=True, **kw)
+    return _ghostnet(
+        0.5, cifar=True, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, head_chs=head_chs
+    )
 
 
 @register_model(**_CIFAR, paper="1911.11907", notes=_CIFAR_NOTE)
-def ghostnet_100_cifar(**kw: Any) -> GhostNet:
+def ghostnet_100_cifar(
+    *, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.2, head_chs: int = 1280
+) -> GhostNet:
     """GhostNet-1.0x for 32x32 inputs."""
-    return _ghostnet(1.0, cifar=True, **kw)
+    return _ghostnet(
+        1.0, cifar=True, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, head_chs=head_chs
+    )
 
 
 @register_model(**_CIFAR, paper="1911.11907", notes=_CIFAR_NOTE)
-def ghostnet_130_cifar(**kw: Any) -> GhostNet:
+def ghostnet_130_cifar(
+    *, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.2, head_chs: int = 1280
+) -> GhostNet:
     """GhostNet-1.3x for 32x32 inputs."""
-    return _ghostnet(1.3, cifar=True, **kw)
+    return _ghostnet(
+        1.3, cifar=True, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, head_chs=head_chs
+    )
 
 
 # --- timm / official weights ------------------------------------------------------------------------------

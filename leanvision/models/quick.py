@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor, nn
 
 from leanvision.models._base import Classifier, make_classifier
@@ -53,12 +51,25 @@ _MNIST = {"input_size": (1, 28, 28), "mean": MNIST_MEAN, "std": MNIST_STD, "num_
 
 
 @register_model(**_MNIST, notes="3 conv-BN-ReLU (16/32/64), GAP, linear")
-def quickstart_cnn(**kw: Any) -> QuickCNN:
+def quickstart_cnn(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 1,
+    widths: tuple[int, ...] = (16, 32, 64),
+    strides: tuple[int, ...] = (1, 2, 2),
+) -> QuickCNN:
     """The quickstart baseline CNN."""
-    return QuickCNN(**kw)
+    return QuickCNN(num_classes=num_classes, in_chans=in_chans, widths=widths, strides=strides)
 
 
 @register_model(**_MNIST, paper="1911.11907", notes="quickstart_cnn with GhostModule convs (s=2)")
-def quickstart_ghost_cnn(*, ratio: int = 2, **kw: Any) -> QuickCNN:
+def quickstart_ghost_cnn(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 1,
+    widths: tuple[int, ...] = (16, 32, 64),
+    strides: tuple[int, ...] = (1, 2, 2),
+    ratio: int = 2,
+) -> QuickCNN:
     """The quickstart CNN's Ghost twin (same widths)."""
-    return QuickCNN(ghost_ratio=ratio, **kw)
+    return QuickCNN(num_classes=num_classes, in_chans=in_chans, widths=widths, strides=strides, ghost_ratio=ratio)

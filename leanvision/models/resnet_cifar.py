@@ -1,8 +1,6 @@
-"""CIFAR ResNet-20/32/56 (arXiv 1512.03385) and their Ghost versions (arXiv 1911.11907, spec §1d E2)."""
+"""CIFAR ResNet-20/32/56 (arXiv 1512.03385) and their Ghost versions (arXiv 1911.11907)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -110,39 +108,63 @@ class CifarResNet(Classifier):
 _CIFAR = {"input_size": (3, 32, 32), "mean": CIFAR10_MEAN, "std": CIFAR10_STD, "num_classes": 10}
 _NOTE = "shortcut A (zero-pad); shortcut='B': 1x1 conv+BN"
 _GHOST_NOTE = _NOTE + "; block convs = GhostModule(k=3, s=2, d=3)"
-# The GhostNet paper's CIFAR-10 table as recalled in spec §1c (not re-checked against the PDF).
+# The GhostNet paper's CIFAR-10 table as recalled by the developers (not re-checked against the PDF).
 _PAPER_GHOST_NOTE = "; paper numbers from 1911.11907's CIFAR-10 table (unverified)"
 
 
 @register_model(**_CIFAR, paper="1512.03385", paper_params=270_000, notes=_NOTE)
-def resnet20(*, shortcut: str = "A", **kw: Any) -> CifarResNet:
+def resnet20(
+    *, num_classes: int = 10, in_chans: int = 3, shortcut: str = "A", widths: tuple[int, int, int] = (16, 32, 64)
+) -> CifarResNet:
     """ResNet-20 for CIFAR."""
-    return CifarResNet(20, shortcut=shortcut, **kw)
+    return CifarResNet(20, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut, widths=widths)
 
 
 @register_model(**_CIFAR, paper="1512.03385", paper_params=460_000, notes=_NOTE)
-def resnet32(*, shortcut: str = "A", **kw: Any) -> CifarResNet:
+def resnet32(
+    *, num_classes: int = 10, in_chans: int = 3, shortcut: str = "A", widths: tuple[int, int, int] = (16, 32, 64)
+) -> CifarResNet:
     """ResNet-32 for CIFAR."""
-    return CifarResNet(32, shortcut=shortcut, **kw)
+    return CifarResNet(32, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut, widths=widths)
 
 
 @register_model(
     **_CIFAR, paper="1512.03385", paper_params=850_000, paper_macs=125_000_000, notes=_NOTE + _PAPER_GHOST_NOTE
 )
-def resnet56(*, shortcut: str = "A", **kw: Any) -> CifarResNet:
+def resnet56(
+    *, num_classes: int = 10, in_chans: int = 3, shortcut: str = "A", widths: tuple[int, int, int] = (16, 32, 64)
+) -> CifarResNet:
     """ResNet-56 for CIFAR."""
-    return CifarResNet(56, shortcut=shortcut, **kw)
+    return CifarResNet(56, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut, widths=widths)
 
 
 @register_model(**_CIFAR, paper="1911.11907", notes=_GHOST_NOTE)
-def ghost_resnet20(*, shortcut: str = "A", ratio: int = 2, **kw: Any) -> CifarResNet:
+def ghost_resnet20(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    shortcut: str = "A",
+    widths: tuple[int, int, int] = (16, 32, 64),
+    ratio: int = 2,
+) -> CifarResNet:
     """Ghost-ResNet-20 for CIFAR: ResNet-20 with GhostModule block convs."""
-    return CifarResNet(20, shortcut=shortcut, ghost_ratio=ratio, **kw)
+    return CifarResNet(
+        20, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut, widths=widths, ghost_ratio=ratio
+    )
 
 
 @register_model(
     **_CIFAR, paper="1911.11907", paper_params=430_000, paper_macs=63_000_000, notes=_GHOST_NOTE + _PAPER_GHOST_NOTE
 )
-def ghost_resnet56(*, shortcut: str = "A", ratio: int = 2, **kw: Any) -> CifarResNet:
+def ghost_resnet56(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    shortcut: str = "A",
+    widths: tuple[int, int, int] = (16, 32, 64),
+    ratio: int = 2,
+) -> CifarResNet:
     """Ghost-ResNet-56 for CIFAR: ResNet-56 with GhostModule block convs."""
-    return CifarResNet(56, shortcut=shortcut, ghost_ratio=ratio, **kw)
+    return CifarResNet(
+        56, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut, widths=widths, ghost_ratio=ratio
+    )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from leanvision.errors import ConfigError
+from leanvision.ops.fuse import fold_conv_bn, foldable
 
 
 def make_act(act_layer: type[nn.Module] | None) -> nn.Module | None:
@@ -58,8 +58,11 @@ class ConvBnAct(nn.Module):
         return x
 
     def fold_bn(self) -> ConvBnAct:
-        """Fold the (eval-mode) BatchNorm into the conv weights and drop it; returns self."""
-        if isinstance(self.bn, nn.BatchNorm2d) and self.bn.track_running_stats:
-            self.conv = fuse_conv_bn_eval(self.conv.eval(), self.bn.eval())
+        """Fold the (eval-mode) BatchNorm into the conv weights and drop it; returns self.
+
+        Only an exact torch BatchNorm is folded: a subclass may do more (e.g. an activation) and is kept.
+        """
+        if foldable(self.conv, self.bn):
+            self.conv = fold_conv_bn(self.conv, self.bn)
             self.bn = None
         return self

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 
+import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # Exact types only: subclasses such as timm's BatchNormAct2d carry an activation that folding would drop.
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -36,7 +36,8 @@ def _fuse(module: nn.Module) -> nn.Module:
     return fold() if callable(fold) else module
 
 
-def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
+def foldable(conv: nn.Module | None, bn: nn.Module | None) -> bool:
+    """Whether ``bn`` (exactly a torch BatchNorm with running stats) can be folded into the conv before it."""
     return (
         isinstance(conv, nn.modules.conv._ConvNd)
         and type(bn) in _BN_TYPES
@@ -46,6 +47,35 @@ def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
     )
 
 
+@torch.no_grad()
+def fold_conv_bn(conv: nn.modules.conv._ConvNd, bn: nn.modules.batchnorm._BatchNorm) -> nn.modules.conv._ConvNd:
+    """A copy of ``conv`` (any dims, grouped, transposed) with the eval-mode ``bn`` after it folded in.
+
+    ``bn(conv(x)) = s * (conv(x) - mean) + beta`` with ``s = gamma / sqrt(var + eps)`` per output channel, so the
+    weight is scaled by ``s`` along its output-channel axis and the bias becomes ``s * (bias - mean) + beta``.
+    The arithmetic runs in float64 and is cast back, so folding adds no more than one rounding.
+    """
+    fused = copy.deepcopy(conv)
+    w = conv.weight.detach().double()
+    scale = bn.running_var.double().add(bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight.detach().double()
+    shift = -bn.running_mean.double() * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.detach().double()
+    bias = torch.zeros_like(shift) if conv.bias is None else conv.bias.detach().double()
+    if conv.transposed:
+        # torch stores a transposed conv's weight as [in, out / groups, *k]: output channel g * (out / groups) + j
+        # is column j of group g's block of input rows, so the scale is laid out per group.
+        g = conv.groups
+        w = (w.unflatten(0, (g, -1)) * scale.view(g, 1, -1, *[1] * (w.dim() - 2))).flatten(0, 1)
+    else:
+        w = w * scale.view(-1, *[1] * (w.dim() - 1))
+    fused.weight = nn.Parameter(w.to(conv.weight.dtype), conv.weight.requires_grad)
+    fused.bias = nn.Parameter((bias * scale + shift).to(conv.weight.dtype), conv.weight.requires_grad)
+    return fused
+
+
 def _fold_sequential(seq: nn.Sequential) -> nn.Sequential:
     items = list(seq._modules.items())
     kept: OrderedDict[str, nn.Module] = OrderedDict()
@@ -53,8 +83,8 @@ def _fold_sequential(seq: nn.Sequential) -> nn.Sequential:
     while i < len(items):
         name, mod = items[i]
         nxt = items[i + 1][1] if i + 1 < len(items) else None
-        if nxt is not None and _foldable(mod, nxt):
-            kept[name] = fuse_conv_bn_eval(mod, nxt, transpose=mod.transposed)
+        if foldable(mod, nxt):
+            kept[name] = fold_conv_bn(mod, nxt)
             i += 2
             continue
         kept[name] = mod

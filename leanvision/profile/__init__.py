@@ -1,13 +1,24 @@
-"""Measure models: MACs and params per module (`profile`) and wall-clock latency (`latency`)."""
+"""Measure models: MACs and params per module (`profile`) and wall-clock latency (`latency`).
+
+Call it as ``leanvision.profile.profile(model, x)`` (like ``torch.profiler.profile``); ``leanvision.profile``
+is always this module.
+
+Custom operators (dynamic kernels, gathered sparse execution, binary layers) extend the count in three ways:
+
+* A module may define ``profile_macs(self, inputs: tuple, output) -> int | Mapping[str, int]``. The profiler
+  then books exactly what it returns for that module (an int is MACs; a mapping may give ``"macs"`` and/or
+  ``"bops"``) and neither counts nor reports the ops that run inside it.
+* A module with ``mac_precision = "binary"`` has every MAC counted inside it booked as ``Profile.bops``
+  (1-bit x 1-bit multiply-accumulates), reported apart from the float ``Profile.macs``.
+  ``Profile.ops = macs + bops / 64`` follows the Bi-Real Net convention (arXiv 1808.00278).
+* ``register_op_macs(op, fn)`` adds a formula for a custom torch op (e.g. one made with ``torch.library``):
+  ``fn(*args, out=output, **kwargs)`` gets the op's arguments and output and returns MACs like the above.
+"""
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
 from leanvision.profile.format import format_count, format_profile
-from leanvision.profile.macs import Profile, count_params, profile
+from leanvision.profile.macs import Profile, count_params, profile, register_op_macs
 from leanvision.profile.timing import BACKENDS, LatencyStats, compare_latency, latency
 
 __all__ = [
@@ -20,15 +31,5 @@ __all__ = [
     "format_profile",
     "latency",
     "profile",
+    "register_op_macs",
 ]
-
-
-class _CallablePackage(types.ModuleType):
-    # `leanvision.profile` is both this package and the function of the short public surface: once any
-    # `import leanvision.profile...` has run, Python binds the package over the lazy function attribute,
-    # so calling the package runs the function and `leanvision.profile(model, x)` works either way.
-    def __call__(self, model: Any, example_input: Any) -> Profile:
-        return profile(model, example_input)
-
-
-sys.modules[__name__].__class__ = _CallablePackage

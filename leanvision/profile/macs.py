@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from math import prod
 from typing import Any
@@ -13,7 +14,8 @@ from torch import Tensor, nn
 from torch.utils import flop_counter
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from leanvision.profile._common import as_args, eval_mode
+from leanvision._torch import as_args, eval_mode
+from leanvision.errors import ConfigError
 
 aten = torch.ops.aten
 
@@ -29,6 +31,9 @@ aten = torch.ops.aten
 #
 # UNSUPPORTED: every other op that runs (FFTs, linear algebra, RNN kernels, cdist, quantized kernels, ...).
 # They are surfaced in `Profile.unsupported` with their call counts rather than silently counted as zero.
+#
+# EXTENSIONS (see the package docstring): a module's own `profile_macs`, `mac_precision = "binary"` (MACs booked
+# as `bops`), and `register_op_macs` for custom ops. A formula returns MACs (int) or {"macs": .., "bops": ..}.
 
 
 def _from_torch(packet: Any) -> Callable[..., int]:
@@ -47,7 +52,7 @@ def _sdpa_macs(q: Tensor, k: Tensor, v: Tensor, *args: Any, out: Any, **kwargs: 
     return batch * q.shape[-2] * k.shape[-2] * (q.shape[-1] + v.shape[-1])
 
 
-_COUNTED: dict[Any, Callable[..., int]] = {
+_COUNTED: dict[Any, Callable[..., int | Mapping[str, int]]] = {
     **{
         p: _from_torch(p)
         for p in (
@@ -114,6 +119,14 @@ _FREE_NAMES = frozenset(
     native_dropout dropout bernoulli _assert_async _assert_scalar _functional_assert_async _linalg_check_errors
     sym_size sym_stride sym_numel sym_storage_offset is_contiguous is_strides_like_format
     is_non_overlapping_and_dense stride size numel dim storage_offset layout device
+    unsafe_split unsafe_split_with_sizes unsafe_chunk _cuda_version _version _assert_tensor_metadata
+    _functional_assert_scalar _make_dep_token sym_constrain_range sym_constrain_range_for_size
+    _functional_sym_constrain_range _functional_sym_constrain_range_for_size _fused_sdp_choice
+    _use_cudnn_ctc_loss _use_cudnn_rnn_flatten_weight cudnn_is_acceptable _nnpack_available _shape_as_tensor
+    is_same_size is_complex is_floating_point is_signed is_nonzero is_inference is_pinned is_set_to is_conj is_neg
+    _is_zerotensor _is_all_true _is_any_true _has_compatible_shallow_copy_type _has_same_storage_numel
+    _debug_has_internal_overlap _nested_tensor_size _propagate_xla_data record_stream output_nr retains_grad
+    requires_grad_ resolve_conj resolve_neg conj _conj _neg_view pin_memory _pin_memory can_cast
     mse_loss l1_loss smooth_l1_loss huber_loss nll_loss_forward nll_loss2d_forward binary_cross_entropy
     binary_cross_entropy_with_logits kl_div
     """.split()
@@ -131,20 +144,54 @@ def _is_free(func: Any) -> bool:
     return name in _FREE_NAMES or name.rstrip("_") in _FREE_NAMES
 
 
+class _Tally:
+    """Where counts go: the module now running, as float MACs or (inside a binary module) as BOPs."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.macs: dict[str, int] = dict.fromkeys(names, 0)
+        self.bops: dict[str, int] = dict.fromkeys(names, 0)
+        self.unsupported: Counter[str] = Counter()
+        self.stack = [""]
+        self.opaque = 0  # enclosing modules that declared their own cost: the ops inside them are theirs
+        self.binary = 0  # enclosing modules with mac_precision = "binary"
+
+    def book(self, cost: Any, who: str) -> None:
+        if isinstance(cost, Mapping):
+            if not cost.keys() <= {"macs", "bops"}:
+                raise ConfigError(f"{who} returned keys {sorted(cost)}; only 'macs' and 'bops' are allowed")
+            macs, bops = _count(cost.get("macs", 0), who), _count(cost.get("bops", 0), who)
+        else:
+            n = _count(cost, who)
+            macs, bops = (0, n) if self.binary else (n, 0)
+        self.macs[self.stack[-1]] += macs
+        self.bops[self.stack[-1]] += bops
+
+
+def _count(value: Any, who: str) -> int:
+    try:
+        n = operator.index(value)  # ints of any kind (numpy, 0-d integer tensors), never a float
+    except TypeError:
+        n = -1
+    if n < 0:
+        raise ConfigError(f"{who} must return a non-negative int or a mapping of them, got {value!r}; fix it")
+    return n
+
+
 class _MacCounter(TorchDispatchMode):
     """Dispatcher-level counter: sees every aten op, including those from functional calls."""
 
-    def __init__(self, on_macs: Callable[[int], None], unsupported: Counter[str]) -> None:
+    def __init__(self, tally: _Tally) -> None:
         super().__init__()
-        self._on_macs = on_macs
-        self._unsupported = unsupported
+        self._tally = tally
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        counter = _COUNTED.get(func.overloadpacket)
-        if counter is not None:
+        if self._tally.opaque:
+            return func(*args, **kwargs)
+        formula = _COUNTED.get(func.overloadpacket)
+        if formula is not None:
             out = func(*args, **kwargs)
-            self._on_macs(counter(*args, out=out, **kwargs))
+            self._tally.book(formula(*args, out=out, **kwargs), f"the MAC formula of {_op_name(func)}")
             return out
         if not _is_free(func):
             # A composite op may decompose into ops we know (as torch's FlopCounterMode does).
@@ -152,29 +199,66 @@ class _MacCounter(TorchDispatchMode):
                 out = func.decompose(*args, **kwargs)
             if out is not NotImplemented:
                 return out
-            self._unsupported[_op_name(func)] += 1
+            self._tally.unsupported[_op_name(func)] += 1
         return func(*args, **kwargs)
+
+
+def register_op_macs(op: Any, fn: Callable[..., int | Mapping[str, int]]) -> None:
+    """Count the custom torch op ``op`` with ``fn(*args, out=output, **kwargs) -> MACs`` (or {"macs", "bops"}).
+
+    ``op`` is an ``OpOverloadPacket`` such as ``torch.ops.mylib.myop`` (an overload or a ``torch.library``
+    custom-op object is accepted too). A later registration for the same op replaces the earlier one.
+    """
+    packet = getattr(op, "_opoverload", op)  # torch.library.custom_op returns a wrapper around its OpOverload
+    packet = getattr(packet, "overloadpacket", packet)
+    if not isinstance(packet, torch._ops.OpOverloadPacket) or not callable(fn):
+        raise ConfigError(
+            f"register_op_macs needs a torch op (e.g. torch.ops.mylib.myop) and a callable formula, got {op!r} and "
+            f"{fn!r}"
+        )
+    _COUNTED[packet] = fn
+
+
+def _precision(module: nn.Module) -> str:
+    precision = getattr(module, "mac_precision", None) or "float"
+    if precision not in ("float", "binary"):
+        raise ConfigError(
+            f"{type(module).__name__}.mac_precision is {precision!r}; use 'binary' (MACs counted as bops) or 'float'"
+        )
+    return precision
 
 
 @dataclass
 class Profile:
-    """MACs (the papers' "FLOPs"), unique parameters, per-module MACs and ops that were not counted."""
+    """MACs (the papers' "FLOPs"), unique parameters, per-module MACs and ops that were not counted.
+
+    ``bops`` are binary (1-bit x 1-bit) multiply-accumulates, kept apart from the float ``macs``.
+    """
 
     macs: int
     params: int
     by_module: dict[str, int] = field(default_factory=dict)
     unsupported: Counter[str] = field(default_factory=Counter)
+    bops: int = 0
+    bops_by_module: dict[str, int] = field(default_factory=dict)
 
     @property
     def flops(self) -> int:
         """Floating-point operations counting a multiply-accumulate as two."""
         return 2 * self.macs
 
+    @property
+    def ops(self) -> float:
+        """``macs + bops / 64``: one number for mixed float/binary nets, the Bi-Real Net convention (1808.00278)."""
+        return self.macs + self.bops / 64
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "macs": self.macs,
+            "bops": self.bops,
             "params": self.params,
             "by_module": dict(self.by_module),
+            "bops_by_module": dict(self.bops_by_module),
             "unsupported": dict(self.unsupported),
         }
 
@@ -197,44 +281,66 @@ def profile(model: nn.Module, example_input: Tensor | tuple[Tensor, ...]) -> Pro
     """Run one eval-mode forward and count MACs per module; ops outside the convention land in `unsupported`.
 
     `by_module` is hierarchical like fvcore: a module's entry includes its submodules, "" is the whole model.
-    A tuple input is unpacked into positional arguments.
+    A tuple input is unpacked into positional arguments. Modules may declare their own cost (``profile_macs``)
+    or binary precision (``mac_precision = "binary"``); see the package docstring.
     """
     args = as_args(example_input)
     names = {id(m): name for name, m in model.named_modules()}
-    own: dict[str, int] = dict.fromkeys(names.values(), 0)
-    stack: list[str] = [""]
-    unsupported: Counter[str] = Counter()
-
-    def on_macs(n: int) -> None:
-        own[stack[-1]] += n
+    tally = _Tally(list(names.values()))
+    flags = {id(m): (callable(getattr(m, "profile_macs", None)), _precision(m) == "binary") for m in model.modules()}
 
     def pre(mod: nn.Module, _inp: Any) -> None:
-        stack.append(names[id(mod)])
+        declares, binary = flags[id(mod)]
+        tally.stack.append(names[id(mod)])
+        tally.opaque += declares
+        tally.binary += binary
+
+    def declared(mod: nn.Module, inp: tuple, out: Any) -> None:
+        if tally.opaque == 1:  # else an enclosing module's declared cost already covers this one
+            tally.book(mod.profile_macs(inp, out), f"{type(mod).__name__}.profile_macs")
 
     def post(mod: nn.Module, _inp: Any, _out: Any) -> None:
-        stack.pop()
+        declares, binary = flags[id(mod)]
+        tally.stack.pop()
+        tally.opaque -= declares
+        tally.binary -= binary
 
     handles = []
     for m in model.modules():
         handles.append(m.register_forward_pre_hook(pre))
+        if flags[id(m)][0]:  # not always_call: after a failed forward there is no output to cost
+            handles.append(m.register_forward_hook(declared))
         handles.append(m.register_forward_hook(post, always_call=True))
     fastpath = torch.backends.mha.get_fastpath_enabled()
     # nn.MultiheadAttention / TransformerEncoderLayer otherwise take a fused eval-only kernel; the regular
     # path exposes their linear layers and attention matmuls to the counter.
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with eval_mode(model), _MacCounter(on_macs, unsupported):
+        with eval_mode(model), _MacCounter(tally):
             model(*args)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in handles:
             h.remove()
 
-    by_module: dict[str, int] = dict.fromkeys(own, 0)
+    by_module, bops_by_module = _rollup(tally.macs), _rollup(tally.bops)
+    return Profile(
+        macs=by_module[""],
+        params=count_params(model),
+        by_module=by_module,
+        unsupported=tally.unsupported,
+        bops=bops_by_module[""],
+        bops_by_module=bops_by_module,
+    )
+
+
+def _rollup(own: dict[str, int]) -> dict[str, int]:
+    """Each module's own count plus its submodules' (fvcore's hierarchy)."""
+    total: dict[str, int] = dict.fromkeys(own, 0)
     for name, n in own.items():
         if not n:
             continue
         parts = name.split(".") if name else []
         for i in range(len(parts) + 1):
-            by_module[".".join(parts[:i])] += n
-    return Profile(macs=by_module[""], params=count_params(model), by_module=by_module, unsupported=unsupported)
+            total[".".join(parts[:i])] += n
+    return total

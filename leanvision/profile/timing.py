@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import itertools
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +18,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from leanvision._torch import as_args, eval_mode, torch_threads
 from leanvision.errors import ConfigError
-from leanvision.profile._common import as_args, eval_mode, torch_threads
+from leanvision.names import LATENCY_BACKENDS
 from leanvision.registry import unknown_choice
 
-BACKENDS = ("eager", "onnxruntime")
+BACKENDS = LATENCY_BACKENDS
 
 
 @dataclass
@@ -41,9 +45,50 @@ class LatencyStats:
     onnxruntime_version: str | None
     machine: str
     rounds: int = 1
+    device: str = "cpu"  # where the timed forward ran ("cuda:0", ...); onnxruntime always runs on "cpu"
+    cpu: str = ""  # CPU model name
+    gpu: str | None = None  # GPU name when device is a CUDA device
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@cache
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for a model with neither."""
+    t = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if t is None else t.device
+
+
+def _sync_fn(device: torch.device) -> Callable[[], None] | None:
+    """What waits for the device's queued kernels, so a timer sees them finish; None for synchronous devices."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return None
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    # A collection landing inside one timed call would add milliseconds of noise to that sample only.
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _check_args(backend: str, *, warmup: int, iters: int, rounds: int) -> None:
@@ -55,9 +100,21 @@ def _check_args(backend: str, *, warmup: int, iters: int, rounds: int) -> None:
 
 
 def _runner(model: nn.Module, args: tuple, *, backend: str, threads: int, stack: ExitStack) -> Callable[[], Any]:
+    device = _device_of(model)
+    args = tuple(a.to(device) for a in args)
     if backend == "eager":
         stack.enter_context(eval_mode(model))
-        return lambda: model(*args)
+        sync = _sync_fn(device)
+        if sync is None:
+            return lambda: model(*args)
+
+        def run_and_wait() -> Any:
+            out = model(*args)
+            sync()
+            return out
+
+        sync()  # work queued before timing starts must not be billed to the first call
+        return run_and_wait
     from leanvision.export import export_onnx, onnx_feed, onnx_session
 
     with tempfile.TemporaryDirectory(prefix="leanvision-latency-") as tmp:
@@ -81,6 +138,10 @@ def compare_latency(
     Each round times `iters` consecutive calls of every model in turn (the order rotates between rounds);
     the statistics of a model are over all its `rounds * iters` timed calls. `threads` defaults to torch's
     current count and is used by both backends; torch's own thread count is restored afterwards.
+
+    "eager" runs each model on the device its parameters are on (the input is moved there); on CUDA every
+    timed call ends with `torch.cuda.synchronize`, so the time covers the kernels, not just their launch.
+    "onnxruntime" always runs on the CPU. Python's garbage collector is paused while timing.
     """
     _check_args(backend, warmup=warmup, iters=iters, rounds=rounds)
     args = as_args(example_input)
@@ -94,6 +155,7 @@ def compare_latency(
         if backend == "eager":
             stack.enter_context(torch.inference_mode())
         run = {name: _runner(models[name], args, backend=backend, threads=n, stack=stack) for name in names}
+        stack.enter_context(_gc_paused())
         for name in names:
             for _ in range(warmup):
                 run[name]()
@@ -110,6 +172,7 @@ def compare_latency(
     machine = f"{platform.machine()} {platform.system()}"
     result = {}
     for name in names:
+        device = _device_of(models[name]) if backend == "eager" else torch.device("cpu")
         ms = np.asarray(times[name]) * 1e3
         result[name] = LatencyStats(
             backend=backend,
@@ -127,6 +190,9 @@ def compare_latency(
             torch_version=torch.__version__,
             onnxruntime_version=ort_version,
             machine=machine,
+            device=str(device),
+            cpu=_cpu_name(),
+            gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         )
     return result
 
@@ -140,11 +206,12 @@ def latency(
     warmup: int = 5,
     iters: int = 30,
 ) -> LatencyStats:
-    """Median / p90 wall-clock milliseconds per forward pass on CPU (eval mode, no autograd).
+    """Median / p90 wall-clock milliseconds per forward pass (eval mode, no autograd).
 
-    "eager" times `model(x)` under torch.inference_mode; "onnxruntime" exports with
-    `leanvision.export.export_onnx` and times a sequential session with all graph optimisations and one
-    inter-op thread. `threads` (default: torch's current count) is restored for torch afterwards.
+    "eager" times `model(x)` under torch.inference_mode on the device of the model's parameters (synchronising
+    CUDA after each call); "onnxruntime" exports with `leanvision.export.export_onnx` and times a sequential
+    CPU session with all graph optimisations and one inter-op thread. `threads` (default: torch's current
+    count) is restored for torch afterwards.
     """
     return compare_latency(
         {"model": model}, example_input, backend=backend, threads=threads, warmup=warmup, iters=iters, rounds=1

@@ -42,15 +42,23 @@ def bar_panels(
     *,
     label_key: str = "model",
     title: str | None = None,
+    errors: Mapping[str, str] | None = None,
 ) -> Path:
-    """One bar chart per ``(key, axis label)`` in ``metrics``, one bar per row; rows missing a key are skipped."""
+    """One bar chart per ``(key, axis label)`` in ``metrics``, one bar per row; rows missing a key are skipped.
+
+    ``errors`` maps a metric key to the key of its error-bar half-width (e.g. ``{"acc": "acc_sd"}``).
+    """
     fig, axes = _grid(len(metrics))
     for ax, (key, label) in zip(axes, metrics, strict=True):
-        pairs = [(str(r[label_key]), float(r[key])) for r in rows if r.get(key) is not None]
-        names = [p[0] for p in pairs]
-        bars = ax.bar(range(len(pairs)), [p[1] for p in pairs], color=_COLORS[: len(pairs)] or None)
+        kept = [r for r in rows if r.get(key) is not None]
+        names = [str(r[label_key]) for r in kept]
+        err_key = (errors or {}).get(key)
+        yerr = [float(r.get(err_key) or 0.0) for r in kept] if err_key else None
+        bars = ax.bar(
+            range(len(kept)), [float(r[key]) for r in kept], yerr=yerr, capsize=4, color=_COLORS[: len(kept)] or None
+        )
         ax.bar_label(bars, fmt="%.3g", fontsize=8)
-        ax.set_xticks(range(len(pairs)), names, rotation=15, fontsize=8)
+        ax.set_xticks(range(len(kept)), names, rotation=15, fontsize=8)
         ax.set_ylabel(label)
         ax.margins(y=0.15)
     return _save(fig, path, title)

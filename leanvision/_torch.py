@@ -1,4 +1,8 @@
-"""Helpers shared by profiling, latency and export: input normalisation and a restoring eval mode."""
+"""Small torch helpers shared by profile, export and others: input normalisation, restoring eval mode, threads.
+
+A neutral module (it imports no leanvision room), so `export` and `profile` can both use it without importing
+each other.
+"""
 
 from __future__ import annotations
 
