@@ -306,13 +306,15 @@ def quickstart_cmd(
         threads=check_threads(threads),
         progress=not quiet,
     )
+    from leanvision.profile import format_count
+
     table = Table(Column("model", no_wrap=True), "test acc %", "params", "MACs", "eager bs1 ms", "ORT bs1 ms")
     for r in result.rows:
         table.add_row(
             r["model"],
             f"{r['acc']:.2f}±{r['acc_sd']:.2f}",
-            f"{r['params']:,}",
-            f"{r['macs']:,}",
+            format_count(r["params"]),
+            format_count(r["macs"]),
             f"{r['eager_bs1_ms']:.3f}",
             f"{r['onnxruntime_bs1_ms']:.3f}",
         )

@@ -362,7 +362,7 @@ def fit(
         loss_fn=loss_fn,
         grad_clip=grad_clip,
         epoch=start,
-        step=start * (steps_per_epoch or 0),
+        step=int(ckpt.get("step") or 0) if resume is not None else 0,
         params=list(model.parameters()),
     )
     was_training = model.training
@@ -394,6 +394,7 @@ def fit(
                     "epoch": epoch + 1,
                     "epochs": epochs,
                     "steps_per_epoch": steps_per_epoch,
+                    "step": ctx.step,
                     "model": unwrap_model(model).state_dict(),
                     "arch": _arch_record(model, stats.input_size),
                     "optimizer": optimizer.state_dict(),
