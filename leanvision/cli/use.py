@@ -37,9 +37,11 @@ def evaluate_checkpoint(
     name = dataset or saved.get("dataset") or (ckpt.get("meta") or {}).get("dataset")
     if name is None:
         raise ConfigError(f"{checkpoint} does not say which dataset it was trained on; pass --dataset NAME")
-    val_size = saved.get("val_size", TrainConfig.model_fields["val_size"].default) if split != "test" else 0
-    if isinstance(val_size, float) and val_size >= 1:
-        val_size = int(val_size)
+    val_size = 0
+    if split != "test":  # train and val are the parts of the training split the run itself used
+        if "val_size" not in saved:
+            raise ConfigError(f"{checkpoint} does not record its validation split; evaluate it on --split test")
+        val_size = TrainConfig(val_size=saved["val_size"]).exact_val_size()
     data = load_dataset(
         name, root=data_dir or saved.get("data_dir"), split=split, image_size=saved.get("image_size"), val_size=val_size
     )
