@@ -301,3 +301,17 @@ def test_conv_bn_act_keeps_bn_subclass_that_does_more() -> None:
     fused = _check_fused(nn.Sequential(m), torch.randn(2, 3, 6, 6))
     assert isinstance(fused[0].bn, BnRelu)
     assert m.fold_bn().bn is not None
+
+
+def test_sign_packing_round_trips_at_one_bit_per_value() -> None:
+    from leanvision.ops.bitpack import pack_signs, unpack_signs
+
+    torch.manual_seed(0)
+    for shape in [(1,), (7,), (8,), (3, 5, 3, 3), (64, 27)]:
+        x = torch.randn(shape)
+        x.view(-1)[0] = 0.0  # zero counts as +1, like the binarisers' sign
+        packed = pack_signs(x)
+        assert packed.dtype == torch.uint8 and packed.numel() == (x.numel() + 7) // 8
+        assert torch.equal(unpack_signs(packed, x.shape), torch.where(x >= 0, 1.0, -1.0))
+    with pytest.raises(ConfigError, match="must be a 1-d uint8 tensor of 17 bytes"):
+        unpack_signs(torch.zeros(3, dtype=torch.uint8), (3, 5, 3, 3))
