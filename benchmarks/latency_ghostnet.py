@@ -16,16 +16,15 @@ average would count its own threads) and labels the run busy, in the JSON and be
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import timm
 import torch
 import torchvision
+from _machine import cores_text as _cores
+from _machine import load1, other_cpu
 
 from leanvision._io import atomic_write_text
 from leanvision.models import create_model
@@ -46,41 +45,6 @@ def build_models() -> dict[str, torch.nn.Module]:
         "timm ghostnet_100": timm.create_model("ghostnet_100", pretrained=False).eval(),
         "torchvision mobilenet_v3_large": torchvision.models.mobilenet_v3_large().eval(),
     }
-
-
-def load1() -> float:
-    return os.getloadavg()[0]
-
-
-def _busy_seconds() -> float | None:
-    """CPU seconds spent busy by all processes on all cores since boot (Linux /proc/stat), None elsewhere."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
-    except (OSError, ValueError):
-        return None
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def other_cpu(record: dict):
-    """Set ``record["other_cores"]``: cores kept busy by OTHER processes while the block ran.
-
-    The load average cannot tell: this benchmark's own threads raise it to about --threads while it runs.
-    All busy CPU time minus this process's own, over the wall time, can.
-    """
-    busy0, own0, wall0 = _busy_seconds(), time.process_time(), time.perf_counter()
-    yield
-    busy1, own1, wall1 = _busy_seconds(), time.process_time(), time.perf_counter()
-    if busy0 is None or busy1 is None:
-        record["other_cores"] = None
-    else:
-        record["other_cores"] = max(0.0, (busy1 - busy0 - (own1 - own0)) / max(wall1 - wall0, 1e-9))
-
-
-def _cores(c: dict | float | None) -> str:
-    value = c.get("other_cores") if isinstance(c, dict) else c
-    return "unknown" if value is None else f"{value:.2f}"
 
 
 def onnx_ops(out: Path, threads: int) -> None:

@@ -591,6 +591,26 @@ def test_make_optimizer_names_and_no_decay_groups() -> None:
     assert not make_optimizer(model, "sgd", lr=0.1, momentum=0.0).defaults["nesterov"]
 
 
+def test_modules_can_exempt_parameters_from_weight_decay() -> None:
+    import copy
+
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(2, 3, 1, 1))
+            self.mask = nn.Parameter(torch.zeros(2, 3, 1, 1))  # 4-d, yet must not be decayed
+
+        def no_weight_decay(self) -> set[str]:
+            return {"mask", "not_a_parameter"}  # unknown names are ignored (timm lists optional tokens)
+
+    model = copy.deepcopy(nn.Sequential(Masked(), nn.BatchNorm2d(2)))  # a class method survives deepcopy
+    decay, no_decay = make_optimizer(model, "sgd", lr=0.1, weight_decay=1e-4).param_groups
+    assert [id(p) for p in decay["params"]] == [id(model[0].weight)]
+    assert [id(p) for p in no_decay["params"]] == [id(model[0].mask), id(model[1].weight), id(model[1].bias)]
+    decay, no_decay = make_optimizer(model, "sgd", lr=0.1, weight_decay=1e-4, norm_bias_decay=True).param_groups
+    assert [id(p) for p in no_decay["params"]] == [id(model[0].mask)] and len(decay["params"]) == 3
+
+
 def test_unknown_names_and_bad_values() -> None:
     model = _model()
     with pytest.raises(UnknownNameError, match=r"unknown optimizer 'sgdd'; did you mean 'sgd'\? choose one of: sgd"):

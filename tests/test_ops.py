@@ -14,23 +14,41 @@ from leanvision.ops import ConvBnAct, GhostBottleneck, GhostModule, SqueezeExcit
 
 
 def hook_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """Reference MAC counter of the spec: Conv2d out.numel()/B * k*k*C_in/groups, Linear in*out."""
-    total = 0
+    """Reference MAC counter of the spec: Conv2d out.numel()/B * k*k*C_in/groups, Linear in*out.
+
+    A module that declares its own cost (``profile_macs``, e.g. a dynamic convolution) is counted by that
+    declaration and the convs/linears inside it are not, as the papers count such operators.
+    """
+    total, inside = 0, 0
 
     def conv_hook(m: nn.Conv2d, _inp, out) -> None:
         nonlocal total
-        k = m.kernel_size[0] * m.kernel_size[1]
-        total += out.numel() // out.shape[0] * k * m.in_channels // m.groups
+        if not inside:
+            k = m.kernel_size[0] * m.kernel_size[1]
+            total += out.numel() // out.shape[0] * k * m.in_channels // m.groups
 
     def linear_hook(m: nn.Linear, _inp, _out) -> None:
         nonlocal total
-        total += m.in_features * m.out_features
+        if not inside:
+            total += m.in_features * m.out_features
 
-    handles = [
-        m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
-        for m in model.modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
+    def enter(_m: nn.Module, _inp) -> None:
+        nonlocal inside
+        inside += 1
+
+    def leave(m: nn.Module, inp, out) -> None:
+        nonlocal inside, total
+        inside -= 1
+        if not inside:
+            cost = m.profile_macs(inp, out)
+            total += cost.get("macs", 0) if isinstance(cost, dict) else cost
+
+    handles = []
+    for m in model.modules():
+        if callable(getattr(m, "profile_macs", None)):
+            handles += [m.register_forward_pre_hook(enter), m.register_forward_hook(leave)]
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            handles.append(m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook))
     with torch.no_grad():
         model.eval()(x)
     for h in handles:

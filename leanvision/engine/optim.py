@@ -19,17 +19,35 @@ _DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "rmsprop": 1e-5, "adam": 0.0, "adamw": 0.0
 
 
 def param_groups(model: nn.Module, *, weight_decay: float, norm_bias_decay: bool = False) -> list[dict[str, object]]:
-    """Split trainable parameters into a decayed group and a no-decay group of norm weights and biases."""
-    if weight_decay == 0 or norm_bias_decay:
+    """Split trainable parameters into a decayed group and a no-decay group of norm weights and biases.
+
+    A module may also name parameters that must never be decayed (e.g. the real-valued proxies of binary
+    masks, which decay would pull to 0 and so flip at random) with a ``no_weight_decay()`` method returning
+    their names relative to that module (timm's convention); these stay undecayed even with ``norm_bias_decay``.
+    """
+    if weight_decay == 0:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    exempt = _declared_no_weight_decay(model)
     decay, no_decay = [], []
     for p in model.parameters():
         if not p.requires_grad:
             continue
         # 0/1-d parameters are biases, norm scales/shifts and scalar gates: decaying them only hurts.
-        (no_decay if p.ndim <= 1 else decay).append(p)
+        skip = id(p) in exempt or (p.ndim <= 1 and not norm_bias_decay)
+        (no_decay if skip else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
+
+
+def _declared_no_weight_decay(model: nn.Module) -> set[int]:
+    ids = set()
+    for module in model.modules():
+        names = getattr(module, "no_weight_decay", None)
+        if callable(names):
+            own = dict(module.named_parameters())
+            # Unknown names are skipped: timm models list optional tokens that a given config may not have.
+            ids.update(id(own[n]) for n in names() if n in own)
+    return ids
 
 
 def make_optimizer(

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from leanvision.models import ghostnet, quick, resnet_cifar  # noqa: F401  (importing registers the models)
+from leanvision.models import binary, dynamic, fsf, ghostnet, quick, resnet_cifar  # noqa: F401  (importing registers the models)
 from leanvision.models._base import Classifier
 from leanvision.models._card import ModelCard, model_card, render_model_table, with_model_table
 from leanvision.models._registry import arch_of, create_from_arch, create_model, list_models, register_model
+from leanvision.models.binary import BinaryResNet, BinaryVGG
+from leanvision.models.dynamic import DynamicNet
+from leanvision.models.fsf import CifarVGG
+from leanvision.models.ghostify import GhostResNet, GhostStep, ghostify, ghostify_plan
 from leanvision.models.ghostnet import GhostNet, ghostnet_from_timm, load_timm_state_dict
 from leanvision.models.quick import QuickCNN
 from leanvision.models.resnet_cifar import CifarResNet
 from leanvision.models.surgery import replace_modules
 
 __all__ = [
+    "BinaryResNet",
+    "BinaryVGG",
     "CifarResNet",
+    "CifarVGG",
     "Classifier",
+    "DynamicNet",
     "GhostNet",
+    "GhostResNet",
+    "GhostStep",
     "ModelCard",
     "QuickCNN",
     "arch_of",
     "create_from_arch",
     "create_model",
+    "ghostify",
+    "ghostify_plan",
     "ghostnet_from_timm",
     "list_models",
     "load_timm_state_dict",

@@ -32,6 +32,7 @@ class ModelCard:
     paper_macs: int | None = None
     notes: str = ""
     unsupported: dict[str, int] = field(default_factory=dict)
+    bops: int = 0  # binary (1-bit x 1-bit) MACs, kept apart from the float `macs` (0 for float models)
 
 
 @functools.cache
@@ -56,6 +57,7 @@ def model_card(name: str) -> ModelCard:
         paper_macs=meta.get("paper_macs"),
         notes=meta.get("notes", ""),
         unsupported=dict(prof.unsupported),
+        bops=prof.bops,
     )
 
 
@@ -76,8 +78,9 @@ def render_model_table(names: list[str] | None = None) -> str:
         c = model_card(name)
         ref = "-" if c.paper_params is None and c.paper_macs is None else (f"{_m(c.paper_params)} / {_m(c.paper_macs)}")
         paper = f"[{c.paper}](https://arxiv.org/abs/{c.paper})" if c.paper else "-"
+        macs = _m(c.macs, 1) + (f" + {_m(c.bops, 1)} BOPs" if c.bops else "")  # binary nets: float MACs + BOPs
         rows.append(
-            f"| `{name}` | {_m(c.params, 3)} | {_m(c.macs, 1)} | {ref} | {'×'.join(map(str, c.input_size))} "
+            f"| `{name}` | {_m(c.params, 3)} | {macs} | {ref} | {'×'.join(map(str, c.input_size))} "
             f"| {c.num_classes} | {paper} | {c.notes or '-'} |"
         )
     return "\n".join(rows) + "\n"

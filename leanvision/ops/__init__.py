@@ -2,18 +2,58 @@
 
 from __future__ import annotations
 
+from leanvision.ops.binary import BinaryConv2d, BinaryGatedLayer, PackedBinaryConv2d
 from leanvision.ops.conv_bn_act import ConvBnAct, make_act
+from leanvision.ops.dynamic_conv import (
+    DynamicCoefficients,
+    DynamicConv2d,
+    DynamicConvBnAct,
+    anneal_temperature,
+    dynamic_conv_macs,
+    set_form,
+)
+from leanvision.ops.fullstack import (
+    FSFStep,
+    MaskConv2d,
+    StorageReport,
+    clip_mask_proxies,
+    fold_masks,
+    freeze_masks,
+    load_fsf,
+    ortho_loss,
+    save_fsf,
+    storage_report,
+)
 from leanvision.ops.fuse import fold_conv_bn, fuse_bn
 from leanvision.ops.ghost import GhostBottleneck, GhostModule
 from leanvision.ops.squeeze_excite import SqueezeExcite, make_divisible
 
 __all__ = [
+    "BinaryConv2d",
+    "BinaryGatedLayer",
     "ConvBnAct",
+    "DynamicCoefficients",
+    "DynamicConv2d",
+    "DynamicConvBnAct",
+    "FSFStep",
     "GhostBottleneck",
     "GhostModule",
+    "MaskConv2d",
+    "PackedBinaryConv2d",
     "SqueezeExcite",
+    "StorageReport",
+    "anneal_temperature",
+    "clip_mask_proxies",
+    "dynamic_conv_macs",
     "fold_conv_bn",
+    "fold_masks",
+    "freeze_masks",
     "fuse_bn",
+    "load_fsf",
     "make_act",
     "make_divisible",
+    "ortho_loss",
+    "save_fsf",
+    "set_form",
+    "storage_report",
 ]

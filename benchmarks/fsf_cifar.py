@@ -1,0 +1,255 @@
+"""Full-stack filters on CIFAR-10 (arXiv 1908.02023): accuracy and measured storage vs dense VGG-8, two seeds.
+
+    python benchmarks/fsf_cifar.py --data-dir DIR                        # seeded 10k subset x 5 epochs, 2 seeds
+    python benchmarks/fsf_cifar.py --data-dir DIR --subset 0             # all 45k training images (5k held out)
+    python benchmarks/fsf_cifar.py --out OUT --resume                    # continue a stopped run in OUT
+    python benchmarks/fsf_cifar.py --summarize OUT/fsf_cifar.json        # recompute the verdicts, no training
+
+DIR holds cifar10/ (or set $LEANVISION_DATA and omit --data-dir). Models (all VGG-8: 32-32-M-64-64-M-128-128-M-256-M,
+BN, GAP, linear): A dense; B full-stack filters s=4, per-filter masks, + lambda * orthogonality loss; C thin dense
+(width 0.5, about B's float-parameter budget); D as B with the masks frozen at their random initial signs, no
+orthogonality loss. --val-size training images are held out (the same for every run) and reported beside test
+accuracy; no choice is made on the test split (every model is evaluated after its last epoch).
+
+Verdicts: storage(B) / storage(A) within 10% of 1/s + 1/32 (file sizes of the saved models: B in the 1-bit FSF
+format, A as a float32 state_dict); mean acc(B) >= mean acc(C); mean acc(A) - acc(B) <= 2 points;
+mean acc(B) >= mean acc(D) - 0.5; B's orthogonality loss lower after training than at initialisation in every seed.
+Writes JSON + PNG into --out; every finished (model, seed) run is saved at once to fsf_cifar.partial.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from leanvision._io import atomic_write_text
+from leanvision.data import load_dataset, make_loader
+from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler
+from leanvision.models import create_model
+from leanvision.ops import FSFStep, freeze_masks, ortho_loss, save_fsf, storage_report
+from leanvision.report import bar_panels
+
+RATIO = 4
+# key -> (registered model, builder kwargs, FSF?, frozen masks?, orthogonality loss?)
+MODELS = {
+    "A_dense": ("vgg8_cifar", {}, False, False, False),
+    "B_fsf": ("fsf_vgg8_cifar", {"ratio": RATIO}, True, False, True),
+    "C_thin": ("vgg8_cifar", {"width": 0.5}, False, False, False),
+    "D_fsf_random": ("fsf_vgg8_cifar", {"ratio": RATIO}, True, True, False),
+}
+STORAGE_TOL = 0.10  # relative, on the ratio storage(B) / storage(A) vs 1/s + 1/32 (BN and the classifier add a bit)
+MAX_GAP_A = 2.0
+D_MARGIN = 0.5
+# Arguments that change what a run measures: a resumed run must use the same values.
+SAME_ON_RESUME = ("subset", "val_size", "epochs", "ortho_weight", "optimizer", "lr", "batch_size", "test_subset")
+
+
+def _ortho(model: torch.nn.Module) -> float:
+    with torch.no_grad():
+        return ortho_loss(model).item()
+
+
+def train_one(key: str, data: dict, args: argparse.Namespace, *, seed: int, model_dir: Path) -> dict:
+    name, kw, fsf, frozen, ortho = MODELS[key]
+    torch.manual_seed(seed)
+    model = create_model(name, num_classes=10, **kw)
+    if frozen:
+        freeze_masks(model)
+    loader = make_loader(data["train"], batch_size=args.batch_size, shuffle=True, seed=seed)  # crop + flip
+    # make_optimizer keeps weight decay off the mask proxies (MaskConv2d.no_weight_decay) with either optimizer.
+    wd = 0.0 if args.optimizer == "adam" else 5e-4
+    opt = make_optimizer(model, args.optimizer, lr=args.lr, weight_decay=wd)
+    sched = make_scheduler(opt, "cosine", total_steps=args.epochs * len(loader))
+    step = FSFStep(ortho_weight=args.ortho_weight if ortho else 0.0)
+    ortho_init = _ortho(model) if fsf else None
+    t0 = time.perf_counter()
+    fit(model, loader, epochs=args.epochs, optimizer=opt, scheduler=sched, train_step=step, seed=seed,
+        progress=not args.quiet)  # fmt: skip
+    train_s = time.perf_counter() - t0
+    evals = {
+        split: evaluate(model, make_loader(data[split], batch_size=500, shuffle=False)) for split in ("val", "test")
+    }
+    # Storage measured from the files: FSF models in the 1-bit format, dense ones as a float32 state_dict.
+    path = model_dir / f"{key}_s{seed}.{'fsf' if fsf else 'pt'}"
+    if fsf:
+        save_fsf(model, path)
+    else:
+        torch.save({k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}, path)
+    report = storage_report(model)
+    return {
+        "model": key,
+        "seed": seed,
+        "test_acc": 100 * evals["test"]["acc"],
+        "val_acc": 100 * evals["val"]["acc"],
+        "file_bytes": os.path.getsize(path),
+        "model_bytes": report.bytes,  # the memory model (payload without the container)
+        "float_values": report.float_values,
+        "mask_bits": report.mask_bits,
+        "ortho_init": ortho_init,
+        "ortho_final": _ortho(model) if fsf else None,
+        "ortho_by_epoch": [step.ortho_by_epoch[e] for e in sorted(step.ortho_by_epoch)],
+        "train_s": train_s,
+    }
+
+
+def summarize(runs: list[dict]) -> dict:
+    """The verdicts from a list of runs; only seeds with all four models count."""
+    by = {(r["model"], r["seed"]): r for r in runs}
+    seeds = sorted({s for (_, s) in by if all((k, s) in by for k in MODELS)})
+    missing = sorted({f"{k} seed {s}" for (_, s) in by for k in MODELS if (k, s) not in by})
+    if not seeds:
+        return {"complete_seeds": [], "missing": missing, "pass": False}
+    acc = {k: statistics.mean(by[(k, s)]["test_acc"] for s in seeds) for k in MODELS}
+    storage = {k: statistics.mean(by[(k, s)]["file_bytes"] for s in seeds) for k in MODELS}
+    expected = 1 / RATIO + 1 / 32
+    ratio = storage["B_fsf"] / storage["A_dense"]
+    checks = {
+        "storage_B_over_A_near_1/s+1/32": abs(ratio / expected - 1) <= STORAGE_TOL,
+        "acc_B_ge_C": round(acc["B_fsf"] - acc["C_thin"], 6) >= 0,
+        "acc_A_minus_B_le_2": round(acc["A_dense"] - acc["B_fsf"], 6) <= MAX_GAP_A,
+        "acc_B_ge_D_minus_0.5": round(acc["B_fsf"] - acc["D_fsf_random"], 6) >= -D_MARGIN,
+        "ortho_B_decreases_every_seed": all(
+            by[("B_fsf", s)]["ortho_final"] < by[("B_fsf", s)]["ortho_init"] for s in seeds
+        ),
+    }
+    return {
+        "complete_seeds": seeds,
+        "missing": missing,
+        "test_acc_mean": acc,
+        "test_acc_per_seed": {k: [by[(k, s)]["test_acc"] for s in seeds] for k in MODELS},
+        "val_acc_mean": {k: statistics.mean(by[(k, s)]["val_acc"] for s in seeds) for k in MODELS},
+        "file_bytes": storage,
+        "storage_ratio_B_over_A": ratio,
+        "storage_ratio_expected": expected,
+        "float_values": {k: by[(k, seeds[0])]["float_values"] for k in MODELS},
+        "checks": checks,
+        "pass": all(checks.values()) and not missing,
+    }
+
+
+def print_table(runs: list[dict], summary: dict) -> None:
+    print(
+        "\n| model | seed | test acc (%) | val acc (%) | file bytes | float values | L_orth init -> final | train s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        orth = "-" if r["ortho_init"] is None else f"{r['ortho_init']:.4f} -> {r['ortho_final']:.4f}"
+        print(
+            f"| {r['model']} | {r['seed']} | {r['test_acc']:.2f} | {r['val_acc']:.2f} | {r['file_bytes']:,} "
+            f"| {r['float_values']:,} | {orth} | {r['train_s']:.0f} |"
+        )
+    print(json.dumps(summary, indent=2))
+
+
+def summarize_file(path: Path) -> None:
+    """Recompute the summary of a saved result (or .partial.json); rewrite a full result's summary in place."""
+    data = json.loads(path.read_text())
+    summary = summarize(data["runs"])
+    if "summary" in data:
+        data["summary"] = summary
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+        print(f"rewrote the summary of {path}")
+    print_table(data["runs"], summary)
+
+
+def load_partial(path: Path, args: argparse.Namespace) -> list[dict]:
+    if not path.is_file():
+        print(f"--resume: {path} not found; starting from scratch")
+        return []
+    data = json.loads(path.read_text())
+    saved = data.get("args", {})
+    differ = [k for k in SAME_ON_RESUME if k in saved and saved[k] != str(getattr(args, k))]
+    if differ:
+        sys.exit(
+            f"--resume: {path} was written with different " + ", ".join(f"--{k} {saved[k]}" for k in differ) + "; "
+            "pass the same values or a new --out"
+        )
+    return data["runs"]
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--data-dir", default=None, help="root holding cifar10/ (else $LEANVISION_DATA)")
+    ap.add_argument("--subset", type=int, default=10_000, help="class-balanced training subset; 0 = all")
+    ap.add_argument("--val-size", type=int, default=5_000, help="training images held out for validation")
+    ap.add_argument("--test-subset", type=int, default=0, help="class-balanced test subset (smoke runs); 0 = all")
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--ortho-weight", type=float, default=0.05, help="lambda of B's orthogonality loss")
+    ap.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine schedule)")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/fsf_cifar"))
+    ap.add_argument("--resume", action="store_true", help="skip the finished runs in OUT/fsf_cifar.partial.json")
+    ap.add_argument("--summarize", type=Path, metavar="JSON", help="recompute the verdicts of a saved result")
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.summarize:
+        summarize_file(args.summarize)
+        return
+    torch.set_num_threads(args.threads)
+    model_dir = args.out / "models"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    partial = args.out / "fsf_cifar.partial.json"
+    saved_args = {k: str(v) for k, v in vars(args).items() if k not in ("resume", "summarize", "quiet")}
+    runs = load_partial(partial, args) if args.resume else []
+    done = {(r["model"], r["seed"]) for r in runs}
+    if done:
+        print(f"--resume: {len(done)} finished run(s) in {partial}: " + ", ".join(f"{k} s{s}" for k, s in sorted(done)))
+
+    data: dict = {}
+    for seed in args.seeds:
+        todo = [k for k in MODELS if (k, seed) not in done]
+        if not todo:
+            continue
+        if not data:
+            common = {"root": args.data_dir, "val_size": args.val_size}
+            data["val"] = load_dataset("cifar10", split="val", **common)
+            data["test"] = load_dataset("cifar10", split="test", root=args.data_dir, subset=args.test_subset or None)
+        data["train"] = load_dataset(
+            "cifar10", split="train", root=args.data_dir, val_size=args.val_size, subset=args.subset or None, seed=seed
+        )
+        for key in todo:
+            runs.append(train_one(key, data, args, seed=seed, model_dir=model_dir))
+            print(json.dumps(runs[-1]), flush=True)
+            # Saved after every model so a stopped run keeps what it measured (see --resume).
+            atomic_write_text(partial, json.dumps({"args": saved_args, "runs": runs}, indent=2) + "\n")
+
+    order = {(k, s): i for i, (s, k) in enumerate((s, k) for s in args.seeds for k in MODELS)}
+    runs = sorted((r for r in runs if (r["model"], r["seed"]) in order), key=lambda r: order[(r["model"], r["seed"])])
+    summary = summarize(runs)
+    result = {"args": saved_args, "torch": torch.__version__, "runs": runs, "summary": summary}
+    atomic_write_text(args.out / "fsf_cifar.json", json.dumps(result, indent=2) + "\n")
+    rows = [{**r, "model": f"{r['model']} s{r['seed']}", "file_mb": r["file_bytes"] / 1e6} for r in runs]
+    bar_panels(
+        rows,
+        [
+            ("test_acc", "CIFAR-10 test acc (%)"),
+            ("file_mb", "stored size (MB, on disk)"),
+            ("float_values", "float values stored"),
+            ("train_s", "train time (s)"),
+        ],
+        args.out / "fsf_cifar.png",
+        title=f"VGG-8: dense / FSF s={RATIO} / thin / FSF random masks, {args.subset or 'all'} imgs x {args.epochs} ep",
+    )
+    print_table(runs, summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,385 @@
+"""Dynamic convolution (DyNet 2004.10694, CondConv 1904.04971, DY-CNN 1912.03458): exact forms, MACs, models."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from test_ops import randomize_bn  # shared reference helper (tests/ is on sys.path)
+from torch import nn
+
+from leanvision.errors import ConfigError
+from leanvision.export import check_onnx, export_onnx
+from leanvision.models import create_model, model_card
+from leanvision.models.dynamic import DyBasicBlock, DynamicLayers, DynamicNet, dynamic
+from leanvision.ops import (
+    ConvBnAct,
+    DynamicCoefficients,
+    DynamicConv2d,
+    DynamicConvBnAct,
+    anneal_temperature,
+    dynamic_conv_macs,
+    fuse_bn,
+    set_form,
+)
+from leanvision.ops.dynamic_conv import coefficient_macs
+from leanvision.profile import profile
+
+MODES = ("dynet", "condconv", "dycnn")
+
+
+def randomize_coefs(model: nn.Module) -> nn.Module:
+    """Non-trivial coefficient FCs: they start at zero (equal coefficients), which would hide layout errors."""
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, DynamicCoefficients):
+                for p in m.fc.parameters():
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model
+
+
+def naive_fused(conv: DynamicConv2d, coefs: torch.Tensor, b: int) -> torch.Tensor:
+    """Sample b's kernel by explicit loops over channels t and kernels i (bank laid out [t][i], i fastest)."""
+    kernels = []
+    for t in range(conv.out_chs):
+        row = t if coefs.shape[1] > 1 else 0
+        kernels.append(sum(coefs[b, row, i] * conv.weight[t * conv.g + i] for i in range(conv.g)))
+    return torch.stack(kernels)
+
+
+def naive_forward(conv: DynamicConv2d, x: torch.Tensor, coefs: torch.Tensor) -> torch.Tensor:
+    outs = [
+        F.conv2d(x[b : b + 1], naive_fused(conv, coefs, b), conv.bias, conv.stride, conv.padding, 1, conv.groups)
+        for b in range(x.shape[0])
+    ]
+    return torch.cat(outs)
+
+
+# --- E1: the three forms are exact -----------------------------------------------------------------------------
+
+# (B, C_in, C_out, k, stride, depthwise): depthwise convs have C_out = C_in * multiplier (1 or 2).
+E1_SHAPES = [
+    (b, cin, cout if not dw else cin * (1 if cout == 5 else 2), k, s, dw)
+    for b, cin, cout, k, s, dw in itertools.product((1, 3), (3, 8, 17), (5, 16), (1, 3, 5), (1, 2), (False, True))
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_forms_agree_exactly_forward_and_backward(mode: str) -> None:
+    torch.manual_seed(0)
+    for b, cin, cout, k, stride, dw in E1_SHAPES:
+        conv = DynamicConv2d(cin, cout, k, stride=stride, groups=cin if dw else 1, g=3, mode=mode, bias=True).double()
+        with torch.no_grad():
+            conv.bias.normal_()
+        x = torch.randn(b, cin, 9, 11, dtype=torch.float64, requires_grad=True)
+        results = []
+        for fn in (conv.forward_features_form, conv.forward_per_sample, conv.forward_batched):
+            conv.zero_grad()
+            x.grad = None
+            y = fn(x, conv.coef(x))
+            y.mul(torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+            grads = [x.grad.clone()] + [p.grad.clone() for p in conv.parameters()]
+            results.append((y.detach(), grads))
+        with torch.no_grad():
+            expected = naive_forward(conv, x, conv.coef(x))
+        assert results[0][0].shape == expected.shape
+        case = (mode, b, cin, cout, k, stride, dw)
+        for y, grads in results:
+            assert (y - expected).abs().max() <= 1e-10, case
+            for g_ref, g in zip(results[0][1], grads, strict=True):
+                assert (g - g_ref).abs().max() <= 1e-10, case
+
+
+def test_gradcheck_tiny_case() -> None:
+    conv = randomize_coefs(DynamicConv2d(3, 4, 3, stride=2, g=2).double())
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    for fn in (conv.forward_features_form, conv.forward_per_sample, conv.forward_batched):
+        assert torch.autograd.gradcheck(
+            lambda x, w, fc, fn=fn: fn(x, conv.coef(x)), (x, conv.weight, conv.coef.fc.weight)
+        )
+
+
+def test_condconv_is_dynet_with_tied_coefficients() -> None:
+    dy = DynamicConv2d(8, 6, 3, g=4, mode="dynet").double().eval()
+    cc = randomize_coefs(DynamicConv2d(8, 6, 3, g=4, mode="condconv")).double().eval()
+    cc.weight.data.copy_(dy.weight.data)
+    x = torch.randn(2, 8, 7, 7, dtype=torch.float64)
+    tied = cc.coef(x)  # (B, 1, g): one scalar per expert
+    assert tied.shape == (2, 1, 4)
+    torch.testing.assert_close(cc(x, tied), dy(x, tied.expand(-1, 6, -1)), rtol=0, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace is deprecated; the ONNX exporter still uses it
+def test_auto_form_by_mode_batch_and_export() -> None:
+    conv = randomize_coefs(DynamicConv2d(4, 8, 3))
+    assert conv.train().chosen_form(1) == "features"
+    assert conv.eval().chosen_form(1) == "per_sample" and conv.chosen_form(32) == "batched"
+    set_form(conv, "features")
+    assert conv.chosen_form(1) == "features"
+    set_form(conv, "auto")
+    seen = []
+    torch.jit.trace(
+        _Probe(conv, seen), torch.randn(1, 4, 6, 6), check_trace=False
+    )  # tracing must get the batch-generic form
+    assert seen == ["features"]
+    x = torch.randn(3, 4, 6, 6)
+    with torch.no_grad():
+        y = conv(x)
+        torch.testing.assert_close(y, conv.forward_features_form(x, conv.coef(x)), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(conv(x[:1]), y[:1], atol=1e-5, rtol=1e-5)
+
+
+class _Probe(nn.Module):
+    def __init__(self, conv: DynamicConv2d, seen: list) -> None:
+        super().__init__()
+        self.conv, self.seen = conv, seen
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(self.conv.chosen_form(x.shape[0]))
+        return self.conv(x)
+
+
+# --- initialisation ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "g"), [("dynet", 4), ("dynet", 6), ("condconv", 4), ("dycnn", 4)])
+def test_fused_kernel_starts_with_kaiming_variance(mode: str, g: int) -> None:
+    torch.manual_seed(0)
+    conv = DynamicConv2d(64, 96, 3, g=g, mode=mode)
+    x = torch.randn(8, 64, 12, 12).relu()
+    with torch.no_grad():
+        fused = conv.fused_kernels(conv.coef(x))
+    kaiming = 2.0 / (96 * 9)  # fan_out of the equivalent static conv
+    assert fused.var().item() == pytest.approx(kaiming, rel=0.05)
+    bank = conv.weight.var().item()
+    assert bank == pytest.approx(kaiming * (g if mode == "dycnn" else 4 / g), rel=0.05)  # scaled bank, not Kaiming
+
+
+# --- MACs --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("cin", "cout", "k", "stride", "groups", "g"), [
+    (8, 16, 3, 1, 1, 4), (17, 5, 5, 2, 1, 2), (8, 16, 3, 2, 8, 6), (16, 16, 1, 1, 1, 3),
+])  # fmt: skip
+def test_profiler_count_equals_formula_and_executed_ops(mode, cin, cout, k, stride, groups, g) -> None:
+    conv = DynamicConv2d(cin, cout, k, stride=stride, groups=groups, g=g, mode=mode)
+    x = torch.randn(1, cin, 13, 10)
+    hw = (math.ceil(13 / stride), math.ceil(10 / stride))
+    formula = dynamic_conv_macs(cin, cout, k, hw, groups=groups, g=g, coefficient_in=cin, mode=mode)
+    kernel = cout * cin // groups * k * k
+    fc = cin * (cout if mode == "dynet" else 1) * g
+    if mode == "dycnn":
+        hidden = max(4, cin // 4)
+        fc = cin * hidden + hidden * g
+    assert formula == kernel * hw[0] * hw[1] + g * kernel + fc  # the spec's three terms, written out
+    prof = profile(conv, x)
+    assert prof.macs == formula and not prof.unsupported
+    assert profile(conv, torch.randn(2, cin, 13, 10)).macs == 2 * formula  # per sample, times the batch
+
+    class Undeclared(DynamicConv2d):
+        profile_macs = None  # the profiler then counts the ops the batch-1 inference form really runs
+
+    plain = Undeclared(cin, cout, k, stride=stride, groups=groups, g=g, mode=mode)
+    assert profile(plain, x).macs == formula
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_shared_coefficients_are_counted_once(mode: str) -> None:
+    layers = [
+        DynamicConvBnAct(8, 16, 3, g=4, mode=mode, coefficients="external"),
+        DynamicConvBnAct(16, 16, 3, g=4, mode=mode, coefficients="external"),
+    ]
+    chain = DynamicLayers(layers, share=True, g=4, mode=mode)
+    rows = 32 if mode == "dynet" else 1
+    assert chain.coef.rows == rows
+    x = torch.randn(1, 8, 6, 7)
+    expected = (
+        dynamic_conv_macs(8, 16, 3, (6, 7), g=4, mode=mode)
+        + dynamic_conv_macs(16, 16, 3, (6, 7), g=4, mode=mode)
+        + coefficient_macs(8, rows, g=4, mode=mode)
+    )
+    prof = profile(chain, x)
+    assert prof.macs == expected and not prof.unsupported
+    assert sum(1 for m in chain.modules() if isinstance(m, DynamicCoefficients)) == 1
+    with pytest.raises(ConfigError, match="coefficients='external'"):
+        layers[0](x)
+
+
+# --- BN folding / deploy -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fold_bn_is_exact(mode: str) -> None:
+    unit = randomize_coefs(randomize_bn(DynamicConvBnAct(6, 10, 3, stride=2, g=3, mode=mode))).double().eval()
+    x = torch.randn(3, 6, 9, 11, dtype=torch.float64)
+    with torch.no_grad():
+        expected = unit(x)
+        folded = fuse_bn(unit)
+        assert folded.bn is None and folded.conv.bias is not None
+        for form in ("features", "per_sample", "batched"):
+            set_form(folded, form)
+            assert (folded(x) - expected).abs().max() <= 1e-10
+            assert (folded(x[:1]) - expected[:1]).abs().max() <= 1e-10
+    assert unit.bn is not None  # fuse_bn copies
+
+
+def test_fused_dynamic_net_has_no_bn_and_same_outputs() -> None:
+    model = randomize_coefs(randomize_bn(dynamic(create_model("resnet20"), width=1.0, g=2))).eval()
+    x = torch.randn(2, 3, 16, 16)
+    deploy = model.fuse()
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.Identity)) for m in deploy.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(x), model(x), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(deploy(x[:1]), model(x[:1]), atol=1e-5, rtol=1e-4)
+
+
+def _onnx_error(model: nn.Module, path: Path, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        scale = float(model(x).abs().max())
+    return check_onnx(model, path, x, threads=1) / max(1.0, scale)  # float32 rounding grows with the outputs
+
+
+def test_onnx_export_has_dynamic_batch(tmp_path: Path) -> None:
+    model = randomize_coefs(randomize_bn(dynamic(create_model("resnet20"), width=0.5, g=2, mode="dycnn"))).fuse()
+    path = export_onnx(model, torch.randn(1, 3, 16, 16), tmp_path / "dy.onnx", check=True)
+    for batch in (1, 3):
+        assert _onnx_error(model, path, torch.randn(batch, 3, 16, 16)) < 1e-4
+    single = set_form(randomize_coefs(dynamic(create_model("resnet20"), width=0.5, g=2)).fuse(), "per_sample")
+    path = export_onnx(single, torch.randn(1, 3, 16, 16), tmp_path / "bs1.onnx", dynamic_batch=False)
+    assert _onnx_error(single, path, torch.randn(1, 3, 16, 16)) < 1e-4
+
+
+# --- temperature (DY-CNN) ----------------------------------------------------------------------------------------
+
+
+def test_temperature_is_a_buffer_honoured_in_eval() -> None:
+    conv = randomize_coefs(DynamicConv2d(4, 6, 3, g=4, mode="dycnn")).eval()
+    assert "coef.temperature" in conv.state_dict() and float(conv.coef.temperature) == 30.0
+    x = torch.randn(2, 4, 5, 5)
+    assert anneal_temperature(conv, 5, 10) == pytest.approx(15.5)
+    with torch.no_grad():
+        logits = conv.coef.fc(x.mean((2, 3))).view(2, 1, 4)
+        torch.testing.assert_close(conv.coef(x), (logits / 15.5).softmax(-1))
+    assert anneal_temperature(conv, 0, 10) == 30.0 and anneal_temperature(conv, 99, 10) == 1.0
+    fresh = DynamicConv2d(4, 6, 3, g=4, mode="dycnn")
+    fresh.load_state_dict(conv.state_dict())
+    assert float(fresh.coef.temperature) == 1.0
+    with pytest.raises(ConfigError, match="mode='dycnn'"):
+        anneal_temperature(DynamicConv2d(4, 6, 3), 0, 10)
+    with pytest.raises(ConfigError, match="total_steps"):
+        anneal_temperature(conv, 0, 0)
+
+
+def _toy_run(out: Path, *, epochs: int, resume: Path | None = None) -> nn.Module:
+    from leanvision.engine import fit, standard_step
+
+    def step(model, inputs, targets, ctx):
+        anneal_temperature(model, ctx.step, total_steps=20)
+        return standard_step(model, inputs, targets, ctx)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        DynamicConvBnAct(1, 4, 3, g=4, mode="dycnn"), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(96, 1, 8, 8, generator=g), torch.randint(0, 3, (96,), generator=g)
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 96, 32)]
+    fit(model, batches, epochs=epochs, train_step=step, out_dir=out, resume=resume, seed=0, progress=False)
+    return model
+
+
+def test_temperature_after_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    straight = _toy_run(tmp_path / "a", epochs=3)
+    _toy_run(tmp_path / "b", epochs=2)
+    saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
+    assert float(saved["0.conv.coef.temperature"]) == pytest.approx(30 - 29 * 5 / 20)  # last step of epoch 2
+    resumed = _toy_run(tmp_path / "b", epochs=3, resume=tmp_path / "b" / "last.pt")
+    temp = float(resumed[0].conv.coef.temperature)
+    assert temp == float(straight[0].conv.coef.temperature) == pytest.approx(30 - 29 * 8 / 20)
+    sa, sb = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# --- converter and registered models -----------------------------------------------------------------------------
+
+
+def _convs_of(model: nn.Module) -> list[DynamicConv2d]:
+    return [m for m in model.modules() if isinstance(m, DynamicConv2d)]
+
+
+@pytest.mark.parametrize(
+    ("source", "divisor"),
+    [
+        (torchvision.models.resnet18, 16),
+        (torchvision.models.mobilenet_v2, 8),
+        (torchvision.models.shufflenet_v2_x1_0, 16),
+    ],
+)
+def test_converter_on_torchvision_models(source, divisor: int) -> None:
+    with torch.device("meta"):
+        src = source()
+    model = dynamic(src, width=0.5, divisor=divisor, g=2, num_classes=7)
+    assert isinstance(model, DynamicNet) and model.classifier.out_features == 7
+    assert type(model.stem) is ConvBnAct or type(model.stem[0]) is ConvBnAct  # first conv static
+    convs = _convs_of(model)
+    assert convs and all(c.g == 2 for c in convs)
+    assert all(c.out_chs % divisor == 0 for c in convs if c.groups == 1)
+    model.train()
+    out = model(torch.randn(2, 3, 64, 64))  # residuals and concatenations line up
+    assert out.shape == (2, 7)
+
+
+def test_converter_on_cifar_resnets_and_errors() -> None:
+    for shortcut in ("A", "B"):
+        model = dynamic(create_model("resnet20", shortcut=shortcut), width=0.5, divisor=8, mode="condconv")
+        assert len(_convs_of(model)) == 18 and model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+        assert isinstance(model.blocks[3], DyBasicBlock) and model.blocks[3].shortcut is not None
+    widths = {c.out_chs for c in _convs_of(dynamic(create_model("resnet20"), widths={64: 48}, divisor=8))}
+    assert widths == {8, 16, 48}
+    with pytest.raises(ConfigError, match="converts torchvision ResNet"):
+        dynamic(nn.Sequential(nn.Conv2d(3, 3, 1)))
+    with torch.device("meta"):
+        r50 = torchvision.models.resnet50()
+    with pytest.raises(ConfigError, match="BasicBlock"):
+        dynamic(r50)
+    with pytest.raises(ConfigError, match="mode must be one of"):
+        dynamic(create_model("resnet20"), mode="dynamic")
+    with pytest.raises(ConfigError, match="Ghost-ResNets"):
+        dynamic(create_model("ghost_resnet20"))
+
+
+def test_operator_errors() -> None:
+    with pytest.raises(ConfigError, match="divisible by groups"):
+        DynamicConv2d(6, 8, 3, groups=4)
+    with pytest.raises(ConfigError, match="mode must be one of"):
+        DynamicConv2d(6, 8, 3, mode="softmax")
+    with pytest.raises(ConfigError, match=r"g .* must be an int >= 1"):
+        DynamicConv2d(6, 8, 3, g=0)
+    with pytest.raises(ConfigError, match=r"shape \(B, 8, 4\)"):
+        DynamicConv2d(6, 8, 3)(torch.randn(1, 6, 5, 5), torch.rand(1, 4, 4))
+
+
+PAPER_CUTS = {  # DyNet abstract (2004.10694): MAC reduction vs the static original
+    "dy_resnet18": (torchvision.models.resnet18, 67.2),
+    "dy_mobilenet_v2": (torchvision.models.mobilenet_v2, 54.7),
+    "dy_shufflenet_v2": (torchvision.models.shufflenet_v2_x1_0, 37.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_CUTS))
+def test_registered_models_hit_the_paper_mac_cuts(name: str) -> None:
+    source, paper_cut = PAPER_CUTS[name]
+    card = model_card(name)
+    base = profile(source(), torch.zeros(1, 3, 224, 224))
+    cut = 100 * (1 - card.macs / base.macs)
+    assert abs(cut - paper_cut) <= 2.0, f"{name}: {cut:.1f}% vs paper {paper_cut}%"
+    assert f"−{cut:.1f}% MACs" in card.notes and f"{card.params / 1e6:.2f}M params" in card.notes
+    assert card.params > base.params  # DyNet trades parameters for MACs; the card says so
+    assert card.unsupported == {} and card.paper == "2004.10694"
