@@ -714,3 +714,28 @@ def test_model_arguments_that_are_not_plain_data_do_not_break_checkpoints(tmp_pa
     model.leanvision_arch["kwargs"]["extra"] = object()  # as a class-valued argument would be
     fit(model, _batches(*_blobs()), epochs=1, out_dir=tmp_path, progress=False)
     assert load_checkpoint(tmp_path / "last.pt")["arch"] is None
+
+
+def test_a_models_own_train_step_is_the_default() -> None:
+    from leanvision.models import create_model
+
+    x = torch.randn(64, 3, 32, 32)
+    y = torch.randint(0, 10, (64,))
+    data = _batches(x, y, bs=32)
+    from leanvision.ops.binary import BinaryConv2d
+    from leanvision.ops.fullstack import MaskConv2d
+
+    for name, kind, latent in (("bbg_vgg_cifar", BinaryConv2d, "weight"), ("fsf_vgg8_cifar", MaskConv2d, "mask")):
+        model = create_model(name, width=0.25) if name.startswith("fsf") else create_model(name)
+        opt = make_optimizer(model, "sgd", lr=50.0, momentum=0.0, weight_decay=0)  # big steps push latents past 1
+        fit(model, data, epochs=1, optimizer=opt, progress=False)
+        params = [getattr(m, latent) for m in model.modules() if isinstance(m, kind)]
+        assert params and all(p.abs().max() <= 1.0 for p in params), name
+    from leanvision.engine import standard_step
+
+    model = create_model("bbg_vgg_cifar")  # an explicit step wins: the standard one leaves latents unclipped
+    fit(model, data, epochs=1, optimizer=make_optimizer(model, "sgd", lr=50.0, momentum=0.0, weight_decay=0),
+        train_step=standard_step, progress=False)  # fmt: skip
+    assert max(m.weight.abs().max() for m in model.modules() if isinstance(m, BinaryConv2d)) > 1.0
+    plain = create_model("vgg8_cifar", width=0.25)
+    assert plain.default_train_step is None  # the dense twin trains with the standard step

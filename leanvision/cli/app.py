@@ -149,6 +149,11 @@ def profile_cmd(
     console.print(
         f"[bold]{name}[/] input {'x'.join(map(str, x.shape))}: "
         f"{format_count(prof.params)} params, {format_count(prof.macs)} MACs"
+        + (
+            f" + {format_count(prof.bops)} binary OPs (OPs = MACs + BOPs/64: {format_count(prof.ops)})"
+            if prof.bops
+            else ""
+        )
     )
     if top:
         leaves = sorted(((m, v) for m, v in prof.by_module.items() if m and "." not in m), key=lambda kv: -kv[1])

@@ -300,7 +300,8 @@ def fit(
     is called before epoch e when the loader or its sampler has it. ``optimizer`` defaults to nesterov SGD
     (lr 0.1, momentum 0.9, weight decay 5e-4); ``scheduler`` is stepped ONCE PER BATCH. ``loss_fn(outputs,
     targets, inputs)`` returns the batch-mean loss (default cross-entropy) and is also used for validation.
-    ``train_step(model, inputs, targets, ctx)`` replaces the default step (see ``leanvision.engine.step``).
+    ``train_step(model, inputs, targets, ctx)`` replaces the default step (see ``leanvision.engine.step``); without
+    one, a model's own ``default_train_step`` attribute is used if it has one, else ``standard_step``.
     ``val_data`` should be a held-out part of the training set (``load_dataset(..., split="val")``): it picks
     ``best.pt``, so it must never be the test set.
     With ``out_dir``: one JSON line of metrics per epoch in ``metrics.jsonl``, and atomic ``best.pt`` (best
@@ -321,7 +322,8 @@ def fit(
     if optimizer is None:
         optimizer = make_optimizer(model, "sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
     loss_fn = loss_fn or cross_entropy
-    train_step = train_step or standard_step
+    # A model may recommend its own step (binary nets clip latent weights, FSF nets add their mask loss).
+    train_step = train_step or getattr(unwrap_model(model), "default_train_step", None) or standard_step
     out = Path(out_dir) if out_dir is not None else None
     main = is_main_process()
     config_plain = _plain_config(config)

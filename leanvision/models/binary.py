@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from leanvision.errors import ConfigError
 from leanvision.models._base import Classifier, make_classifier
 from leanvision.models._registry import CIFAR10_MEAN, CIFAR10_STD, register_model
-from leanvision.ops.binary import BinaryGatedLayer
+from leanvision.ops.binary import BinaryGatedLayer, binary_train_step
 from leanvision.ops.conv_bn_act import ConvBnAct
 
 VGG_WIDTHS: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, "M")
@@ -32,6 +32,9 @@ class BinaryVGG(Classifier):
     gated residual to every binary layer (the float path that lets deep no-skip BNNs train, arXiv 1909.12117);
     ``residual="none"`` with ``balanced=False`` is the XNOR-Net baseline (arXiv 1603.05279).
     """
+
+    # fit and `leanvision train` use it unless given another step: latent weights stay in [-1, 1].
+    default_train_step = staticmethod(binary_train_step)
 
     def __init__(
         self,
@@ -76,6 +79,9 @@ class BinaryResNet(Classifier):
     (the Bi-Real Net layout, arXiv 1808.00278) and the shape-changing ones use the parameter-free average-pool +
     channel-repeat shortcut. ``residual="identity"`` gives the ungated baseline.
     """
+
+    # fit and `leanvision train` use it unless given another step: latent weights stay in [-1, 1].
+    default_train_step = staticmethod(binary_train_step)
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from leanvision.errors import ConfigError
 from leanvision.models._base import Classifier, make_classifier
 from leanvision.models._registry import CIFAR10_MEAN, CIFAR10_STD, register_model
-from leanvision.ops.fullstack import MaskConv2d
+from leanvision.ops.fullstack import FSFStep, MaskConv2d
 
 # Widths of the 3x3 convs, "M" = 2x2 max-pool. vgg16 is the official FSF code's CIFAR VGG-16; vgg8 is a small
 # CIFAR net (7 convs + the classifier) sized for CPU experiments.
@@ -36,8 +36,10 @@ class CifarVGG(Classifier):
         in_chans: int = 3,
         fsf_ratio: int | None = None,
         shared_masks: bool = False,
+        ortho_weight: float = 0.05,
     ) -> None:
         super().__init__()
+        self.fsf_ratio, self.ortho_weight = fsf_ratio, ortho_weight
         layers: list[nn.Module] = []
         prev = in_chans
         for item in cfg:
@@ -56,6 +58,11 @@ class CifarVGG(Classifier):
         self.num_classes = num_classes
         self.head_chs = self.num_features = prev
         self.classifier = make_classifier(prev, num_classes)
+
+    @property
+    def default_train_step(self) -> FSFStep | None:
+        """The step fit uses unless given another: + ortho_weight x orthogonality loss, proxies clipped (FSF only)."""
+        return FSFStep(ortho_weight=self.ortho_weight) if self.fsf_ratio is not None else None
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(x)
@@ -101,7 +108,13 @@ def vgg16_cifar(*, num_classes: int = 10, in_chans: int = 3, width: float = 1.0)
 
 @register_model(**_CIFAR, paper="1908.02023", notes=FSF_VGG8_NOTE)
 def fsf_vgg8_cifar(
-    *, num_classes: int = 10, in_chans: int = 3, ratio: int = 4, shared_masks: bool = False, width: float = 1.0
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    ratio: int = 4,
+    shared_masks: bool = False,
+    width: float = 1.0,
+    ortho_weight: float = 0.05,
 ) -> CifarVGG:
     """``vgg8_cifar`` with full-stack filters (arXiv 1908.02023): every conv a MaskConv2d with ``ratio`` = s."""
     return CifarVGG(
@@ -110,12 +123,19 @@ def fsf_vgg8_cifar(
         in_chans=in_chans,
         fsf_ratio=ratio,
         shared_masks=shared_masks,
+        ortho_weight=ortho_weight,
     )
 
 
 @register_model(**_CIFAR, paper="1908.02023", notes=FSF_VGG16_NOTE)
 def fsf_vgg16_cifar(
-    *, num_classes: int = 10, in_chans: int = 3, ratio: int = 4, shared_masks: bool = False, width: float = 1.0
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    ratio: int = 4,
+    shared_masks: bool = False,
+    width: float = 1.0,
+    ortho_weight: float = 0.05,
 ) -> CifarVGG:
     """``vgg16_cifar`` with full-stack filters (arXiv 1908.02023); the official release used ``ratio=64``."""
     return CifarVGG(
@@ -124,4 +144,5 @@ def fsf_vgg16_cifar(
         in_chans=in_chans,
         fsf_ratio=ratio,
         shared_masks=shared_masks,
+        ortho_weight=ortho_weight,
     )

@@ -219,6 +219,15 @@ def clip_latent_weights(model: nn.Module, bound: float = 1.0) -> None:
             m.weight.clamp_(-bound, bound)
 
 
+def binary_train_step(model: nn.Module, inputs: Any, targets: Tensor, ctx: Any) -> tuple[Tensor, Any]:
+    """A ``fit`` train step for binary nets: the usual update, then latent weights clamped to [-1, 1]."""
+    outputs = model(inputs)
+    loss = ctx.loss_fn(outputs, targets, inputs)
+    ctx.update(loss)
+    clip_latent_weights(model)
+    return loss, outputs
+
+
 # --- gated residual layer -------------------------------------------------------------------------------------
 
 
