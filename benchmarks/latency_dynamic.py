@@ -6,7 +6,8 @@
 Pairs, timed in ONE interleaved run per (batch, backend) cell, medians reported:
   leanvision dy_resnet18 (deploy form: BN folded; per-sample fusion at batch 1, groups=B fusion above)
       vs torchvision resnet18;
-  timm efficientnet_cc_b0_4e (CondConv, 4 experts) vs timm efficientnet_b0.
+  timm efficientnet_cc_b0_4e (CondConv, 4 experts) vs timm efficientnet_b0;
+  leanvision ghostnet_100 (deploy form) vs torchvision mobilenet_v3_large (target <= 1.0x).
 onnxruntime cells export every model with a FIXED batch (the cell's): timm's CondConv and the fast dynamic forms
 bake the batch size into the graph. Dy-ResNet18 is exported in the per-sample (batch 1) or batched (groups=B)
 form; the extra row "dynamic-batch ONNX" is the feature-fusion form a dynamic batch axis needs (g x the conv
@@ -42,6 +43,7 @@ from leanvision.report import bar_panels
 SAME_ON_RESUME = ("threads", "rounds", "torch", "timm", "size")
 DY, RN = "lv dy_resnet18 (deploy)", "tv resnet18"
 DY_DYNAMIC_ONNX = "lv dy_resnet18 (dynamic-batch ONNX)"
+GHOST, MNV3 = "lv ghostnet_100 (deploy)", "tv mobilenet_v3_large"  # GhostNet's target: <= 1.0x MobileNetV3-L
 TARGETS = {1: 0.6, 32: 1.0}  # dy_resnet18 / resnet18 latency, per batch size
 
 
@@ -64,6 +66,8 @@ def build_models() -> dict[str, nn.Module]:
         DY: create_model("dy_resnet18").fuse(),
         "timm efficientnet_b0": timm.create_model("efficientnet_b0", pretrained=False).eval(),
         "timm efficientnet_cc_b0_4e": timm.create_model("efficientnet_cc_b0_4e", pretrained=False).eval(),
+        GHOST: create_model("ghostnet_100").fuse(),
+        MNV3: torchvision.models.mobilenet_v3_large().eval(),
     }
 
 
@@ -182,9 +186,11 @@ def report(args: argparse.Namespace, cells: dict, costs: dict, load_before: floa
         ratios[k] = {
             "dy_resnet18_vs_resnet18": ms[DY]["median_ms"] / ms[RN]["median_ms"],
             "cc_b0_4e_vs_b0": ms["timm efficientnet_cc_b0_4e"]["median_ms"] / ms["timm efficientnet_b0"]["median_ms"],
+            "ghostnet_vs_mobilenet_v3": ms[GHOST]["median_ms"] / ms[MNV3]["median_ms"],
         }
         if bs in TARGETS:
             verdict[k] = {"target": TARGETS[bs], "met": ratios[k]["dy_resnet18_vs_resnet18"] <= TARGETS[bs]}
+        verdict[f"ghostnet_{k}"] = {"target": 1.0, "met": ratios[k]["ghostnet_vs_mobilenet_v3"] <= 1.0}
     others = [cells[k].get("other_cores") for k in keys]
     worst = max((o for o in others if o is not None), default=None)
     busy = load_before > args.max_load or (worst is not None and worst > args.max_load)
@@ -221,7 +227,8 @@ def report(args: argparse.Namespace, cells: dict, costs: dict, load_before: floa
         print(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['macs'] / 1e6:.1f}M | {txt} |")
     for k, rk in ratios.items():
         print(
-            f"{k}: dy_resnet18/resnet18 {rk['dy_resnet18_vs_resnet18']:.2f}x, cc_b0_4e/b0 {rk['cc_b0_4e_vs_b0']:.2f}x"
+            f"{k}: dy_resnet18/resnet18 {rk['dy_resnet18_vs_resnet18']:.2f}x, cc_b0_4e/b0 {rk['cc_b0_4e_vs_b0']:.2f}x, "
+            f"ghostnet/mobilenet_v3_large {rk['ghostnet_vs_mobilenet_v3']:.2f}x"
         )
     print("targets:", verdict, "- BUSY machine" if busy else "- quiet machine")
 
