@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
+import _runs
 import torch
 
-from leanvision._io import atomic_write_text
 from leanvision.data import load_dataset, make_loader
 from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler, standard_step
 from leanvision.models import BinaryVGG
@@ -117,9 +116,7 @@ def train_one(variant: str, train, val, test, *, seed: int, args: argparse.Names
 
 def summarize(runs: list[dict]) -> dict:
     """The verdict from a list of runs; only seeds with all four variants count."""
-    by = {(r["variant"], r["seed"]): r for r in runs}
-    seeds = sorted({s for (_, s) in by if all((v, s) in by for v in VARIANTS)})
-    missing = sorted({f"{v} seed {s}" for (_, s) in by for v in VARIANTS if (v, s) not in by})
+    by, seeds, missing = _runs.complete_seeds(runs, VARIANTS, key="variant")
     if not seeds:
         return {"complete_seeds": [], "missing": missing, "pass": False}
     acc = {v: statistics.mean(by[(v, s)]["acc"] for s in seeds) for v in VARIANTS}
@@ -160,32 +157,6 @@ def print_table(runs: list[dict], summary: dict) -> None:
     print(json.dumps(summary, indent=2))
 
 
-def summarize_file(path: Path) -> None:
-    """Recompute the summary of a saved result (or .partial.json); rewrite a full result's summary in place."""
-    data = json.loads(path.read_text())
-    summary = summarize(data["runs"])
-    if "summary" in data:
-        data["summary"] = summary
-        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-        print(f"rewrote the summary of {path}")
-    print_table(data["runs"], summary)
-
-
-def load_partial(path: Path, saved_args: dict) -> list[dict]:
-    if not path.is_file():
-        print(f"--resume: {path} not found; starting from scratch")
-        return []
-    data = json.loads(path.read_text())
-    differ = [k for k in SAME_ON_RESUME if data["args"].get(k) != saved_args[k]]
-    if differ:
-        sys.exit(
-            f"--resume: {path} was written with different "
-            + ", ".join(f"--{k.replace('_', '-')} {data['args'].get(k)}" for k in differ)
-            + "; pass the same values or a new --out"
-        )
-    return data["runs"]
-
-
 def plot(runs: list[dict], out: Path, title: str) -> None:
     rows = [{**r, "model": f"{r['variant']} s{r['seed']}"} for r in runs]
     bar_panels(
@@ -204,12 +175,7 @@ def plot(runs: list[dict], out: Path, title: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("--data-dir", default=None, help="root holding FashionMNIST/ or cifar10/ (else $LEANVISION_DATA)")
+    ap = _runs.make_parser(__doc__, "root holding FashionMNIST/ or cifar10/ (else $LEANVISION_DATA)")
     ap.add_argument("--dataset", choices=sorted(DATASETS), default="fashion_mnist")
     ap.add_argument("--subset", type=int, default=0, help="class-balanced training subset (seeded); 0 = all")
     ap.add_argument("--val-size", type=int, default=5000, help="held out of the training split, class-balanced")
@@ -224,18 +190,12 @@ def main() -> None:
     ap.add_argument("--latency-iters", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bbg_binary"))
-    ap.add_argument("--resume", action="store_true", help="skip the runs finished in OUT/bbg_binary.partial.json")
-    ap.add_argument("--summarize", type=Path, metavar="JSON", help="recompute the verdict of a saved result")
+    _runs.add_run_args(ap, "bbg_binary")
     args = ap.parse_args()
     if args.summarize:
-        summarize_file(args.summarize)
+        _runs.summarize_file(args.summarize, summarize, print_table)
         return
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / "bbg_binary.partial.json"
-    saved_args = {k: str(v) for k, v in vars(args).items() if k not in ("resume", "summarize", "quiet")}
-    runs = load_partial(partial, saved_args) if args.resume else []
+    partial, saved_args, runs = _runs.prepare(args, "bbg_binary", SAME_ON_RESUME)
     done = {(r["variant"], r["seed"]) for r in runs}
     if done:
         print(f"--resume: {len(done)} finished run(s) in {partial}")
@@ -252,15 +212,11 @@ def main() -> None:
         for variant in todo:
             runs.append(train_one(variant, train, val, test, seed=seed, args=args, in_chans=in_chans))
             print(json.dumps({k: v for k, v in runs[-1].items() if k != "balance_per_epoch"}), flush=True)
-            atomic_write_text(partial, json.dumps({"args": saved_args, "runs": runs}, indent=2) + "\n")
+            _runs.save_partial(partial, saved_args, runs)
 
-    order = {(v, s): i for i, (s, v) in enumerate((s, v) for s in args.seeds for v in args.variants)}
-    runs = sorted(
-        (r for r in runs if (r["variant"], r["seed"]) in order), key=lambda r: order[(r["variant"], r["seed"])]
-    )
+    runs = _runs.in_order(runs, args.seeds, args.variants, key="variant")
     summary = summarize(runs)
-    result = {"args": saved_args, "torch": torch.__version__, "runs": runs, "summary": summary}
-    atomic_write_text(args.out / "bbg_binary.json", json.dumps(result, indent=2) + "\n")
+    _runs.save_result(args.out / "bbg_binary.json", saved_args, runs, summary)
     n_train = args.subset or "all"
     plot(runs, args.out, f"BBG ablation, {args.dataset} ({n_train} train imgs) x {args.epochs} ep")
     print_table(runs, summary)

@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
+import _runs
 import torch
 from torch import nn
 
-from leanvision._io import atomic_write_text
 from leanvision.data import load_dataset, make_loader
 from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler, standard_step
 from leanvision.ops import ConvBnAct, DynamicConvBnAct, anneal_temperature
@@ -99,8 +97,7 @@ def train_one(name: str, train, val, test, *, seed: int, args: argparse.Namespac
 
 def summarize(runs: list[dict]) -> dict:
     """Means over the seeds that every model finished; the verdict needs A, B and C."""
-    by = {(r["model"], r["seed"]): r for r in runs}
-    seeds = sorted({s for (_, s) in by if all((n, s) in by for n in MODELS)})
+    by, seeds, _ = _runs.complete_seeds(runs, MODELS)
     if not seeds:
         return {"complete_seeds": [], "pass": False, "note": "no seed with all five models finished"}
     mean = {n: statistics.mean(by[(n, s)]["acc"] for s in seeds) for n in MODELS}
@@ -140,28 +137,8 @@ def print_table(runs: list[dict], summary: dict) -> None:
     print(json.dumps(summary, indent=2))
 
 
-def load_partial(path: Path, saved_args: dict) -> list[dict]:
-    if not path.is_file():
-        print(f"--resume: {path} not found; starting from scratch")
-        return []
-    data = json.loads(path.read_text())
-    differ = [k for k in SAME_ON_RESUME if data["args"].get(k) != saved_args[k]]
-    if differ:
-        sys.exit(
-            f"--resume: {path} was written with different "
-            + ", ".join(f"--{k.replace('_', '-')} {data['args'][k]}" for k in differ)
-            + "; pass the same values or a new --out"
-        )
-    return data["runs"]
-
-
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("--data-dir", default=None, help="root holding cifar10/ (else $LEANVISION_DATA)")
+    ap = _runs.make_parser(__doc__)
     ap.add_argument("--subset", type=int, default=25_000, help="seeded class-balanced training subset; 0 = all")
     ap.add_argument("--val-size", type=int, default=5_000, help="training images held out for validation")
     ap.add_argument("--epochs", type=int, default=15)
@@ -170,23 +147,16 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="MODEL")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/dynet_cifar"))
-    ap.add_argument("--resume", action="store_true", help="skip the (model, seed) runs in OUT/dynet_cifar.partial.json")
-    ap.add_argument("--summarize", type=Path, metavar="JSON", help="recompute the verdict of a saved result")
+    _runs.add_run_args(ap, "dynet_cifar", rewrite=False)
     return ap.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     if args.summarize:
-        data = json.loads(args.summarize.read_text())
-        print_table(data["runs"], summarize(data["runs"]))
+        _runs.summarize_file(args.summarize, summarize, print_table, rewrite=False)
         return
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / "dynet_cifar.partial.json"
-    saved_args = {k: str(v) for k, v in vars(args).items() if k not in ("resume", "summarize")}
-    runs = load_partial(partial, saved_args) if args.resume else []
+    partial, saved_args, runs = _runs.prepare(args, "dynet_cifar", SAME_ON_RESUME)
     done = {(r["model"], r["seed"]) for r in runs}
     if done:
         print(f"--resume: {len(done)} finished run(s) in {partial}")
@@ -203,12 +173,10 @@ def main() -> None:
         for name in todo:
             runs.append(train_one(name, train, val, test, seed=seed, args=args))
             print(json.dumps(runs[-1]), flush=True)
-            # Saved after every run so a stopped benchmark keeps what it measured (see --resume).
-            atomic_write_text(partial, json.dumps({"args": saved_args, "runs": runs}, indent=2) + "\n")
+            _runs.save_partial(partial, saved_args, runs)
 
     summary = summarize(runs)
-    result = {"args": saved_args, "torch": torch.__version__, "runs": runs, "summary": summary}
-    atomic_write_text(args.out / "dynet_cifar.json", json.dumps(result, indent=2) + "\n")
+    _runs.save_result(args.out / "dynet_cifar.json", saved_args, runs, summary)
     rows = [{**r, "model": f"{r['model']} s{r['seed']}"} for r in runs]
     bar_panels(
         rows,

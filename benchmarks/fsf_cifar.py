@@ -23,13 +23,12 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
+import _runs
 import torch
 
-from leanvision._io import atomic_write_text
 from leanvision.data import load_dataset, make_loader
 from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler
 from leanvision.models import create_model
@@ -101,9 +100,7 @@ def train_one(key: str, data: dict, args: argparse.Namespace, *, seed: int, mode
 
 def summarize(runs: list[dict]) -> dict:
     """The verdicts from a list of runs; only seeds with all four models count."""
-    by = {(r["model"], r["seed"]): r for r in runs}
-    seeds = sorted({s for (_, s) in by if all((k, s) in by for k in MODELS)})
-    missing = sorted({f"{k} seed {s}" for (_, s) in by for k in MODELS if (k, s) not in by})
+    by, seeds, missing = _runs.complete_seeds(runs, MODELS)
     if not seeds:
         return {"complete_seeds": [], "missing": missing, "pass": False}
     acc = {k: statistics.mean(by[(k, s)]["test_acc"] for s in seeds) for k in MODELS}
@@ -148,39 +145,8 @@ def print_table(runs: list[dict], summary: dict) -> None:
     print(json.dumps(summary, indent=2))
 
 
-def summarize_file(path: Path) -> None:
-    """Recompute the summary of a saved result (or .partial.json); rewrite a full result's summary in place."""
-    data = json.loads(path.read_text())
-    summary = summarize(data["runs"])
-    if "summary" in data:
-        data["summary"] = summary
-        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-        print(f"rewrote the summary of {path}")
-    print_table(data["runs"], summary)
-
-
-def load_partial(path: Path, args: argparse.Namespace) -> list[dict]:
-    if not path.is_file():
-        print(f"--resume: {path} not found; starting from scratch")
-        return []
-    data = json.loads(path.read_text())
-    saved = data.get("args", {})
-    differ = [k for k in SAME_ON_RESUME if k in saved and saved[k] != str(getattr(args, k))]
-    if differ:
-        sys.exit(
-            f"--resume: {path} was written with different " + ", ".join(f"--{k} {saved[k]}" for k in differ) + "; "
-            "pass the same values or a new --out"
-        )
-    return data["runs"]
-
-
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("--data-dir", default=None, help="root holding cifar10/ (else $LEANVISION_DATA)")
+    ap = _runs.make_parser(__doc__)
     ap.add_argument("--subset", type=int, default=10_000, help="class-balanced training subset; 0 = all")
     ap.add_argument("--val-size", type=int, default=5_000, help="training images held out for validation")
     ap.add_argument("--test-subset", type=int, default=0, help="class-balanced test subset (smoke runs); 0 = all")
@@ -192,23 +158,18 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/fsf_cifar"))
-    ap.add_argument("--resume", action="store_true", help="skip the finished runs in OUT/fsf_cifar.partial.json")
-    ap.add_argument("--summarize", type=Path, metavar="JSON", help="recompute the verdicts of a saved result")
+    _runs.add_run_args(ap, "fsf_cifar")
     return ap.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     if args.summarize:
-        summarize_file(args.summarize)
+        _runs.summarize_file(args.summarize, summarize, print_table)
         return
-    torch.set_num_threads(args.threads)
+    partial, saved_args, runs = _runs.prepare(args, "fsf_cifar", SAME_ON_RESUME)
     model_dir = args.out / "models"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    partial = args.out / "fsf_cifar.partial.json"
-    saved_args = {k: str(v) for k, v in vars(args).items() if k not in ("resume", "summarize", "quiet")}
-    runs = load_partial(partial, args) if args.resume else []
+    model_dir.mkdir(exist_ok=True)
     done = {(r["model"], r["seed"]) for r in runs}
     if done:
         print(f"--resume: {len(done)} finished run(s) in {partial}: " + ", ".join(f"{k} s{s}" for k, s in sorted(done)))
@@ -228,14 +189,11 @@ def main() -> None:
         for key in todo:
             runs.append(train_one(key, data, args, seed=seed, model_dir=model_dir))
             print(json.dumps(runs[-1]), flush=True)
-            # Saved after every model so a stopped run keeps what it measured (see --resume).
-            atomic_write_text(partial, json.dumps({"args": saved_args, "runs": runs}, indent=2) + "\n")
+            _runs.save_partial(partial, saved_args, runs)
 
-    order = {(k, s): i for i, (s, k) in enumerate((s, k) for s in args.seeds for k in MODELS)}
-    runs = sorted((r for r in runs if (r["model"], r["seed"]) in order), key=lambda r: order[(r["model"], r["seed"])])
+    runs = _runs.in_order(runs, args.seeds, MODELS)
     summary = summarize(runs)
-    result = {"args": saved_args, "torch": torch.__version__, "runs": runs, "summary": summary}
-    atomic_write_text(args.out / "fsf_cifar.json", json.dumps(result, indent=2) + "\n")
+    _runs.save_result(args.out / "fsf_cifar.json", saved_args, runs, summary)
     rows = [{**r, "model": f"{r['model']} s{r['seed']}", "file_mb": r["file_bytes"] / 1e6} for r in runs]
     bar_panels(
         rows,

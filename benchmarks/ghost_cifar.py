@@ -13,16 +13,13 @@ Writes JSON + PNG into --out; every finished (model, seed) run is saved at once 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
+import _runs
 import torch
 
-from leanvision._io import atomic_write_text
 from leanvision.data import load_dataset, make_loader
 from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler
 from leanvision.models import create_model
@@ -59,9 +56,7 @@ def train_one(name: str, train, test, *, seed: int, epochs: int, shortcut: str) 
 
 def summarize(runs: list[dict]) -> dict:
     """The verdict from a list of runs: seeds are paired by their seed value; only complete pairs count."""
-    acc = {(r["model"], r["seed"]): r for r in runs}
-    seeds = sorted({s for (_, s) in acc if all((n, s) in acc for n in PAIR)})
-    missing = sorted({f"{n} seed {s}" for (_, s) in acc for n in PAIR if (n, s) not in acc})
+    acc, seeds, missing = _runs.complete_seeds(runs, PAIR)
     if not seeds:
         return {"complete_seeds": [], "missing": missing, "pass": False}
     base, ghost = acc[(PAIR[0], seeds[0])], acc[(PAIR[1], seeds[0])]
@@ -92,42 +87,8 @@ def print_table(runs: list[dict], summary: dict) -> None:
     print(json.dumps(summary, indent=2))
 
 
-def summarize_file(path: Path) -> None:
-    """Recompute the summary of a saved result (or .partial.json) from its runs; rewrite a full result's summary."""
-    data = json.loads(path.read_text())
-    runs = data if isinstance(data, list) else data["runs"]
-    summary = summarize(runs)
-    if isinstance(data, dict) and "summary" in data:
-        data["summary"] = summary  # runs, args and versions are kept as they were
-        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-        print(f"rewrote the summary of {path}")
-    print_table(runs, summary)
-
-
-def load_partial(path: Path, args: argparse.Namespace) -> list[dict]:
-    if not path.is_file():
-        print(f"--resume: {path} not found; starting from scratch")
-        return []
-    data = json.loads(path.read_text())
-    if isinstance(data, list):  # older partial files held only the list of runs
-        return data
-    saved = data.get("args", {})
-    differ = [k for k in SAME_ON_RESUME if k in saved and saved[k] != str(getattr(args, k))]
-    if differ:
-        sys.exit(
-            f"--resume: {path} was written with different " + ", ".join(f"--{k} {saved[k]}" for k in differ) + "; "
-            "pass the same values or a new --out"
-        )
-    return data["runs"]
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("--data-dir", default=None, help="root holding cifar10/ (else $LEANVISION_DATA)")
+    ap = _runs.make_parser(__doc__)
     ap.add_argument("--subset", type=int, default=10_000, help="class-balanced training subset; 0 = all 50k")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -135,29 +96,12 @@ def main() -> None:
         "--shortcut", choices=["A", "B"], default="B", help="B = 1x1 conv+BN projection (ResNet-20: 272,474 params)"
     )
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/ghost_cifar"))
-    ap.add_argument(
-        "--resume",
-        action="store_true",
-        help="read OUT/ghost_cifar.partial.json and skip its finished (model, seed) runs",
-    )
-    ap.add_argument(
-        "--summarize",
-        type=Path,
-        metavar="JSON",
-        help="recompute the summary and verdict from a saved ghost_cifar.json (or .partial.json) without training; "
-        "rewrites the summary of a ghost_cifar.json in place, its runs untouched",
-    )
+    _runs.add_run_args(ap, "ghost_cifar")
     args = ap.parse_args()
     if args.summarize:
-        summarize_file(args.summarize)
+        _runs.summarize_file(args.summarize, summarize, print_table)
         return
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / "ghost_cifar.partial.json"
-    saved_args = {k: str(v) for k, v in vars(args).items() if k not in ("resume", "summarize")}
-
-    runs = load_partial(partial, args) if args.resume else []
+    partial, saved_args, runs = _runs.prepare(args, "ghost_cifar", SAME_ON_RESUME)
     done = {(r["model"], r["seed"]) for r in runs}
     if done:
         print(f"--resume: {len(done)} finished run(s) in {partial}: " + ", ".join(f"{n} s{s}" for n, s in sorted(done)))
@@ -172,14 +116,11 @@ def main() -> None:
         for name in todo:  # baseline and candidate interleaved per seed
             runs.append(train_one(name, train, test, seed=seed, epochs=args.epochs, shortcut=args.shortcut))
             print(json.dumps(runs[-1]), flush=True)
-            # Saved after every model so a long run that is stopped keeps what it measured (see --resume).
-            atomic_write_text(partial, json.dumps({"args": saved_args, "runs": runs}, indent=2) + "\n")
+            _runs.save_partial(partial, saved_args, runs)
 
-    order = {(n, s): i for i, (s, n) in enumerate((s, n) for s in args.seeds for n in PAIR)}
-    runs = sorted((r for r in runs if (r["model"], r["seed"]) in order), key=lambda r: order[(r["model"], r["seed"])])
+    runs = _runs.in_order(runs, args.seeds, PAIR)
     summary = summarize(runs)
-    result = {"args": saved_args, "torch": torch.__version__, "runs": runs, "summary": summary}
-    atomic_write_text(args.out / "ghost_cifar.json", json.dumps(result, indent=2) + "\n")
+    _runs.save_result(args.out / "ghost_cifar.json", saved_args, runs, summary)
     rows = [{**r, "model": f"{r['model']} s{r['seed']}"} for r in runs]
     bar_panels(
         rows,

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from leanvision.errors import ConfigError
 from leanvision.ops.bitpack import pack_signs, unpack_signs
+from leanvision.ops.fuse import bn_affine
 
 RESIDUALS = ("none", "identity", "gate", "se_gate")
 
@@ -171,12 +172,7 @@ class BinaryConv2d(nn.Module):
         The latent weights are untouched: scaling them (generic conv-BN folding) flips signs for negative BN scales
         and can round near-zero centred weights across 0. The result equals ``bn(self(x))`` up to float rounding.
         """
-        scale = bn.running_var.double().add(bn.eps).rsqrt()
-        if bn.weight is not None:
-            scale = scale * bn.weight.double()
-        shift = -bn.running_mean.double() * scale
-        if bn.bias is not None:
-            shift = shift + bn.bias.double()
+        scale, shift = bn_affine(bn)
         if self.out_scale is not None:  # already folded once: compose the two affines
             shift = self.out_shift.double() * scale + shift
             scale = self.out_scale.double() * scale

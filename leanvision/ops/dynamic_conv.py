@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from leanvision.errors import ConfigError
 from leanvision.ops.conv_bn_act import make_act
+from leanvision.ops.fuse import bn_affine
 
 MODES = ("dynet", "condconv", "dycnn")
 FORMS = ("auto", "features", "per_sample", "batched")
@@ -324,13 +325,7 @@ class DynamicConvBnAct(nn.Module):
         bn = self.bn
         # Only an exact torch BatchNorm with running stats: a subclass may do more (e.g. an activation).
         if type(bn) is nn.BatchNorm2d and bn.track_running_stats and bn.running_mean is not None:
-            scale = bn.running_var.double().add(bn.eps).rsqrt()
-            if bn.weight is not None:
-                scale = scale * bn.weight.detach().double()
-            shift = -bn.running_mean.double() * scale
-            if bn.bias is not None:
-                shift = shift + bn.bias.detach().double()
-            self.conv.fold_scale_shift(scale, shift)
+            self.conv.fold_scale_shift(*bn_affine(bn))
             self.bn = None
         return self
 

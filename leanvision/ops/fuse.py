@@ -48,6 +48,18 @@ def foldable(conv: nn.Module | None, bn: nn.Module | None) -> bool:
 
 
 @torch.no_grad()
+def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` in float64 with ``bn(y) = scale * y + shift`` per channel (eval mode, running stats)."""
+    scale = bn.running_var.double().add(bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight.detach().double()
+    shift = -bn.running_mean.double() * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.detach().double()
+    return scale, shift
+
+
+@torch.no_grad()
 def fold_conv_bn(conv: nn.modules.conv._ConvNd, bn: nn.modules.batchnorm._BatchNorm) -> nn.modules.conv._ConvNd:
     """A copy of ``conv`` (any dims, grouped, transposed) with the eval-mode ``bn`` after it folded in.
 
@@ -57,12 +69,7 @@ def fold_conv_bn(conv: nn.modules.conv._ConvNd, bn: nn.modules.batchnorm._BatchN
     """
     fused = copy.deepcopy(conv)
     w = conv.weight.detach().double()
-    scale = bn.running_var.double().add(bn.eps).rsqrt()
-    if bn.weight is not None:
-        scale = scale * bn.weight.detach().double()
-    shift = -bn.running_mean.double() * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias.detach().double()
+    scale, shift = bn_affine(bn)
     bias = torch.zeros_like(shift) if conv.bias is None else conv.bias.detach().double()
     if conv.transposed:
         # torch stores a transposed conv's weight as [in, out / groups, *k]: output channel g * (out / groups) + j
