@@ -12,7 +12,7 @@ class Classifier(nn.Module):
     """Base of all registered models: ``forward = forward_head(forward_features(x))``.
 
     Subclasses set ``num_classes``, ``head_chs`` (width entering the classifier) and ``classifier``, and
-    implement ``forward_features`` and ``forward_head(x, *, pre_logits=False)``.
+    implement ``forward_features``; the default ``forward_head`` is global average pooling + the classifier.
     """
 
     num_classes: int
@@ -23,7 +23,9 @@ class Classifier(nn.Module):
         raise NotImplementedError
 
     def forward_head(self, x: Tensor, *, pre_logits: bool = False) -> Tensor:
-        raise NotImplementedError
+        """Global average pool, then the classifier (``pre_logits``: the pooled features); override for other heads."""
+        x = x.mean((2, 3))
+        return x if pre_logits else self.classifier(x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))

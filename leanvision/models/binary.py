@@ -67,10 +67,6 @@ class BinaryVGG(Classifier):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(self.stem(x))
 
-    def forward_head(self, x: Tensor, *, pre_logits: bool = False) -> Tensor:
-        x = x.mean((2, 3))
-        return x if pre_logits else self.classifier(x)
-
 
 class BinaryResNet(Classifier):
     """CIFAR ResNet (depth 6n+2) with every block conv binary and its own (gated) shortcut (arXiv 1909.12117).
@@ -117,10 +113,6 @@ class BinaryResNet(Classifier):
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))
-
-    def forward_head(self, x: Tensor, *, pre_logits: bool = False) -> Tensor:
-        x = x.mean((2, 3))
-        return x if pre_logits else self.classifier(x)
 
 
 _CIFAR = {"input_size": (3, 32, 32), "mean": CIFAR10_MEAN, "std": CIFAR10_STD, "num_classes": 10}

@@ -67,10 +67,6 @@ class CifarVGG(Classifier):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(x)
 
-    def forward_head(self, x: Tensor, *, pre_logits: bool = False) -> Tensor:
-        x = x.mean((2, 3))
-        return x if pre_logits else self.classifier(x)
-
 
 def scaled_cfg(name: str, width: float) -> tuple[int | str, ...]:
     """The conv widths of ``CFGS[name]`` times ``width`` (rounded, at least 1)."""

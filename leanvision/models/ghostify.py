@@ -301,10 +301,6 @@ class GhostResNet(Classifier):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))
 
-    def forward_head(self, x: Tensor, *, pre_logits: bool = False) -> Tensor:
-        x = x.mean((2, 3))
-        return x if pre_logits else self.classifier(x)
-
 
 _GHOST_RESNET50_NOTES = (
     "every bottleneck conv and 1x1 shortcut conv = GhostModule(s=2, d=3; stride on the primary conv, BN in both "

@@ -42,10 +42,6 @@ class QuickCNN(Classifier):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(x)
 
-    def forward_head(self, x: Tensor, *, pre_logits: bool = False) -> Tensor:
-        x = x.mean((2, 3))
-        return x if pre_logits else self.classifier(x)
-
 
 _MNIST = {"input_size": (1, 28, 28), "mean": MNIST_MEAN, "std": MNIST_STD, "num_classes": 10}
 

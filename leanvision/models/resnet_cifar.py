@@ -100,10 +100,6 @@ class CifarResNet(Classifier):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))
 
-    def forward_head(self, x: Tensor, *, pre_logits: bool = False) -> Tensor:
-        x = x.mean((2, 3))
-        return x if pre_logits else self.classifier(x)
-
 
 _CIFAR = {"input_size": (3, 32, 32), "mean": CIFAR10_MEAN, "std": CIFAR10_STD, "num_classes": 10}
 _NOTE = "shortcut A (zero-pad); shortcut='B': 1x1 conv+BN"
