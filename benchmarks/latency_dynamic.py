@@ -30,7 +30,7 @@ from pathlib import Path
 import timm
 import torch
 import torchvision
-from _machine import cores_text, load1, other_cpu
+from _machine import cores_text, load1, load_cells, other_cpu
 from torch import nn
 
 from leanvision._io import atomic_write_text
@@ -82,20 +82,6 @@ def ort_models(models: dict[str, nn.Module], x: torch.Tensor, tmp: Path, threads
     return out
 
 
-def load_partial(path: Path, config: dict) -> dict:
-    if not path.is_file():
-        print(f"--resume: {path} not found; starting from scratch")
-        return {}
-    saved = json.loads(path.read_text())
-    differ = [k for k in SAME_ON_RESUME if saved["config"].get(k) != config[k]]
-    if differ:
-        sys.exit(
-            f"--resume: {path} was measured with " + ", ".join(f"{k} {saved['config'].get(k)}" for k in differ) + "; "
-            "rerun with the same settings or a new --out"
-        )
-    return saved["cells"]
-
-
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -137,7 +123,7 @@ def main() -> None:
         "timm": timm.__version__,
         "size": args.size,
     }
-    cells: dict[str, dict] = load_partial(partial, config) if args.resume else {}
+    cells: dict[str, dict] = load_cells(partial, config, SAME_ON_RESUME) if args.resume else {}
     if cells:
         print(f"--resume: reusing cells {', '.join(cells)} from {partial}")
 

@@ -24,7 +24,7 @@ import timm
 import torch
 import torchvision
 from _machine import cores_text as _cores
-from _machine import load1, other_cpu
+from _machine import load1, load_cells, other_cpu
 
 from leanvision._io import atomic_write_text
 from leanvision.models import create_model
@@ -106,20 +106,6 @@ def onnx_ops(out: Path, threads: int) -> None:
     )
 
 
-def load_partial(path: Path, config: dict) -> dict:
-    if not path.is_file():
-        print(f"--resume: {path} not found; starting from scratch")
-        return {}
-    saved = json.loads(path.read_text())
-    differ = [k for k in SAME_ON_RESUME if saved["config"].get(k) != config[k]]
-    if differ:
-        sys.exit(
-            f"--resume: {path} was measured with " + ", ".join(f"{k} {saved['config'].get(k)}" for k in differ) + "; "
-            "rerun with the same settings or a new --out"
-        )
-    return saved["cells"]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -163,7 +149,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     partial = args.out / "latency_ghostnet.partial.json"
     config = {"threads": args.threads, "rounds": args.rounds, "torch": torch.__version__, "timm": timm.__version__}
-    cells: dict[str, dict] = load_partial(partial, config) if args.resume else {}
+    cells: dict[str, dict] = load_cells(partial, config, SAME_ON_RESUME) if args.resume else {}
     if cells:
         print(f"--resume: reusing cells {', '.join(cells)} from {partial}")
 

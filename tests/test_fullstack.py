@@ -13,7 +13,7 @@ from torch import nn
 
 from leanvision.engine import fit, make_optimizer, standard_step
 from leanvision.errors import CheckpointError, ConfigError
-from leanvision.export import export_onnx
+from leanvision.export import check_onnx, export_onnx
 from leanvision.models import create_model, model_card
 from leanvision.models.fsf import FSF_VGG8_NOTE, FSF_VGG16_NOTE, CifarVGG
 from leanvision.ops import (
@@ -302,8 +302,9 @@ def test_fold_and_fuse_bn_give_plain_convs_with_identical_outputs_and_macs() -> 
 def test_masked_form_exports_to_onnx(tmp_path) -> None:
     model = randomize_bn(small_net(shared=True)).eval()
     x = torch.randn(1, 3, 8, 8)
-    export_onnx(model, x, tmp_path / "masked.onnx", check=True)  # raises if onnxruntime disagrees
-    export_onnx(fuse_bn(model), x, tmp_path / "fused.onnx", check=True)
+    for name, net in (("masked", model), ("fused", fuse_bn(model))):
+        path = export_onnx(net, x, tmp_path / f"{name}.onnx", check=True)  # check: raises if onnxruntime disagrees
+        assert check_onnx(net, path, x) < 1e-4, name
 
 
 # --- storage --------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from test_ops import hook_macs, randomize_bn  # shared reference helpers (tests/
 from torch import nn
 
 from leanvision.errors import ConfigError
-from leanvision.export import export_onnx
+from leanvision.export import check_onnx, export_onnx
 from leanvision.models import GhostResNet, create_model, ghostify, ghostify_plan, model_card
 from leanvision.ops import GhostModule, fuse_bn
 from leanvision.profile import profile
@@ -145,7 +145,9 @@ def test_fuse_keeps_outputs(name: str) -> None:
 )
 def test_onnx_export_matches(name: str, size: int, tmp_path) -> None:
     model = randomize_bn(ghostify(tv(name))).eval()
-    export_onnx(model, torch.randn(1, 3, size, size), tmp_path / f"{name}.onnx", check=True)
+    x = torch.randn(1, 3, size, size)
+    path = export_onnx(model, x, tmp_path / f"{name}.onnx", check=True)  # check: raises if onnxruntime disagrees
+    assert check_onnx(model, path, x) < 1e-3 * (1 + model(x).abs().max().item())
 
 
 def test_resnet50_plan_and_parameter_names() -> None:

@@ -65,7 +65,8 @@ def _example_input(shape: str | None, default: tuple[int, ...]):
 
 def _model_and_input(model_name: str | None, checkpoint: Path | None, *, shape: str | None, num_classes: int | None):
     """The model to profile/export, from a registered name or rebuilt from a checkpoint, and its example input."""
-    from leanvision.models import create_model, model_card
+    from leanvision.models import create_model
+    from leanvision.models._registry import MODELS  # the data contract, without building and profiling the model
 
     if checkpoint is not None:
         from leanvision.engine import model_from_checkpoint
@@ -76,11 +77,11 @@ def _model_and_input(model_name: str | None, checkpoint: Path | None, *, shape: 
         arch = ckpt["arch"]
         if model_name is not None and model_name != arch["name"]:
             raise ConfigError(f"{checkpoint} holds a {arch['name']}, not a {model_name}; drop MODEL or fix it")
-        default = tuple(arch.get("input_size") or model_card(arch["name"]).input_size)
+        default = tuple(arch.get("input_size") or MODELS.meta(arch["name"])["input_size"])
         return arch["name"], model, _example_input(shape, default)
     if model_name is None:
         raise ConfigError("give a MODEL name (see `leanvision list-models`) or --checkpoint PATH")
-    default = model_card(model_name).input_size
+    default = MODELS.meta(model_name)["input_size"]
     x = _example_input(shape, default)
     return model_name, create_model(model_name, num_classes=num_classes, in_chans=x.shape[1]).eval(), x
 

@@ -54,14 +54,14 @@ def predict_images(checkpoint: Path, images: list[Path], *, top_k: int, device: 
     from torchvision.transforms.v2 import functional as TF
 
     from leanvision.data import decode_file, normalize
-    from leanvision.models import model_card
+    from leanvision.models._registry import MODELS
 
     model, ckpt = load_trained(checkpoint, device)
     arch, meta = ckpt["arch"], ckpt.get("meta") or {}
-    card = model_card(arch["name"])
-    c, h, w = arch.get("input_size") or card.input_size
-    mean = torch.tensor(meta.get("mean") or card.mean).view(-1, 1, 1)
-    std = torch.tensor(meta.get("std") or card.std).view(-1, 1, 1)
+    contract = MODELS.meta(arch["name"])  # the registered input size and normalisation, for older checkpoints
+    c, h, w = arch.get("input_size") or contract["input_size"]
+    mean = torch.tensor(meta.get("mean") or contract["mean"]).view(-1, 1, 1)
+    std = torch.tensor(meta.get("std") or contract["std"]).view(-1, 1, 1)
     out = []
     for path in images:
         if not path.is_file():
