@@ -7,7 +7,8 @@ Pairs, timed in ONE interleaved run per (batch, backend) cell, medians reported:
   leanvision dy_resnet18 (deploy form: BN folded; per-sample fusion at batch 1, groups=B fusion above)
       vs torchvision resnet18;
   timm efficientnet_cc_b0_4e (CondConv, 4 experts) vs timm efficientnet_b0;
-  leanvision ghostnet_100 (deploy form) vs torchvision mobilenet_v3_large (target <= 1.0x).
+  leanvision ghostnet_100 (deploy form) vs torchvision mobilenet_v3_large (target <= 1.0x); the onnxruntime
+      cells export its onnxruntime_form (Ghost halves padded to 16 channels, no Concat; same outputs).
 onnxruntime cells export every model with a FIXED batch (the cell's): timm's CondConv and the fast dynamic forms
 bake the batch size into the graph. Dy-ResNet18 is exported in the per-sample (batch 1) or batched (groups=B)
 form; the extra row "dynamic-batch ONNX" is the feature-fusion form a dynamic batch axis needs (g x the conv
@@ -36,6 +37,7 @@ from torch import nn
 from leanvision._io import atomic_write_text
 from leanvision.export import export_onnx, onnx_feed, onnx_session
 from leanvision.models import create_model
+from leanvision.models.ghostnet import onnxruntime_form
 from leanvision.ops import set_form
 from leanvision.profile import compare_latency, profile
 from leanvision.report import bar_panels
@@ -76,6 +78,8 @@ def ort_models(models: dict[str, nn.Module], x: torch.Tensor, tmp: Path, threads
     for i, (name, model) in enumerate(models.items()):
         if name == DY:
             set_form(model, "per_sample" if x.shape[0] == 1 else "batched")
+        if name == GHOST:  # its onnxruntime deploy form: halves padded to 16 channels, no Concat (same outputs)
+            model = onnxruntime_form(model)
         out[name] = OrtModel(model, x, tmp / f"m{i}.onnx", threads=threads, dynamic=False)
     features = set_form(create_model("dy_resnet18").fuse(), "features")
     out[DY_DYNAMIC_ONNX] = OrtModel(features, x, tmp / "features.onnx", threads=threads, dynamic=True)

@@ -120,6 +120,8 @@ def test_auto_form_by_mode_batch_and_export() -> None:
     conv = randomize_coefs(DynamicConv2d(4, 8, 3))
     assert conv.train().chosen_form(1) == "features"
     assert conv.eval().chosen_form(1) == "per_sample" and conv.chosen_form(32) == "batched"
+    # cuDNN's groups=B conv is slower than the g-times wider static conv: a GPU batch takes the features form
+    assert conv.chosen_form(32, "cuda") == "features" and conv.chosen_form(1, "cuda") == "per_sample"
     set_form(conv, "features")
     assert conv.chosen_form(1) == "features"
     set_form(conv, "auto")
@@ -383,3 +385,16 @@ def test_registered_models_hit_the_paper_mac_cuts(name: str) -> None:
     assert f"−{cut:.1f}% MACs" in card.notes and f"{card.params / 1e6:.2f}M params" in card.notes
     assert card.params > base.params  # DyNet trades parameters for MACs; the card says so
     assert card.unsupported == {} and card.paper == "2004.10694"
+
+
+@pytest.mark.parametrize("form", ["per_sample", "batched"])
+def test_inference_through_onednn_matches_the_autograd_path(form: str) -> None:
+    """CPU float32 inference calls oneDNN's conv directly; with gradients on, F.conv2d runs: same outputs."""
+    torch.manual_seed(0)
+    conv = set_form(randomize_coefs(DynamicConv2d(12, 10, 3, stride=2, g=4)).eval(), form)
+    x = torch.randn(3 if form == "batched" else 1, 12, 7, 7)
+    reference = conv(x).detach()
+    with torch.no_grad():
+        fast = conv(x)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    assert profile(conv, x).unsupported == {}  # the profiler counts oneDNN's conv like any conv

@@ -10,10 +10,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leanvision.errors import CheckpointError
+from leanvision.errors import CheckpointError, ConfigError
 from leanvision.models._base import Classifier, make_classifier
 from leanvision.models._registry import (
     CIFAR10_MEAN,
@@ -22,7 +23,9 @@ from leanvision.models._registry import (
     IMAGENET_STD,
     register_model,
 )
-from leanvision.ops import ConvBnAct, GhostBottleneck, make_divisible
+from leanvision.ops import ConvBnAct, GhostBottleneck, GhostModule, fuse_bn, make_divisible
+from leanvision.ops.align import Layout, relayout_conv
+from leanvision.ops.split import PartsConv, SplitGhostBottleneck, ghost_split
 
 Row = tuple[int, int, int, float, int]  # dw kernel, #exp (mid), out, SE ratio, stride
 
@@ -94,7 +97,7 @@ class GhostNet(Classifier):
         return self.final_conv(self.blocks(self.stem(x)))
 
     def forward_head(self, x: Tensor, *, pre_logits: bool = False) -> Tensor:
-        x = self.head_act(self.conv_head(x.mean((2, 3), keepdim=True))).flatten(1)
+        x = self.head_act(self.conv_head(F.adaptive_avg_pool2d(x, 1))).flatten(1)  # GlobalAveragePool in ONNX
         if self.drop_rate > 0 and self.training:
             x = F.dropout(x, self.drop_rate, training=True)
         return x if pre_logits else self.classifier(x)
@@ -169,6 +172,115 @@ def ghostnet_130_cifar(
     return _ghostnet(
         1.3, cifar=True, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, head_chs=head_chs
     )
+
+
+# --- deploy form for blocked-layout runtimes -----------------------------------------------------------------
+
+
+def _ghost_layout(gm: GhostModule, multiple: int) -> Layout:
+    """Where a Ghost module's channels land when each half is padded: [intrinsic | pad | ghosts | pad]."""
+    init = gm.primary.conv.out_channels
+    if gm.cheap is None:
+        return Layout.dense(init, multiple)
+    p1 = Layout.dense(init, multiple).phys
+    per = gm.cheap.conv.out_channels // init  # ghosts per intrinsic map (ratio - 1)
+    return Layout(tuple(range(init)) + tuple(p1 + i for i in range(gm.n_ghost)), p1 * (1 + per))
+
+
+@torch.no_grad()
+def _align_ghost(gm: GhostModule, src: Layout, multiple: int) -> Layout:
+    out = _ghost_layout(gm, multiple)
+    init = gm.primary.conv.out_channels
+    mid = Layout.dense(init, multiple)
+    gm.primary.conv = relayout_conv(gm.primary.conv, src, mid)
+    if gm.cheap is not None:
+        n_cheap = gm.cheap.conv.out_channels
+        gm.cheap.conv = relayout_conv(gm.cheap.conv, mid, Layout(tuple(range(n_cheap)), out.phys - mid.phys))
+        # Ghosts the original module computed and sliced off become zero pads instead.
+        gm.cheap.conv.weight[gm.n_ghost :] = 0
+        if gm.cheap.conv.bias is not None:
+            gm.cheap.conv.bias[gm.n_ghost :] = 0
+        gm.n_ghost, gm.trim = gm.cheap.conv.out_channels, False
+    gm.out_chs = out.phys
+    return out
+
+
+def _align_block(blk: GhostBottleneck, src: Layout, multiple: int) -> Layout:
+    mid = _align_ghost(blk.ghost1, src, multiple)
+    if blk.conv_dw is not None:
+        blk.conv_dw.conv = relayout_conv(blk.conv_dw.conv, mid, mid)
+    if blk.se is not None:
+        rd = Layout.dense(blk.se.conv_reduce.out_channels, multiple)
+        blk.se.conv_reduce = relayout_conv(blk.se.conv_reduce, mid, rd)
+        blk.se.conv_expand = relayout_conv(blk.se.conv_expand, rd, mid)  # pad gates are 0.5 x 0 = 0
+    out = _align_ghost(blk.ghost2, mid, multiple)
+    if blk.shortcut is None:
+        if src != out:  # the identity shortcut adds the input as it is laid out
+            raise ConfigError("align_channels: an identity shortcut's input and output layouts differ")
+    else:
+        dw, pw = blk.shortcut
+        dw.conv = relayout_conv(dw.conv, src, src)
+        pw.conv = relayout_conv(pw.conv, src, out)
+    return out
+
+
+def align_channels(model: GhostNet, multiple: int = 16) -> GhostNet:
+    """A deploy copy of ``model`` (BN folded) whose concatenated halves are zero-padded to ``multiple`` channels.
+
+    Same outputs, more physical channels: onnxruntime's CPU provider keeps a channel concat in its blocked
+    NCHWc layout only when every input is a multiple of its block (16 with AVX-512, 8 with AVX2), so the
+    plain GhostNet export pays two layout conversions per Ghost module. The padded channels are zeros that
+    every consumer ignores (zero weights); the profiler counts the MACs spent on them (arXiv 1911.11907).
+    """
+    if not isinstance(model, GhostNet) or multiple < 1:
+        raise ConfigError(f"align_channels takes a GhostNet and multiple >= 1, got {type(model).__name__}, {multiple}")
+    m = fuse_bn(model)
+    first = m.blocks[0][0]
+    stem_out = (
+        _ghost_layout(first.ghost2, multiple)
+        if first.shortcut is None
+        else Layout.dense(m.stem.conv.out_channels, multiple)
+    )
+    m.stem.conv = relayout_conv(m.stem.conv, Layout.dense(m.stem.conv.in_channels), stem_out)
+    layout = stem_out
+    for stage in m.blocks:
+        for blk in stage:
+            layout = _align_block(blk, layout, multiple)
+    feats = Layout.dense(m.final_conv.conv.out_channels, multiple)
+    m.final_conv.conv = relayout_conv(m.final_conv.conv, layout, feats)
+    m.conv_head = relayout_conv(m.conv_head, feats, Layout.dense(m.conv_head.out_channels))
+    return m
+
+
+class _Parts(nn.Module):
+    """Tensor -> [tensor] (entering the part-wise blocks) or [tensor] -> tensor (leaving them)."""
+
+    def __init__(self, enter: bool) -> None:
+        super().__init__()
+        self.enter = enter
+
+    def forward(self, x: Any) -> Any:
+        return [x] if self.enter else x[0]
+
+
+def onnxruntime_form(model: GhostNet, multiple: int | None = 16) -> GhostNet:
+    """The deploy copy of ``model`` to export for onnxruntime on CPU: BN folded, halves padded, no concatenation.
+
+    ``align_channels`` pads the Ghost halves to ``multiple`` channels (None: no padding); then every bottleneck
+    runs on channel parts (``leanvision.ops.split``): the network has no ``Concat`` left. Same outputs.
+    """
+    m = fuse_bn(model) if multiple is None else align_channels(model, multiple)
+    split = ghost_split(m.blocks[0][0].ghost2) if m.blocks[0][0].shortcut is None else [m.stem.conv.out_channels]
+    m.stem = nn.Sequential(_Parts(enter=True), PartsConv(m.stem.conv, [m.stem.conv.in_channels], split, m.stem.act))
+    for stage in m.blocks:
+        for i, blk in enumerate(stage):
+            stage[i] = SplitGhostBottleneck(blk, split)
+            split = stage[i].out_split
+    final = m.final_conv
+    m.final_conv = nn.Sequential(
+        PartsConv(final.conv, split, [final.conv.out_channels], final.act), _Parts(enter=False)
+    )
+    return m
 
 
 # --- timm / official weights ------------------------------------------------------------------------------

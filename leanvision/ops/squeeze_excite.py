@@ -35,5 +35,7 @@ class SqueezeExcite(nn.Module):
         self.conv_expand = nn.Conv2d(rd_chs, in_chs, 1, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        s = self.act(self.conv_reduce(x.mean((2, 3), keepdim=True)))
+        # adaptive_avg_pool2d exports as GlobalAveragePool, which onnxruntime runs in its blocked layout
+        # (a ReduceMean would force two layout conversions around every SE).
+        s = self.act(self.conv_reduce(F.adaptive_avg_pool2d(x, 1)))
         return x * F.hardsigmoid(self.conv_expand(s))

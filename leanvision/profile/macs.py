@@ -67,6 +67,9 @@ _COUNTED: dict[Any, Callable[..., int | Mapping[str, int]]] = {
             aten.baddbmm,
         )
     },
+    # oneDNN's conv called directly (DynamicConv2d's inference path): each output element is one dot product
+    # over the weight's (C_in / groups) x kernel entries.
+    aten.mkldnn_convolution: lambda x, w, *_, out, **__: out.numel() * prod(w.shape[1:]),
     aten.mv: lambda a, b, *_, out, **__: prod(a.shape),
     aten.addmv: lambda c, a, b, *_, out, **__: prod(a.shape),
     aten.dot: lambda a, b, *_, out, **__: a.numel(),
