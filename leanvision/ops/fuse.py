@@ -7,6 +7,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
+from torchvision.models.resnet import BasicBlock
 
 # Exact types only: subclasses such as timm's BatchNormAct2d carry an activation that folding would drop.
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -30,10 +31,31 @@ def _fuse(module: nn.Module) -> nn.Module:
         new = _fuse(child)
         if new is not child:
             setattr(module, name, new)
-    if type(module) is nn.Sequential:
+    # Subclasses that keep Sequential's forward (torchvision's Conv2dNormActivation) run their children in order too.
+    if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
         module = _fold_sequential(module)
+    if type(module) is BasicBlock:
+        return FusedBasicBlock(module)
     fold = getattr(module, "fold_bn", None)
     return fold() if callable(fold) else module
+
+
+class FusedBasicBlock(nn.Module):
+    """torchvision's ResNet ``BasicBlock`` with both BatchNorms folded: relu(conv2(relu(conv1(x))) + shortcut)."""
+
+    def __init__(self, block: BasicBlock) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = _folded(block.conv1, block.bn1), _folded(block.conv2, block.bn2)
+        self.relu, self.downsample = block.relu, block.downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.relu(self.conv1(x)))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
+
+
+def _folded(conv: nn.Module, bn: nn.Module) -> nn.Module:
+    return fold_conv_bn(conv, bn) if foldable(conv, bn) else nn.Sequential(conv, bn)
 
 
 def foldable(conv: nn.Module | None, bn: nn.Module | None) -> bool:

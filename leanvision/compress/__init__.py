@@ -1,0 +1,71 @@
+"""Compression: Synaptic Strength pruning, instance-wise feature sparsity, PU compression with robust distillation."""
+
+from leanvision.compress.distill import (
+    KDLoss,
+    class_weights,
+    kd_loss,
+    perturb_class_weights,
+    robust_kd_loss,
+    teacher_class_weights,
+)
+from leanvision.compress.instance import (
+    FeatureDecayStep,
+    GatheredConv2d,
+    InstanceMacs,
+    InstanceSparsity,
+    channel_norms,
+    feature_cv,
+    keep_mask,
+    l21_penalty,
+    layer_cv,
+    prunable_layers,
+    select_layers,
+)
+from leanvision.compress.plan import apply_plan, make_plan
+from leanvision.compress.pu import (
+    PUBatchSampler,
+    PULoader,
+    PUNet,
+    PUStep,
+    image_pool,
+    nnpu_loss,
+    precision_recall,
+    pu_risks,
+    pu_scores,
+    select_positives,
+)
+from leanvision.compress.synaptic import SynapticConv2d, SynapticStrength
+
+__all__ = [
+    "FeatureDecayStep",
+    "GatheredConv2d",
+    "InstanceMacs",
+    "InstanceSparsity",
+    "KDLoss",
+    "PUBatchSampler",
+    "PULoader",
+    "PUNet",
+    "PUStep",
+    "SynapticConv2d",
+    "SynapticStrength",
+    "apply_plan",
+    "channel_norms",
+    "class_weights",
+    "feature_cv",
+    "image_pool",
+    "kd_loss",
+    "keep_mask",
+    "l21_penalty",
+    "layer_cv",
+    "make_plan",
+    "nnpu_loss",
+    "perturb_class_weights",
+    "precision_recall",
+    "prunable_layers",
+    "pu_risks",
+    "pu_scores",
+    "robust_kd_loss",
+    "select_layers",
+    "select_positives",
+    "teacher_class_weights",
+]

@@ -1,0 +1,296 @@
+"""Synaptic Strength pruning (arXiv 1811.02454): per-connection strengths, L1 sparsity, kernel-level pruning.
+
+A connection is the 2-D kernel K[j, i] from input channel i to output channel j; in a depthwise conv each
+channel has exactly one. Training writes it as ``s[j, i] * K[j, i] / ||K[j, i]||`` with a learnable strength
+``s`` under an L1 penalty, with the BatchNorm scales removed (a positive BN scale before a ReLU moves into the
+strengths of the next conv). Connections with the smallest |s| are then pruned, globally, to a target sparsity.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+from leanvision.compress.plan import make_plan, read_plan, scale_passes, silence_targets, trace_model
+from leanvision.errors import ConfigError
+from leanvision.models.surgery import replace_modules
+from leanvision.registry import unknown_choice
+
+if TYPE_CHECKING:  # the engine imports compress, never the other way round
+    from leanvision.engine.step import StepContext, TrainStep
+
+EPS = 1e-12  # kernels with a smaller norm count as zero (their direction is undefined)
+SCOPES = ("global", "layer")
+BN_SCALES = ("remove", "keep")
+
+
+class SynapticConv2d(nn.Module):
+    """A Conv2d written per connection as strength x unit-norm kernel (arXiv 1811.02454); built from a conv, exactly.
+
+    ``strength`` has shape ``[out, in/groups]``, ``kernel`` the conv weight's shape; ``mask`` (bool buffer, saved
+    with the model) marks the connections still alive. ``weight`` is the weight the layer applies.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if type(conv) is not nn.Conv2d:
+            raise ConfigError(f"SynapticConv2d wraps a plain nn.Conv2d, got {type(conv).__name__}")
+        for attr in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"):
+            setattr(self, attr, getattr(conv, attr))
+        self.padding_mode = conv.padding_mode
+        self._pad = conv._reversed_padding_repeated_twice  # what nn.Conv2d pads with for non-zero padding modes
+        w = conv.weight.detach()
+        grad = conv.weight.requires_grad
+        self.strength = nn.Parameter(w.pow(2).sum((2, 3)).sqrt(), requires_grad=grad)
+        self.kernel = nn.Parameter(w.clone(), requires_grad=grad)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), conv.bias.requires_grad)
+        self.register_buffer("mask", torch.ones(self.strength.shape, dtype=torch.bool, device=w.device))
+
+    @property
+    def weight(self) -> Tensor:
+        """``(strength * mask)[j, i] * kernel[j, i] / ||kernel[j, i]||``, differentiable."""
+        inv_norm = self.kernel.pow(2).sum((2, 3), keepdim=True).clamp_min(EPS**2).rsqrt()
+        return (self.strength * self.mask)[:, :, None, None] * self.kernel * inv_norm
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._pad, mode=self.padding_mode)
+            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    @torch.no_grad()
+    def as_conv2d(self) -> nn.Conv2d:
+        """The plain ``nn.Conv2d`` this layer computes (for surgery, export and deployment)."""
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.bias is not None,
+            self.padding_mode,
+            device=self.kernel.device,
+            dtype=self.kernel.dtype,
+        )
+        conv.weight.copy_(self.weight)
+        if self.bias is not None:
+            conv.bias.copy_(self.bias)
+        return conv.train(self.training)
+
+    def no_weight_decay(self) -> list[str]:
+        # The strengths get only the L1 penalty; decay on the kernels is harmless (they are normalised).
+        return ["strength"]
+
+    def extra_repr(self) -> str:
+        alive = int(self.mask.sum())
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, groups={self.groups}, bias={self.bias is not None}, "
+            f"connections={alive}/{self.mask.numel()}"
+        )
+
+
+def _is_depthwise(conv: nn.Conv2d) -> bool:
+    return conv.groups > 1 and conv.in_channels == conv.groups
+
+
+class SynapticStrength:
+    """Synaptic Strength pruning (arXiv 1811.02454) of ``model``, converted in place.
+
+    Every ``nn.Conv2d`` becomes a ``SynapticConv2d`` computing the same function (depthwise convs only with
+    ``prune_depthwise=True``: pruning a depthwise kernel removes its channel). ``bn_scale="remove"`` (the paper)
+    takes every BatchNorm scale out of training: where a BN feeds only convs through ReLU/pooling, its scale
+    moves exactly into their strengths (γ → sign γ, β → β/|γ|); the other scales are frozen at their current
+    value (1 in a fresh model). ``"keep"`` leaves them learnable. A model that already holds
+    ``SynapticConv2d`` layers is adopted as it is (e.g. to resume fine-tuning).
+    """
+
+    def __init__(self, model: nn.Module, *, bn_scale: str = "remove", prune_depthwise: bool = False) -> None:
+        if bn_scale not in BN_SCALES:
+            raise unknown_choice("bn_scale", bn_scale, BN_SCALES)
+        self.model = model
+        self.absorbed: list[str] = []  # BatchNorms whose scale moved into the next convs' strengths
+        if not any(isinstance(m, SynapticConv2d) for m in model.modules()):
+            trace_model(model)  # an untraceable model fails here, before anything is changed
+            convertible = lambda _n, m: type(m) is nn.Conv2d and (prune_depthwise or not _is_depthwise(m))  # noqa: E731
+            if not replace_modules(model, convertible, lambda _n, m: SynapticConv2d(m)):
+                raise ConfigError(
+                    f"{type(model).__name__} has no nn.Conv2d to re-parameterise"
+                    + ("" if prune_depthwise else " (depthwise convs are skipped unless prune_depthwise=True)")
+                )
+            if bn_scale == "remove":
+                self.absorbed = _remove_bn_scales(model)
+        self.layers: dict[str, SynapticConv2d] = {
+            n: m for n, m in model.named_modules() if isinstance(m, SynapticConv2d)
+        }
+        self._silenced: list[tuple[nn.Module, str, Tensor]] = []
+
+    def penalty(self) -> Tensor:
+        """Σ |s| over all live connections: the L1 sparsity term."""
+        return sum((m.strength * m.mask).abs().sum() for m in self.layers.values())
+
+    def train_step(self, lam: float) -> TrainStep:
+        """A ``fit`` step: loss + ``lam`` · Σ|s|, optimizer step, then pruned connections back to exactly 0.
+
+        ``lam`` is a hyper-parameter to tune (``lam=0`` fine-tunes a pruned model). The task loss is returned, so
+        train and validation losses stay comparable.
+        """
+        if not (isinstance(lam, (int, float)) and lam >= 0):
+            raise ConfigError(f"lam (the L1 weight on the strengths) must be a number >= 0, got {lam!r}")
+
+        def step(model: nn.Module, inputs: Any, targets: Tensor, ctx: StepContext) -> tuple[Tensor, Any]:
+            outputs = model(inputs)
+            loss = ctx.loss_fn(outputs, targets, inputs)
+            ctx.update(loss + lam * self.penalty() if lam else loss)
+            self.enforce(ctx.optimizer)
+            return loss, outputs
+
+        return step
+
+    def scores(self) -> dict[str, Tensor]:
+        """|s| per connection, ``[out, in/groups]`` per layer (0 where pruned): what pruning ranks by."""
+        return {n: (m.strength.detach() * m.mask).abs().float().cpu() for n, m in self.layers.items()}
+
+    def masks(
+        self, sparsity: float | None = None, *, threshold: float | None = None, scope: str = "global"
+    ) -> dict[str, Tensor]:
+        """Bool masks (True = keep) that prune the weakest connections; already pruned ones stay pruned.
+
+        ``sparsity`` prunes that fraction of connections by rank of |s| (rank-based, so unaffected by the overall
+        scale of the strengths, which the L1 term keeps shrinking); ``threshold`` instead prunes |s| below that
+        fraction of the largest |s|. ``scope="global"`` ranks all layers together (the paper), ``"layer"``
+        prunes each layer by itself.
+        """
+        masks, _ = self._select(sparsity, threshold, scope)
+        return masks
+
+    def plan(self, sparsity: float | None = None, *, threshold: float | None = None, scope: str = "global") -> dict:
+        """A JSON-ready pruning plan from ``masks(...)`` (see ``leanvision.compress.plan.make_plan``)."""
+        masks, cut = self._select(sparsity, threshold, scope)
+        selection = {"method": "synaptic_strength", "paper": "arXiv 1811.02454", "scope": scope}
+        selection |= {"sparsity": sparsity} if sparsity is not None else {"relative_threshold": threshold}
+        if cut is not None:
+            selection["strength_cut"] = cut
+        return make_plan(self.model, masks, selection=selection)
+
+    def _select(
+        self, sparsity: float | None, threshold: float | None, scope: str
+    ) -> tuple[dict[str, Tensor], float | None]:
+        if scope not in SCOPES:
+            raise unknown_choice("scope", scope, SCOPES)
+        if (sparsity is None) == (threshold is None):
+            raise ConfigError("give exactly one of sparsity= (fraction of connections to prune) or threshold=")
+        if sparsity is not None and not 0 <= sparsity < 1:
+            raise ConfigError(f"sparsity is the fraction of connections to prune, in [0, 1); got {sparsity!r}")
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise ConfigError(f"threshold is relative to the largest |strength|, in [0, 1]; got {threshold!r}")
+        scores = self.scores()
+        groups = [list(scores)] if scope == "global" else [[n] for n in scores]
+        masks, cut = {}, None
+        for names in groups:
+            flat = torch.cat([scores[n].flatten() for n in names])
+            keep = torch.ones_like(flat, dtype=torch.bool)
+            if sparsity is not None:
+                n_prune = round(sparsity * flat.numel())
+                order = torch.argsort(flat, stable=True)  # ties (e.g. already pruned zeros) go in a fixed order
+                keep[order[:n_prune]] = False
+                if n_prune and scope == "global":
+                    cut = float(flat[order[n_prune - 1]])
+            else:
+                keep = flat >= threshold * flat.max()
+            for n, part in zip(names, keep.split([scores[n].numel() for n in names]), strict=True):
+                masks[n] = part.view_as(scores[n]) & self.layers[n].mask.cpu()
+        return masks, cut
+
+    @torch.no_grad()
+    def prune(self, plan: Mapping[str, Any]) -> None:
+        """Fix ``plan``'s masks on the model for fine-tuning with ``train_step``: pruned strengths become 0 and stay
+        0, and channels left all-zero pass their BatchNorms as zeros, so ``apply_plan`` afterwards is exact."""
+        eff, self._silenced = silence_targets(self.model, read_plan(self.model, plan))
+        for name, module in self.model.named_modules():
+            if name in self.layers:
+                module.mask.copy_(eff[name])
+            elif type(module) is nn.Conv2d and not eff[name].all():  # unconverted (depthwise) convs
+                module.weight.mul_(eff[name].to(module.weight)[:, :, None, None])
+        self.enforce()
+
+    @torch.no_grad()
+    def enforce(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Set pruned strengths and silenced channels to exactly 0, with their gradients and optimizer state
+        (momentum would otherwise regrow them); call after every optimizer step (``train_step`` does)."""
+        for layer in self.layers.values():
+            _zero(layer.strength, ~layer.mask, optimizer)
+        for module, attr, idx in self._silenced:
+            _zero(getattr(module, attr), idx, optimizer)
+
+
+def _zero(t: Tensor, where: Tensor, optimizer: torch.optim.Optimizer | None) -> None:
+    where = where.to(t.device)
+    t[where] = 0
+    if t.grad is not None:
+        t.grad[where] = 0
+    state = optimizer.state.get(t, {}) if optimizer is not None else {}
+    for v in state.values():
+        if isinstance(v, Tensor) and v.shape == t.shape:
+            v[where] = 0
+
+
+@torch.no_grad()
+def _remove_bn_scales(model: nn.Module) -> list[str]:
+    """Move each BatchNorm scale that feeds only convs (through ReLU/pooling) into their strengths; freeze the rest.
+
+    ``relu(γ·x̂ + β) = |γ|·relu(sign γ·x̂ + β/|γ|)``: with γ' = sign γ and β' = β/|γ| the BN output shrinks by |γ|
+    per channel and the next conv's strengths from that channel grow by |γ|, so the model is unchanged.
+    """
+    graph = trace_model(model)
+    modules = dict(model.named_modules())
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    absorbed = []
+    for node in graph.nodes:
+        bn = modules.get(node.target) if node.op == "call_module" else None
+        if type(bn) is nn.BatchNorm2d and bn.weight is not None and calls[node.target] == 1:
+            convs = _scale_consumers(node, modules, calls)
+            if convs:
+                _absorb(bn, [modules[c] for c in convs])
+                absorbed.append(node.target)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
+            m.weight.requires_grad_(False)
+    return absorbed
+
+
+def _scale_consumers(node: fx.Node, modules: Mapping[str, nn.Module], calls: Counter) -> list[str] | None:
+    """The synaptic convs that read ``node`` through scale-preserving ops only; None if anything else reads it."""
+    convs, stack = [], [node]
+    while stack:
+        value = stack.pop()
+        for user in value.users:
+            mod = modules.get(user.target) if user.op == "call_module" else None
+            if isinstance(mod, SynapticConv2d) and user.args == (value,) and not user.kwargs:
+                if calls[user.target] != 1:
+                    return None
+                convs.append(user.target)
+            elif scale_passes(user, modules, value):
+                stack.append(user)
+            else:
+                return None
+    return convs or None
+
+
+def _absorb(bn: nn.BatchNorm2d, convs: list[SynapticConv2d]) -> None:
+    gamma = bn.weight
+    scale = torch.where(gamma != 0, gamma.abs(), torch.ones_like(gamma))  # γ = 0: a constant channel, left as is
+    for conv in convs:
+        # input channel c = group g, column c mod (in/groups) of the strengths of that group's output rows
+        cpg = conv.in_channels // conv.groups
+        conv.strength.view(conv.groups, -1, cpg).mul_(scale.view(conv.groups, 1, cpg).to(conv.strength))
+    if bn.bias is not None:
+        bn.bias.div_(scale)
+    gamma.copy_(torch.where(gamma != 0, gamma.sign(), gamma))

@@ -1,0 +1,553 @@
+"""Synaptic Strength pruning (arXiv 1811.02454): exact re-parameterisation, L1 step, masks, plans and surgery."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from leanvision.compress.plan import apply_plan, decode_mask, encode_mask, make_plan
+from leanvision.compress.synaptic import SynapticConv2d, SynapticStrength
+from leanvision.engine import fit, make_optimizer
+from leanvision.engine.step import standard_step
+from leanvision.errors import ConfigError, UnknownNameError
+from leanvision.export import export_onnx
+from leanvision.models import arch_of, create_model
+from leanvision.profile import count_params, profile
+
+
+def _randomise_bn(model: nn.Module, *, negative: bool = False) -> nn.Module:
+    """Non-trivial BN scales, shifts and running stats, so an exactness check cannot pass by accident."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                gamma = torch.rand(n, generator=g) + 0.5
+                if negative:
+                    gamma[::3] *= -1
+                m.weight.copy_(gamma)
+                m.bias.copy_(torch.randn(n, generator=g))
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+    return model
+
+
+def _cifar_resnet18() -> nn.Module:
+    m = torchvision.models.resnet18(num_classes=10)
+    m.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    m.maxpool = nn.Identity()
+    return m
+
+
+class _SmallHeadVGG16BN(torchvision.models.VGG):
+    """torchvision's VGG-16-BN (its layers and forward: features, 7x7 pooling, flatten, classifier) with one linear
+    layer instead of the 4096-wide classifier (120M parameters), so the test stays fast and small in memory."""
+
+    def __init__(self) -> None:
+        nn.Module.__init__(self)
+        self.features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"], batch_norm=True)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Linear(512 * 7 * 7, 10)
+
+
+MODELS = {
+    "resnet20": lambda: create_model("resnet20"),
+    "resnet18": _cifar_resnet18,
+    "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(num_classes=10),
+    "vgg16_bn": _SmallHeadVGG16BN,
+}
+
+
+def _weaken_rows(ss: SynapticStrength, frac: float, seed: int = 0) -> None:
+    """Make a fraction of each layer's output channels weak, as L1 training does, so pruning removes channels."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in ss.layers.values():
+            rows = torch.rand(layer.out_channels, generator=g) < frac
+            layer.strength[rows] *= 1e-3
+
+
+def _tiny() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+    )
+
+
+# --- re-parameterisation ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"bias": True, "stride": 2},
+        {"groups": 2, "dilation": 2, "padding": 2},
+        {"groups": 8, "padding_mode": "reflect"},  # depthwise, reflect padding
+        {"kernel_size": 1, "padding": 0},
+    ],
+)
+def test_layer_reproduces_the_conv_exactly(kw):
+    args = {"kernel_size": 3, "padding": 1, "bias": False} | kw
+    conv = nn.Conv2d(8, 16 if args.get("groups", 1) != 8 else 8, **args).double()
+    layer = SynapticConv2d(conv)
+    x = torch.randn(2, 8, 9, 9, dtype=torch.float64)
+    assert (layer(x) - conv(x)).abs().max() <= 1e-10
+    # s[j, i] = ||K[j, i]||_F and the kernel is the conv's own
+    assert torch.allclose(layer.strength, conv.weight.flatten(2).norm(dim=2), rtol=0, atol=1e-12)
+    assert layer.strength.shape == (conv.out_channels, conv.in_channels // conv.groups)
+    back = layer.as_conv2d()
+    assert type(back) is nn.Conv2d and (back(x) - conv(x)).abs().max() <= 1e-10
+
+
+def test_bn_scale_moves_into_the_next_convs_strengths_exactly():
+    # BN(γ) -> ReLU -> conv: relu(γx̂ + β) = |γ| relu(sign γ x̂ + β/|γ|), so |s_ij| must equal |γ_i|·||K_ij||.
+    model = _randomise_bn(_tiny(), negative=True).double()
+    gamma, head_gamma = model[1].weight.detach().clone(), model[4].weight.detach().clone()
+    kernel_norm = model[3].weight.detach().flatten(2).norm(dim=2)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    expected_eval = model.eval()(x)
+    expected_train = copy.deepcopy(model).train()(x)  # batch statistics: the identity holds there too
+    ss = SynapticStrength(model)
+    assert ss.absorbed == ["1"]  # BN "4" feeds the linear head, not a conv: it is only frozen
+    assert (model.eval()(x) - expected_eval).abs().max() <= 1e-10
+    assert (model.train()(x) - expected_train).abs().max() <= 1e-10
+    torch.testing.assert_close(ss.layers["3"].strength.abs(), gamma.abs()[None, :] * kernel_norm, rtol=1e-12, atol=0)
+    assert torch.equal(model[1].weight, gamma.sign())
+    assert not model[1].weight.requires_grad and not model[4].weight.requires_grad  # no BN scale is learnt
+    assert torch.equal(model[4].weight, head_gamma)  # frozen where it is, not reset
+
+
+def test_keep_bn_scale_option_leaves_batchnorm_alone():
+    model = _randomise_bn(_tiny())
+    before = model[1].weight.detach().clone()
+    ss = SynapticStrength(model, bn_scale="keep")
+    assert ss.absorbed == [] and model[1].weight.requires_grad and torch.equal(model[1].weight, before)
+    with pytest.raises(UnknownNameError, match=r"bn_scale 'drop'.*remove, keep"):
+        SynapticStrength(_tiny(), bn_scale="drop")
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet18", "mobilenet_v2"])
+def test_conversion_keeps_registered_and_torchvision_models_exact(name):
+    model = _randomise_bn(MODELS[name]()).double().eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    expected = model(x)
+    ss = SynapticStrength(model, prune_depthwise=True)
+    assert not any(type(m) is nn.Conv2d for m in model.modules())
+    assert ss.absorbed  # e.g. every block's inner BN, followed by ReLU and a conv
+    assert (model(x) - expected).abs().max() <= 1e-10
+
+
+def test_depthwise_convs_are_skipped_unless_asked():
+    model = torchvision.models.mobilenet_v2(num_classes=10)
+    ss = SynapticStrength(model)
+    dw = model.features[1].conv[0][0]
+    assert type(dw) is nn.Conv2d and dw.groups == dw.in_channels == 32
+    assert len(ss.layers) == 35  # 52 convs minus 17 depthwise
+    assert all(m.groups == 1 for m in ss.layers.values())
+
+
+def test_errors_are_clear():
+    with pytest.raises(ConfigError, match=r"no nn\.Conv2d to re-parameterise"):
+        SynapticStrength(nn.Sequential(nn.Linear(3, 3)))
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x) if x.sum() > 0 else x  # data-dependent: torch.fx cannot trace it
+
+    branchy = Branchy()
+    with pytest.raises(ConfigError, match=r"cannot trace Branchy with torch\.fx"):
+        SynapticStrength(branchy)
+    assert type(branchy.conv) is nn.Conv2d  # refused before anything was converted
+    ss = SynapticStrength(_tiny())
+    with pytest.raises(ConfigError, match="exactly one of sparsity"):
+        ss.plan()
+    with pytest.raises(ConfigError, match=r"in \[0, 1\); got 1.0"):
+        ss.plan(1.0)
+    with pytest.raises(UnknownNameError, match="did you mean 'layer'"):
+        ss.plan(0.5, scope="layers")
+    with pytest.raises(ConfigError, match="must be a number >= 0"):
+        ss.train_step(-1.0)
+
+
+# --- L1 step and masks ----------------------------------------------------------------------------------------
+
+
+def _batches(n: int = 4, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 4, (8,), generator=g)) for _ in range(n)]
+
+
+def test_penalty_is_the_l1_norm_of_live_strengths():
+    ss = SynapticStrength(_tiny())
+    expected = sum(layer.strength.abs().sum() for layer in ss.layers.values())
+    assert torch.equal(ss.penalty(), expected)
+    ss.layers["3"].mask[0] = False
+    assert torch.allclose(ss.penalty(), expected - ss.layers["3"].strength[0].abs().sum())
+
+
+def test_train_step_adds_lam_times_sign_of_strength_to_the_gradient():
+    # Plain SGD (no momentum, no decay): the two runs differ by exactly lr * lam * sign(s) on every strength.
+    lam, lr = 0.01, 0.1
+    results = []
+    for use_lam in (0.0, lam):
+        torch.manual_seed(0)
+        model = _tiny()
+        ss = SynapticStrength(model)
+        start = {n: m.strength.detach().clone() for n, m in ss.layers.items()}
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        fit(model, _batches(1), epochs=1, optimizer=opt, train_step=ss.train_step(use_lam), progress=False)
+        results.append({n: m.strength.detach() for n, m in ss.layers.items()})
+    for n, s0 in start.items():
+        torch.testing.assert_close(results[0][n] - results[1][n], lr * lam * s0.sign(), rtol=0, atol=1e-6)
+
+
+def test_pruned_connections_stay_exactly_zero_under_momentum_and_weight_decay():
+    torch.manual_seed(0)
+    model = _tiny()
+    ss = SynapticStrength(model)
+    opt = make_optimizer(model, "sgd", lr=0.1, momentum=0.9, weight_decay=5e-4)
+    fit(model, _batches(3), epochs=1, optimizer=opt, train_step=ss.train_step(1e-3), progress=False)
+    assert all(opt.state[m.strength]["momentum_buffer"].abs().sum() > 0 for m in ss.layers.values())
+    plan = ss.plan(0.6)
+    ss.prune(plan)
+    pruned = {n: ~m.mask.clone() for n, m in ss.layers.items()}
+    assert (
+        sum(int(p.sum()) for p in pruned.values())
+        == plan["summary"]["connections"] - plan["summary"]["connections_kept"]
+    )
+    # Without re-applying the masks, the momentum left from before pruning regrows the pruned strengths.
+    control = copy.deepcopy((model, opt))
+    fit(control[0], _batches(2, seed=1), epochs=1, optimizer=control[1], train_step=standard_step, progress=False)
+    regrown = control[0][3].strength[pruned["3"]]
+    assert regrown.abs().max() > 0
+    fit(model, _batches(2, seed=1), epochs=3, optimizer=opt, train_step=ss.train_step(1e-3), progress=False)
+    for n, layer in ss.layers.items():
+        dead = pruned[n]
+        assert torch.all(layer.strength[dead] == 0) and torch.all(layer.weight[dead] == 0)
+        assert torch.all(opt.state[layer.strength]["momentum_buffer"][dead] == 0)
+        assert torch.all(layer.strength.grad[dead] == 0)
+        assert torch.all(layer.strength[~dead] != 0)  # the rest kept training
+
+
+def test_global_pruning_is_by_rank_and_ignores_the_overall_scale():
+    ss = SynapticStrength(_tiny())
+    n = sum(m.strength.numel() for m in ss.layers.values())  # 3*8 + 8*8 = 88
+    masks = ss.masks(0.75)
+    assert sum(int((~m).sum()) for m in masks.values()) == round(0.75 * n)
+    scores = torch.cat([s.flatten() for s in ss.scores().values()])
+    kept = torch.cat([m.flatten() for m in masks.values()])
+    assert scores[kept].min() >= scores[~kept].max()  # exactly the weakest connections go
+    with torch.no_grad():  # the L1 term shrinks everything: a rank-based cut must not care
+        for m in ss.layers.values():
+            m.strength.mul_(1e-6)
+    assert all(torch.equal(masks[k], v) for k, v in ss.masks(0.75).items())
+    per_layer = ss.masks(0.5, scope="layer")
+    assert {k: int((~v).sum()) for k, v in per_layer.items()} == {"0": 12, "3": 32}
+    rel = ss.masks(threshold=0.5)
+    scores = torch.cat([s.flatten() for s in ss.scores().values()])
+    assert sum(int(v.sum()) for v in rel.values()) == int((scores >= 0.5 * scores.max()).sum())
+
+
+def test_pruned_connections_stay_pruned_in_a_later_plan():
+    ss = SynapticStrength(_tiny())
+    ss.prune(ss.plan(0.5))
+    first = {n: m.mask.clone() for n, m in ss.layers.items()}
+    again = ss.masks(0.2)  # a lower sparsity never revives a pruned connection
+    assert all(torch.equal(again[n] & ~first[n], torch.zeros_like(first[n])) for n in first)
+
+
+# --- plans and surgery ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cols", [1, 3, 8, 9, 17, 64])
+def test_mask_encoding_round_trips(cols):
+    mask = torch.rand(5, cols, generator=torch.Generator().manual_seed(cols)) < 0.5
+    rows = encode_mask(mask)
+    assert all(isinstance(r, str) and len(r) == 2 * ((cols + 7) // 8) for r in rows)
+    assert torch.equal(decode_mask(json.loads(json.dumps(rows)), (5, cols)), mask)
+
+
+def test_mask_encoding_is_documented_bit_order():
+    assert encode_mask(torch.tensor([[True, False, False, False, False, False, False, False, False, True]])) == ["0102"]
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet18"])
+def test_keep_all_plan_is_the_identity(name):
+    model = _randomise_bn(MODELS[name]()).eval()
+    plan = make_plan(model)
+    assert plan["summary"]["connections_kept"] == plan["summary"]["connections"]
+    assert plan["summary"]["params_after"] == plan["summary"]["params"] == count_params(model)
+    out = apply_plan(model, plan)
+    before, after = model.state_dict(), out.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(out(x), model(x))
+    assert arch_of(out) == arch_of(model)  # nothing was resized: still the registered build
+
+
+@pytest.mark.parametrize(
+    ("name", "depthwise"),
+    [("resnet20", False), ("resnet18", False), ("mobilenet_v2", False), ("mobilenet_v2", True), ("vgg16_bn", False)],
+)
+def test_pruned_model_is_smaller_exact_and_matches_its_prediction(name, depthwise):
+    model = _randomise_bn(MODELS[name]()).eval()
+    dense = count_params(model)
+    ss = SynapticStrength(model, prune_depthwise=depthwise)
+    _weaken_rows(ss, 0.3)
+    plan = json.loads(json.dumps(ss.plan(0.5)))  # what a saved plan gives back
+    ss.prune(plan)
+    x = torch.randn(2, 3, 32, 32)
+    masked = model(x)
+    pruned = apply_plan(model, plan)
+    assert not any(isinstance(m, SynapticConv2d) for m in pruned.modules())
+    n = count_params(pruned)
+    assert n == plan["summary"]["params_after"] == profile(pruned, x).params
+    assert plan["summary"]["params"] == dense and n < dense
+    zeros = sum(int((m.weight == 0).sum()) for m in pruned.modules() if isinstance(m, nn.Conv2d))
+    assert plan["summary"]["params_nonzero_after"] == n - zeros
+    torch.testing.assert_close(pruned(x), masked, rtol=1e-4, atol=1e-5)
+    # physically smaller: fewer channels in the saved weights, same names
+    shapes = {k: v.shape for k, v in pruned.state_dict().items()}
+    fresh = {k: v.shape for k, v in MODELS[name]().state_dict().items()}
+    assert shapes.keys() == fresh.keys()
+    assert sum(shapes[k][0] < fresh[k][0] for k in fresh if k.endswith("weight") and len(fresh[k]) == 4) >= 3
+
+
+def _kill(plan_masks: dict[str, torch.Tensor], model: nn.Module, name: str, *, rows=(), cols=()) -> None:
+    """Drop every kernel into output channels ``rows`` / out of input channels ``cols`` of conv ``name``."""
+    conv = dict(model.named_modules())[name]
+    mask = plan_masks.setdefault(name, torch.ones(conv.out_channels, conv.in_channels // conv.groups, dtype=bool))
+    mask[list(rows)] = False
+    mask[:, list(cols)] = False
+
+
+def _prune_exactly(model: nn.Module, masks: dict[str, torch.Tensor], **kw) -> tuple[nn.Module, dict]:
+    """Plan from ``masks``, fixed on the re-parameterised model, then surgery; asserts the surgery is exact."""
+    ss = SynapticStrength(model, **kw)
+    plan = make_plan(model, masks)
+    ss.prune(plan)
+    x = torch.randn(2, 3, 32, 32)
+    pruned = apply_plan(model.eval(), plan)
+    torch.testing.assert_close(pruned(x), model(x), rtol=1e-4, atol=1e-5)
+    return pruned, plan
+
+
+def test_residual_channel_is_removed_only_when_every_producer_lost_it():
+    model = _randomise_bn(_cifar_resnet18())
+    stream = ["conv1", "layer1.0.conv2", "layer1.1.conv2"]  # all add into the layer1 stream
+    masks: dict[str, torch.Tensor] = {}
+    _kill(masks, model, "layer1.0.conv2", rows=[5])
+    pruned, _ = _prune_exactly(copy.deepcopy(model), masks)
+    assert pruned.layer1[0].conv2.weight.shape[0] == 64 and pruned.layer1[0].bn2.num_features == 64
+    assert torch.all(pruned.layer1[0].conv2.weight[5] == 0)  # kernels pruned, channel kept (others write it)
+    for name in stream:
+        _kill(masks, model, name, rows=[5])
+    pruned, plan = _prune_exactly(copy.deepcopy(model), masks)
+    assert pruned.conv1.out_channels == pruned.bn1.num_features == 63
+    for blk in pruned.layer1:
+        assert blk.conv1.in_channels == blk.conv2.out_channels == blk.bn2.num_features == 63
+    assert pruned.layer2[0].conv1.in_channels == pruned.layer2[0].downsample[0].in_channels == 63
+    assert plan["layers"]["layer1.1.conv1"]["in_channels_after"] == 63
+    # the last stream feeds the classifier: removing one of its channels shrinks fc's input
+    for name in ["layer4.0.conv2", "layer4.0.downsample.0", "layer4.1.conv2"]:
+        _kill(masks, model, name, rows=[7])
+    pruned, _ = _prune_exactly(copy.deepcopy(model), masks)
+    assert pruned.fc.in_features == 511 and pruned.layer4[1].bn2.num_features == 511
+
+
+def test_unread_channel_is_removed_from_its_producer():
+    model = _randomise_bn(_cifar_resnet18())
+    masks: dict[str, torch.Tensor] = {}
+    _kill(masks, model, "layer2.0.conv2", cols=[3, 4])  # nobody reads layer2.0.conv1's channels 3 and 4
+    pruned, plan = _prune_exactly(model, masks)
+    assert pruned.layer2[0].conv1.out_channels == pruned.layer2[0].bn1.num_features == 126
+    assert pruned.layer2[0].conv2.in_channels == 126
+    # the kernels that wrote the removed channels are gone too
+    assert plan["layers"]["layer2.0.conv1"]["kept"] == 126 * 64
+
+
+def test_zero_padding_shortcut_keeps_the_stream_and_prunes_inside_blocks():
+    model = _randomise_bn(create_model("resnet20"))
+    masks: dict[str, torch.Tensor] = {}
+    for name in ["stem.conv", "stages.0.0.conv2.conv", "stages.0.1.conv2.conv", "stages.0.2.conv2.conv"]:
+        _kill(masks, model, name, rows=[2])  # dead everywhere, but F.pad/slicing reads the stream
+    _kill(masks, model, "stages.1.0.conv1.conv", rows=[0, 1])
+    pruned, _ = _prune_exactly(model, masks)
+    assert pruned.stem.conv.out_channels == 16 and pruned.stages[0][2].conv2.conv.out_channels == 16
+    assert torch.all(pruned.stem.conv.weight[2] == 0)
+    assert pruned.stages[1][0].conv1.conv.out_channels == pruned.stages[1][0].conv2.conv.in_channels == 30
+    assert arch_of(pruned) is None  # no longer the registered build
+
+
+@pytest.mark.parametrize("depthwise", [True, False])
+def test_depthwise_channel_goes_with_its_kernel(depthwise):
+    # block 2 of MobileNetV2: 1x1 expand (16 -> 96) -> depthwise 3x3 -> 1x1 project (96 -> 24)
+    model = _randomise_bn(torchvision.models.mobilenet_v2(num_classes=10))
+    masks: dict[str, torch.Tensor] = {}
+    if depthwise:  # a depthwise kernel is its channel's only connection
+        _kill(masks, model, "features.2.conv.1.0", rows=[3])
+    else:  # depthwise convs are not pruned, but a channel whose expansion kernels are all gone is all-zero
+        _kill(masks, model, "features.2.conv.0.0", rows=[3])
+    pruned, _ = _prune_exactly(model, masks, prune_depthwise=depthwise)
+    expand, dw, project = pruned.features[2].conv[0][0], pruned.features[2].conv[1][0], pruned.features[2].conv[2]
+    assert expand.out_channels == dw.in_channels == dw.out_channels == dw.groups == project.in_channels == 95
+    assert pruned.features[2].conv[1][1].num_features == 95
+
+
+def test_global_average_pooled_head_loses_the_removed_inputs():
+    # leanvision's CIFAR VGG pools with x.mean((2, 3)) before its linear classifier
+    model = _randomise_bn(create_model("vgg8_cifar"))
+    masks: dict[str, torch.Tensor] = {}
+    _kill(masks, model, "features.21", rows=[0, 5])
+    pruned, plan = _prune_exactly(model, masks)
+    assert pruned.features[21].out_channels == pruned.features[22].num_features == 254
+    assert pruned.classifier.in_features == 254
+    assert plan["summary"]["params"] - plan["summary"]["params_after"] == 2 * (128 * 9 + 2 + 10)
+
+
+def test_masks_are_saved_with_the_model():
+    model = _tiny()
+    ss = SynapticStrength(model)
+    ss.prune(ss.plan(0.5))
+    state = model.state_dict()
+    assert state["3.mask"].dtype == torch.bool and not state["3.mask"].all()
+    rebuilt = _tiny()
+    again = SynapticStrength(rebuilt)
+    rebuilt.load_state_dict(state)
+    assert all(torch.equal(again.layers[n].mask, m.mask) for n, m in ss.layers.items())
+    assert SynapticStrength(rebuilt).layers.keys() == again.layers.keys()  # an already converted model is adopted
+
+
+class _Mixed(nn.Module):
+    """Two branches concatenated (an op surgery does not resize) and a grouped conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU())
+        self.grouped = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.c = nn.Sequential(nn.Conv2d(8, 6, 1, bias=True), nn.ReLU())
+        self.d = nn.Conv2d(6, 5, 1)
+
+    def forward(self, x):
+        return self.d(self.c(self.grouped(torch.cat([self.a(x), self.b(x)], 1)))).mean((2, 3))
+
+
+def test_channels_reaching_unknown_ops_or_grouped_convs_are_kept():
+    model = _randomise_bn(_Mixed())
+    masks: dict[str, torch.Tensor] = {}
+    _kill(masks, model, "a.0", rows=[1])  # dead, but it goes into torch.cat
+    _kill(masks, model, "grouped.0", rows=[0])  # dead, but a grouped conv ties its channels
+    _kill(masks, model, "c.0", rows=[2])  # an ordinary conv -> conv channel: removed, bias included
+    pruned, plan = _prune_exactly(model, masks, prune_depthwise=True)
+    assert pruned.a[0].out_channels == 4 and pruned.grouped[0].out_channels == 8
+    assert torch.all(pruned.a[0].weight[1] == 0) and torch.all(pruned.grouped[0].weight[0] == 0)
+    assert pruned.c[0].out_channels == 5 and pruned.c[0].bias.shape == (5,) and pruned.d.in_channels == 5
+    assert plan["layers"]["grouped.0"]["shape"] == [8, 4, 3, 3]  # a connection: out x (in / groups)
+    assert pruned.d.out_channels == 5  # the model output is never resized
+
+
+def test_plan_replays_on_a_fresh_model():
+    trained = _randomise_bn(_cifar_resnet18())
+    ss = SynapticStrength(trained)
+    _weaken_rows(ss, 0.4)
+    plan = json.loads(json.dumps(ss.plan(0.6)))
+    fresh = _cifar_resnet18()
+    from_trained, from_fresh = apply_plan(trained, plan), apply_plan(fresh, plan)
+    shapes = {k: v.shape for k, v in from_trained.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in from_fresh.state_dict().items()}
+    assert count_params(from_fresh) == plan["summary"]["params_after"] < count_params(fresh)
+    assert type(fresh.conv1) is nn.Conv2d and fresh.conv1.out_channels == 64  # the input is left untouched
+    # the fresh model keeps its own weights: the result is the fresh model with the plan's masks
+    masked_fresh = copy.deepcopy(fresh).eval()
+    SynapticStrength(masked_fresh).prune(plan)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(from_fresh.eval()(x), masked_fresh(x), rtol=1e-4, atol=1e-5)
+
+
+def test_plan_that_does_not_fit_is_refused():
+    plan = make_plan(create_model("resnet20"))
+    with pytest.raises(ConfigError, match=r"plan layers not in the model: none; model convs not in the plan: stages"):
+        apply_plan(create_model("resnet32"), plan)
+    with pytest.raises(ConfigError, match=r"layer 'stem.conv' is shape \[8, 3, 3, 3\] with groups=1 here"):
+        apply_plan(create_model("resnet20", widths=(8, 16, 32)), plan)
+    with pytest.raises(ConfigError, match="not a pruning plan"):
+        apply_plan(create_model("resnet20"), {"layers": {}})
+    bad = copy.deepcopy(plan)
+    bad["layers"]["stem.conv"]["mask"][0] = "zz"
+    with pytest.raises(ConfigError, match="not a hex string"):
+        apply_plan(create_model("resnet20"), bad)
+    bad["layers"]["stem.conv"]["mask"] = bad["layers"]["stem.conv"]["mask"][:3]
+    with pytest.raises(ConfigError, match="needs 16 rows"):
+        apply_plan(create_model("resnet20"), bad)
+    with pytest.raises(ConfigError, match=r"mask for 'stem\.bn', which is not a Conv2d"):
+        make_plan(create_model("resnet20"), {"stem.bn": torch.ones(16, 3, dtype=bool)})
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_pruned_model_exports_to_onnx_and_matches(name, tmp_path):
+    model = _randomise_bn(MODELS[name]()).eval()
+    ss = SynapticStrength(model)
+    _weaken_rows(ss, 0.3)
+    pruned = apply_plan(model, ss.plan(0.5))
+    x = torch.randn(2, 3, 32, 32)
+    path = export_onnx(pruned, x, tmp_path / "pruned.onnx", check=True)  # raises unless onnxruntime matches
+    import onnx
+
+    sizes = {i.name: list(i.dims) for i in onnx.load(str(path)).graph.initializer}
+    assert sum(map(_numel, sizes.values())) < count_params(MODELS[name]())
+
+
+def _numel(dims: list[int]) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+def test_user_flow_train_prune_finetune_surgery():
+    torch.manual_seed(0)
+    model = _tiny()
+    ss = SynapticStrength(model)
+    opt = make_optimizer(model, "sgd", lr=0.05)
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert not any(id(m.strength) in decayed for m in ss.layers.values())  # strengths: L1 only, no weight decay
+    fit(model, _batches(4), epochs=2, optimizer=opt, train_step=ss.train_step(1e-3), progress=False)
+    plan = ss.plan(0.7)
+    ss.prune(plan)
+    fit(model, _batches(4, seed=2), epochs=2, optimizer=opt, train_step=ss.train_step(0.0), progress=False)
+    pruned = apply_plan(model.eval(), plan)
+    x = torch.randn(5, 3, 8, 8)
+    torch.testing.assert_close(pruned(x), model(x), rtol=1e-5, atol=1e-6)
+    assert count_params(pruned) == plan["summary"]["params_after"]
+
+
+@pytest.mark.slow  # builds the 134M-parameter model four times (about 2.4 GB)
+def test_full_vgg16_bn_prunes_to_its_predicted_size():
+    model = _randomise_bn(torchvision.models.vgg16_bn(num_classes=10)).eval()
+    ss = SynapticStrength(model)
+    _weaken_rows(ss, 0.3)
+    plan = ss.plan(0.5)
+    ss.prune(plan)
+    x = torch.randn(2, 3, 32, 32)
+    pruned = apply_plan(model, plan)
+    assert count_params(pruned) == plan["summary"]["params_after"] < plan["summary"]["params"]
+    assert pruned.classifier[0].in_features < 512 * 49 and pruned.classifier[0].in_features % 49 == 0
+    torch.testing.assert_close(pruned(x), model(x), rtol=1e-4, atol=1e-5)
