@@ -242,6 +242,20 @@ def train_cmd(
     console.print(run_training(cfg, resume=resume, progress=not quiet), soft_wrap=True)
 
 
+@app.command("compress")
+def compress_cmd(
+    config: Path = typer.Argument(..., help="YAML config (example: configs/compress_synaptic_resnet18.yaml)"),
+    data_dir: str = typer.Option(None, "--data-dir", help="dataset root (default: config, else $LEANVISION_DATA)"),
+    out_dir: str = typer.Option(None, "--out-dir", help="where the results go (default: the config's out_dir)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+) -> None:
+    """Prune a trained model (or train it first), fine-tune, and write it with a before/after report."""
+    from leanvision.cli.compress import load_compress_config, run_compress
+
+    cfg = load_compress_config(config, {"data_dir": data_dir, "out_dir": out_dir})
+    console.print(run_compress(cfg, progress=not quiet), soft_wrap=True)
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="a checkpoint written by `leanvision train`"),

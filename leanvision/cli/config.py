@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leanvision.errors import ConfigError
 from leanvision.names import OPTIMIZERS, SCHEDULERS
+
+M = TypeVar("M", bound=BaseModel)
 
 # Settings that say where and how fast a run goes, not what it computes: the only ones a resume may change.
 RESUMABLE_KEYS = frozenset({"data_dir", "threads", "device", "out_dir"})
@@ -55,10 +57,10 @@ def field_help(name: str) -> str:
     return TrainConfig.model_fields[name].description or ""
 
 
-def _describe(err: ValidationError, source: str) -> str:
+def _describe(err: ValidationError, source: str, schema: type[BaseModel] = TrainConfig) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    known = list(TrainConfig.model_fields)
+    known = list(schema.model_fields)
     if first["type"] == "extra_forbidden":
         close = difflib.get_close_matches(key, known, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -66,7 +68,7 @@ def _describe(err: ValidationError, source: str) -> str:
     got = first.get("input")
     hint = ""
     if first["type"] == "literal_error" and isinstance(got, str):
-        choices = [str(c) for c in get_args(TrainConfig.model_fields[key].annotation)]
+        choices = [str(c) for c in get_args(schema.model_fields[key].annotation)]
         close = difflib.get_close_matches(got, choices, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
     return f"{source}: '{key}': {first['msg']} (got {got!r}){hint}"
@@ -90,12 +92,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+def validate_model(schema: type[M], data: dict[str, Any], source: str) -> M:
+    """A ``schema`` instance from plain data; the first problem becomes a one-line ConfigError naming the key."""
+    try:
+        return schema(**data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, source, schema)) from None
+
+
 def validate_config(data: dict[str, Any], source: str = "train config") -> TrainConfig:
     """A TrainConfig from plain data; the first problem becomes a one-line ConfigError naming the key."""
-    try:
-        return TrainConfig(**data)
-    except ValidationError as e:
-        raise ConfigError(_describe(e, source)) from None
+    return validate_model(TrainConfig, data, source)
 
 
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -11,6 +11,7 @@ understand is kept, so surgery never changes what the masked model computes.
 from __future__ import annotations
 
 import copy
+import json
 import operator
 from collections import Counter
 from collections.abc import Mapping
@@ -605,8 +606,12 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any], *, inplace: bool = Fal
             idx = (keep[:, None] * f + torch.arange(f)).flatten()
             lin.weight = nn.Parameter(lin.weight[:, idx].clone(), lin.weight.requires_grad)
             lin.in_features, changed = len(idx), True
-    if changed and ARCH_ATTR in vars(out):
-        delattr(out, ARCH_ATTR)  # no longer the registered build
+    arch = vars(out).get(ARCH_ATTR)
+    if changed and isinstance(arch, dict):
+        if "plan" in arch:  # pruned twice: one plan on the registered build can no longer describe it
+            delattr(out, ARCH_ATTR)
+        else:  # the record says how to rebuild it (leanvision.engine.model_from_checkpoint)
+            setattr(out, ARCH_ATTR, {**arch, "plan": json.loads(json.dumps(plan))})
     return out
 
 

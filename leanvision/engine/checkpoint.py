@@ -184,7 +184,8 @@ def model_from_checkpoint(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a fit checkpoint describes (name, arguments) and load its weights; returns (model, ckpt).
 
-    The model is in eval mode; ``ckpt["arch"]["input_size"]`` is the (C, H, W) it was trained on.
+    The model is in eval mode; ``ckpt["arch"]["input_size"]`` is the (C, H, W) it was trained on. A checkpoint of
+    a pruned model (``arch["plan"]``) is rebuilt by replaying the plan on the registered build.
     """
     from leanvision.models import create_from_arch
 
@@ -195,6 +196,11 @@ def model_from_checkpoint(
             f"checkpoint {path} does not say which model it holds (no 'arch'): it was written for a model not built "
             "with create_model, or by an older leanvision; build the model yourself and use load_weights(model, path)."
         )
-    model = create_from_arch(arch)
+    if "plan" in arch:  # a pruned model: the registered build, then the pruning plan that made it smaller
+        from leanvision.compress import apply_plan
+
+        model = apply_plan(create_from_arch({k: v for k, v in arch.items() if k != "plan"}), arch["plan"], inplace=True)
+    else:
+        model = create_from_arch(arch)
     load_model_state(model, state, source=path)
     return model.eval(), state

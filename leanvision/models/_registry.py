@@ -91,13 +91,24 @@ ARCH_ATTR = "leanvision_arch"
 
 
 def arch_of(model: nn.Module) -> dict[str, Any] | None:
-    """``{"name", "kwargs"}`` of a model built by :func:`create_model` (None for any other model)."""
+    """``{"name", "kwargs"}`` of a model built by :func:`create_model` (None for any other model).
+
+    A model pruned by ``leanvision.compress.apply_plan`` adds ``"plan"``: the JSON plan that turns the registered
+    build into it.
+    """
     arch = getattr(model, ARCH_ATTR, None)
-    return {"name": arch["name"], "kwargs": dict(arch["kwargs"])} if isinstance(arch, dict) else None
+    if not isinstance(arch, dict):
+        return None
+    return {"name": arch["name"], "kwargs": dict(arch["kwargs"])} | ({"plan": arch["plan"]} if "plan" in arch else {})
 
 
 def create_from_arch(arch: dict[str, Any]) -> nn.Module:
     """Rebuild a model from the ``{"name", "kwargs"}`` description that :func:`arch_of` returns."""
     if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
         raise ConfigError(f"a model description needs a 'name' and 'kwargs', got {arch!r}")
+    if "plan" in arch:  # models cannot prune (compress builds on models): refuse rather than build the unpruned net
+        raise ConfigError(
+            f"this '{arch['name']}' was pruned by a plan: rebuild it with leanvision.engine.model_from_checkpoint or "
+            "leanvision.compress.apply_plan(create_model(name), plan)"
+        )
     return create_model(arch["name"], **dict(arch.get("kwargs") or {}))
