@@ -19,6 +19,7 @@ from torch import Tensor, fx, nn
 from leanvision.compress.plan import make_plan, read_plan, scale_passes, silence_targets, trace_model
 from leanvision.errors import ConfigError
 from leanvision.models.surgery import replace_modules
+from leanvision.ops.fuse import plain_conv2d
 from leanvision.registry import unknown_choice
 
 if TYPE_CHECKING:  # the engine imports compress, never the other way round
@@ -63,26 +64,9 @@ class SynapticConv2d(nn.Module):
             return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
-    @torch.no_grad()
     def as_conv2d(self) -> nn.Conv2d:
         """The plain ``nn.Conv2d`` this layer computes (for surgery, export and deployment)."""
-        conv = nn.Conv2d(
-            self.in_channels,
-            self.out_channels,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-            self.bias is not None,
-            self.padding_mode,
-            device=self.kernel.device,
-            dtype=self.kernel.dtype,
-        )
-        conv.weight.copy_(self.weight)
-        if self.bias is not None:
-            conv.bias.copy_(self.bias)
-        return conv.train(self.training)
+        return plain_conv2d(self)
 
     def no_weight_decay(self) -> list[str]:
         # The strengths get only the L1 penalty; decay on the kernels is harmless (they are normalised).

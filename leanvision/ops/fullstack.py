@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from leanvision._io import atomic_write
 from leanvision.errors import CheckpointError, ConfigError
 from leanvision.ops.bitpack import pack_signs, unpack_signs
+from leanvision.ops.fuse import plain_conv2d
 
 FORMAT = "leanvision.fsf"
 FORMAT_VERSION = 1
@@ -124,26 +125,9 @@ class MaskConv2d(nn.Conv2d):
         """Weight decay would pull the proxies to 0 where their signs flip at random."""
         return {"mask"}
 
-    @torch.no_grad()
     def fold(self) -> nn.Conv2d:
         """A plain ``nn.Conv2d`` with W = sign(H) * B precomputed: the same outputs, for export and deployment."""
-        conv = nn.Conv2d(
-            self.in_channels,
-            self.out_channels,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-            self.bias is not None,
-            self.padding_mode,
-            device=self.basis.device,
-            dtype=self.basis.dtype,
-        )
-        conv.weight.copy_(self.weight)
-        if self.bias is not None:
-            conv.bias.copy_(self.bias)
-        return conv.train(self.training)
+        return plain_conv2d(self)
 
     def fold_bn(self) -> nn.Conv2d:
         """``fuse_bn`` hook: become a plain conv, which the BatchNorm after it is then folded into."""

@@ -58,6 +58,30 @@ def _folded(conv: nn.Module, bn: nn.Module) -> nn.Module:
     return fold_conv_bn(conv, bn) if foldable(conv, bn) else nn.Sequential(conv, bn)
 
 
+@torch.no_grad()
+def plain_conv2d(layer: nn.Module) -> nn.Conv2d:
+    """A plain ``nn.Conv2d`` with ``layer``'s geometry and its current ``weight``/``bias`` (for reparameterised
+    convs whose weight is computed: same outputs, for export and deployment)."""
+    weight = layer.weight
+    conv = nn.Conv2d(
+        layer.in_channels,
+        layer.out_channels,
+        layer.kernel_size,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        layer.groups,
+        layer.bias is not None,
+        layer.padding_mode,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    conv.weight.copy_(weight)
+    if layer.bias is not None:
+        conv.bias.copy_(layer.bias)
+    return conv.train(layer.training)
+
+
 def foldable(conv: nn.Module | None, bn: nn.Module | None) -> bool:
     """Whether ``bn`` (exactly a torch BatchNorm with running stats) can be folded into the conv before it."""
     return (
