@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -59,3 +60,23 @@ def load_cells(path: Path, config: dict, same: tuple[str, ...]) -> dict:
             "rerun with the same settings or a new --out"
         )
     return saved["cells"]
+
+
+def add_load_args(ap: argparse.ArgumentParser) -> None:
+    """The quiet-machine flags every timing benchmark takes: --max-load and --allow-busy."""
+    ap.add_argument("--max-load", type=float, default=0.5, help="refuse to run above this 1-minute load average")
+    ap.add_argument("--allow-busy", action="store_true", help="run even above --max-load (recorded in the JSON)")
+
+
+def check_quiet(max_load: float, allow_busy: bool) -> float:
+    """The 1-minute load average now; exits with a one-line reason when it is above ``max_load`` (unless allowed)."""
+    load = load1()
+    if load > max_load and not allow_busy:
+        sys.exit(
+            f"refusing to time: the 1-minute load average is {load:.2f} (> --max-load {max_load}); other "
+            "processes would distort the timings. Wait for a quiet machine, or pass --allow-busy to run anyway "
+            "(the load is then recorded beside the results)."
+        )
+    if load > max_load:
+        print(f"--allow-busy: 1-minute load average {load:.2f} > {max_load}; timings will be noisy")
+    return load

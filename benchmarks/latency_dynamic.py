@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import timm
 import torch
 import torchvision
-from _machine import cores_text, load1, load_cells, other_cpu
+from _machine import add_load_args, check_quiet, cores_text, load1, load_cells, other_cpu
 from torch import nn
 
 from leanvision._io import atomic_write_text
@@ -101,23 +100,14 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median is over all timed runs")
     ap.add_argument("--iters", type=int, default=None, help="timed calls per round (default 10 at batch 1, else 3)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_dynamic"))
-    ap.add_argument("--max-load", type=float, default=0.5, help="refuse to run above this 1-minute load average")
-    ap.add_argument("--allow-busy", action="store_true", help="run even above --max-load (recorded in the JSON)")
+    add_load_args(ap)
     ap.add_argument("--resume", action="store_true", help="reuse the cells saved in OUT/latency_dynamic.partial.json")
     return ap.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    load_before = load1()
-    if load_before > args.max_load and not args.allow_busy:
-        sys.exit(
-            f"refusing to time: the 1-minute load average is {load_before:.2f} (> --max-load {args.max_load}); other "
-            "processes would distort the timings. Wait for a quiet machine, or pass --allow-busy to run anyway "
-            "(the load is then recorded beside the results)."
-        )
-    if load_before > args.max_load:
-        print(f"--allow-busy: 1-minute load average {load_before:.2f} > {args.max_load}; timings will be noisy")
+    load_before = check_quiet(args.max_load, args.allow_busy)
     args.out.mkdir(parents=True, exist_ok=True)
     partial = args.out / "latency_dynamic.partial.json"
     config = {

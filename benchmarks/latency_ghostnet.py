@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import timm
 import torch
 import torchvision
+from _machine import add_load_args, check_quiet, load1, load_cells, other_cpu
 from _machine import cores_text as _cores
-from _machine import load1, load_cells, other_cpu
 
 from leanvision._io import atomic_write_text
 from leanvision.models import create_model
@@ -124,14 +123,7 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["eager", "onnxruntime"])
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median is over all timed runs")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_ghostnet"))
-    ap.add_argument(
-        "--max-load", type=float, default=0.5, help="refuse to run above this 1-minute load average (default 0.5)"
-    )
-    ap.add_argument(
-        "--allow-busy",
-        action="store_true",
-        help="run even above --max-load; the flag and the load before/after are written into the JSON and printed",
-    )
+    add_load_args(ap)
     ap.add_argument("--resume", action="store_true", help="reuse the cells saved in OUT/latency_ghostnet.partial.json")
     ap.add_argument(
         "--onnx-ops",
@@ -143,16 +135,7 @@ def main() -> None:
     if args.onnx_ops:
         onnx_ops(args.out, args.threads)
         return
-    load_before = load1()
-    busy = load_before > args.max_load
-    if busy and not args.allow_busy:
-        sys.exit(
-            f"refusing to time: the 1-minute load average is {load_before:.2f} (> --max-load {args.max_load}); other "
-            "processes would distort the timings. Wait for a quiet machine, or pass --allow-busy to run anyway "
-            "(the load is then recorded beside the results)."
-        )
-    if busy:
-        print(f"--allow-busy: 1-minute load average {load_before:.2f} > {args.max_load}; timings will be noisy")
+    load_before = check_quiet(args.max_load, args.allow_busy)
     args.out.mkdir(parents=True, exist_ok=True)
     partial = args.out / "latency_ghostnet.partial.json"
     config = {"threads": args.threads, "rounds": args.rounds, "torch": torch.__version__, "timm": timm.__version__}

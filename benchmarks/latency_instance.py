@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from _machine import cores_text, load1, other_cpu
+from _machine import add_load_args, check_quiet, cores_text, other_cpu
 from instance_sparsity import THETAS, build_model, summarize
 from torch import nn
 
@@ -155,20 +155,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_instance"))
-    ap.add_argument("--max-load", type=float, default=0.5, help="refuse to run above this 1-minute load average")
-    ap.add_argument("--allow-busy", action="store_true", help="run even above --max-load (recorded in the JSON)")
+    add_load_args(ap)
     return ap.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    load_before = load1()
-    if load_before > args.max_load and not args.allow_busy:
-        sys.exit(
-            f"refusing to time: the 1-minute load average is {load_before:.2f} (> --max-load {args.max_load}); other "
-            "processes would distort the timings. Wait for a quiet machine, or pass --allow-busy to run anyway "
-            "(the load is then recorded beside the results)."
-        )
+    load_before = check_quiet(args.max_load, args.allow_busy)
     torch.set_num_threads(args.threads)
     model, layers, rule, lam = load_b(args.result, args.lam)
     sp = InstanceSparsity(model, layers, theta=0.0, rule=rule)
