@@ -219,8 +219,8 @@ class DynamicConv2d(nn.Module):
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> Tensor:
         if _onednn_ok(x):
-            # PyTorch's heuristic sends some small batch-1 maps (seen: 320x7x7, 3x3 kernel) to its im2col conv,
-            # about 3x slower than oneDNN's there; the fused kernels change every call, so nothing is prepacked.
+            # PyTorch's heuristic sends some small batch-1 maps (seen: 320x7x7, 3x3 kernel) to its im2col conv;
+            # calling oneDNN keeps every dynamic conv on the backend the static convs of the net use.
             pad, stride, dil = (_pair(v) for v in (self.padding, self.stride, self.dilation))
             return torch.ops.aten.mkldnn_convolution(x, weight.contiguous(), bias, pad, stride, dil, groups)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
