@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from leanvision.errors import UnknownNameError
+from leanvision.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -70,6 +71,18 @@ class Registry(Generic[T]):
 
     def build(self, name: str, /, **kwargs: Any) -> T:
         return self.get(name)(**kwargs)
+
+    def create(self, name: str, /, *args: Any, **kwargs: Any) -> T:
+        """Like :meth:`build`, but an option the builder does not take is a ``ConfigError`` listing the ones it does."""
+        fn = self.get(name)
+        params = inspect.signature(fn).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            named = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            bad = sorted(set(kwargs) - set(named))
+            if bad:
+                takes = ", ".join(n for n in named[len(args) :]) or "none"
+                raise ConfigError(f"{self.kind} '{name}' has no option {', '.join(map(repr, bad))}; it takes: {takes}")
+        return fn(*args, **kwargs)
 
     def __contains__(self, name: object) -> bool:
         return name in self._builders

@@ -247,12 +247,15 @@ def compress_cmd(
     config: Path = typer.Argument(..., help="YAML config (example: configs/compress_synaptic_resnet18.yaml)"),
     data_dir: str = typer.Option(None, "--data-dir", help="dataset root (default: config, else $LEANVISION_DATA)"),
     out_dir: str = typer.Option(None, "--out-dir", help="where the results go (default: the config's out_dir)"),
+    device: str = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: the config's)"),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads (default: the config's, else torch's)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ) -> None:
     """Prune a trained model (or train it first), fine-tune, and write it with a before/after report."""
     from leanvision.cli.compress import load_compress_config, run_compress
 
-    cfg = load_compress_config(config, {"data_dir": data_dir, "out_dir": out_dir})
+    overrides = {"data_dir": data_dir, "out_dir": out_dir, "device": device, "threads": threads}
+    cfg = load_compress_config(config, overrides)
     console.print(run_compress(cfg, progress=not quiet), soft_wrap=True)
 
 

@@ -1,0 +1,18 @@
+"""Evaluators: picklable callables ``sample -> {"objective": float, ..., "report": {...}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leanvision.registry import Registry
+
+EVALUATORS: Registry[Any] = Registry("evaluator", hint="Known: see leanvision.search.list_evaluators().")
+
+
+def create_evaluator(name: str, **kwargs: Any) -> Any:
+    """Build a registered evaluator by name; an unknown name or option is a one-line ``LeanVisionError``."""
+    return EVALUATORS.create(name, **kwargs)
+
+
+def list_evaluators(pattern: str = "*") -> list[str]:
+    return EVALUATORS.list(pattern)

@@ -1,0 +1,1 @@
+"""Registered search spaces; importing this package registers them."""
