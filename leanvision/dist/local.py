@@ -22,6 +22,7 @@ def _worker_main(conn: Connection, threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+    conn.send(("ready",))  # jobs (and their timeouts) start only once the imports are done
     fns: dict[int, Callable[[Any], Any]] = {}
     while True:
         try:
@@ -48,6 +49,7 @@ class _Slot:
     conn: Connection
     fns: set[int] = field(default_factory=set)
     key: Any = None
+    ready: bool = False
     busy: bool = False
     deadline: float = float("inf")
 
@@ -90,7 +92,7 @@ class ProcessExecutor:
         for slot in self._slots:
             if not self._queue:
                 return
-            if slot.busy:
+            if slot.busy or not slot.ready:
                 continue
             key, fn, item = self._queue.popleft()
             try:
@@ -115,29 +117,37 @@ class ProcessExecutor:
         slot.conn.close()
         fresh = self._spawn()
         slot.proc, slot.conn, slot.fns = fresh.proc, fresh.conn, set()
-        slot.key, slot.busy, slot.deadline = None, False, float("inf")
+        slot.key, slot.ready, slot.busy, slot.deadline = None, False, False, float("inf")
 
     def running(self) -> int:
         return len(self._queue) + len(self._done) + sum(s.busy for s in self._slots)
 
     def next_done(self) -> tuple[Any, Any]:
         while not self._done:
-            busy = [s for s in self._slots if s.busy]
-            if not busy:
+            if not self._queue and not any(s.busy for s in self._slots):
                 raise RuntimeError("next_done() with no job submitted")
-            now = time.monotonic()
-            first = min(s.deadline for s in busy)
-            ready = set(wait([s.conn for s in busy] + [s.proc.sentinel for s in busy],
-                             timeout=None if first == float("inf") else max(0.0, first - now)))  # fmt: skip
-            for slot in busy:
+            # Busy workers, and starting ones while jobs wait for them.
+            watched = [s for s in self._slots if s.busy or (self._queue and not s.ready)]
+            first = min(s.deadline for s in watched)
+            wait_s = None if first == float("inf") else max(0.0, first - time.monotonic())
+            ready = set(wait([s.conn for s in watched] + [s.proc.sentinel for s in watched], timeout=wait_s))
+            for slot in watched:
                 if slot.conn in ready:
                     try:
-                        key, _, value = slot.conn.recv()
+                        msg = slot.conn.recv()
                     except (EOFError, OSError):  # died while sending
-                        self._fail(slot, "crash", self._death(slot))
+                        if slot.busy:
+                            self._fail(slot, "crash", self._death(slot))
+                        else:
+                            self._replace(slot)
                         continue
-                    self._done.append((key, value))
+                    if msg == ("ready",):
+                        slot.ready = True
+                        continue
+                    self._done.append((msg[0], msg[2]))
                     slot.key, slot.busy = None, False
+                elif slot.proc.sentinel in ready and not slot.busy:  # died while starting
+                    self._replace(slot)
                 elif slot.proc.sentinel in ready:
                     self._fail(slot, "crash", self._death(slot))
                 elif time.monotonic() >= slot.deadline:

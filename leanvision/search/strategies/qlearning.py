@@ -1,0 +1,194 @@
+"""BlockQNN: tabular Q-learning over NSC blocks with epsilon-greedy episodes and experience replay.
+
+Zhong et al., "Practical Block-wise Neural Network Architecture Generation", arXiv 1708.05552 (after MetaQNN,
+Baker et al., arXiv 1611.02167). A block is an episode: the state is the NSC of the last layer (the block input
+at the start), an action is the NSC of the next layer, and the episode ends with the terminal or when the block
+reaches ``max_layers`` entries.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from leanvision.errors import ConfigError
+from leanvision.search.space import Result, Sample, SearchSpace
+from leanvision.search.spaces.nsc import TERMINAL, Layer, canonical_layers
+from leanvision.search.strategies.base import STRATEGIES, Strategy, ok
+
+# Iterations per epsilon value (1.0, 0.9, ..., 0.1) as in BlockQNN; identical in the Keras re-implementation
+# elenathfgs/BlockQNN_Keras. The paper samples a mini-batch of 64 blocks per iteration (178 x 64 = 11,392 blocks).
+SCHEDULE = (95, 7, 7, 7, 10, 10, 10, 10, 10, 12)
+EPSILONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+START: Layer = (0, 0, 0, 0, 0)  # the state before the first layer: the block input
+
+
+def epsilon_schedule(budget: int | None = None, schedule: Sequence[int] = SCHEDULE,
+                     epsilons: Sequence[float] = EPSILONS) -> list[tuple[float, int]]:  # fmt: skip
+    """``[(epsilon, number of blocks), ...]``: ``schedule`` as given, or rescaled to sum to ``budget`` keeping its
+    proportions (largest-remainder rounding, ties to the earlier phase)."""
+    if len(schedule) != len(epsilons) or not schedule:
+        raise ConfigError(f"blockqnn: schedule and epsilons need the same, non-zero length; got {len(schedule)} "
+                          f"counts and {len(epsilons)} epsilons")  # fmt: skip
+    if any(not isinstance(n, int) or n < 0 for n in schedule) or sum(schedule) == 0:
+        raise ConfigError(f"blockqnn: schedule holds block counts >= 0 (not all 0), got {list(schedule)}")
+    if any(not 0 <= e <= 1 for e in epsilons):
+        raise ConfigError(f"blockqnn: epsilons must lie in [0, 1], got {list(epsilons)}")
+    if budget is None:
+        return list(zip(epsilons, schedule, strict=True))
+    if not isinstance(budget, int) or budget < 1:
+        raise ConfigError(f"blockqnn: budget must be a number of blocks >= 1, got {budget!r}")
+    total = sum(schedule)
+    exact = [budget * n / total for n in schedule]
+    counts = [math.floor(x) for x in exact]
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: budget - sum(counts)]:
+        counts[i] += 1
+    return list(zip(epsilons, counts, strict=True))
+
+
+@STRATEGIES.register("blockqnn")
+class BlockQNN(Strategy):
+    """Q-learning over blocks of an ``nsc`` space (arXiv 1708.05552).
+
+    Q is a dict ``state -> {action: value}`` of layer tuples; unvisited pairs read ``q_init`` (0.5, MetaQNN's
+    convention). After each told result the episode joins the replay memory and ``min(len(memory), replay)``
+    episodes drawn at random (with replacement, as in the Keras re-implementation) are replayed through the update;
+    ``replay=0`` updates only the new episode. The update runs backwards over an episode of n steps:
+    ``Q(s_n-1, a_n) <- (1-alpha) Q + alpha r``, then ``Q(s_t-1, a_t) <- (1-alpha) Q + alpha (r_t + gamma max_a'
+    Q(s_t, a'))`` with the max over the valid actions at the next index. With ``shaping`` the intermediate
+    rewards are r_t = r / T, else 0; T is the episode's number of steps (``shaping_steps="episode"``, the reading
+    "spread the reward over the steps") or ``max_layers`` (``"max"``, as the Keras re-implementation does).
+
+    Epsilon follows ``schedule`` (blocks per epsilon in ``epsilons``; default BlockQNN's 95:7:7:7:10:10:10:10:10:12
+    over 1.0..0.1), rescaled to ``budget`` blocks when given; asks past the schedule use the last epsilon.
+    Exploration picks a uniformly random valid layer; exploitation the best one (ties broken at random).
+
+    The reward is ``result["objective"]``. A failed trial is skipped (not learnt from) unless ``failure_reward``
+    is set, in which case it is learnt with that reward. Deterministic given the seed and the asks and tells.
+    """
+
+    def __init__(self, space: SearchSpace, *, seed: int = 0, budget: int | None = None,
+                 schedule: Sequence[int] = SCHEDULE, epsilons: Sequence[float] = EPSILONS, alpha: float = 0.01,
+                 gamma: float = 1.0, q_init: float = 0.5, shaping: bool = True, shaping_steps: str = "episode",
+                 replay: int = 64, failure_reward: float | None = None) -> None:  # fmt: skip
+        if not callable(getattr(space, "actions", None)) or not hasattr(space, "max_layers"):
+            raise ConfigError(f"blockqnn searches the 'nsc' space (blocks of layers); got '{space.name}'")
+        if not 0 < alpha <= 1:
+            raise ConfigError(f"blockqnn: alpha (the Q learning rate) must be in (0, 1], got {alpha}")
+        if not 0 <= gamma <= 1:
+            raise ConfigError(f"blockqnn: gamma must be in [0, 1], got {gamma}")
+        if shaping_steps not in ("episode", "max"):
+            raise ConfigError(f"blockqnn: shaping_steps is 'episode' or 'max', got {shaping_steps!r}")
+        if not isinstance(replay, int) or replay < 0:
+            raise ConfigError(f"blockqnn: replay must be an int >= 0 (episodes replayed per result), got {replay!r}")
+        super().__init__(space, seed=seed)
+        self.phases = epsilon_schedule(budget, schedule, epsilons)
+        self.alpha, self.gamma, self.q_init = float(alpha), float(gamma), float(q_init)
+        self.shaping, self.shaping_steps, self.replay = shaping, shaping_steps, replay
+        self.failure_reward = failure_reward
+        self.max_layers: int = space.max_layers  # type: ignore[attr-defined]
+        self.Q: dict[Layer, dict[Layer, float]] = {}
+        self._max: dict[Layer, float] = {}  # max_a Q(s, a) over the valid actions, kept up to date
+        self._n_actions = {i: len(space.actions(i)) for i in range(1, self.max_layers + 2)}  # type: ignore[attr-defined]
+        self.memory: list[tuple[list[Layer], float]] = []
+        self.asked = 0
+        self._replay_rng = random.Random(f"blockqnn-replay-{seed}")
+
+    # --- Q table ---------------------------------------------------------------------------------------------
+
+    def q(self, state: Layer, action: Layer) -> float:
+        """Q(state, action); ``q_init`` for a pair never updated."""
+        row = self.Q.get(tuple(state))
+        return row.get(tuple(action), self.q_init) if row else self.q_init
+
+    def max_q(self, state: Layer) -> float:
+        """max over the valid next layers of Q(state, a); 0 after the last index (no further action)."""
+        state = tuple(state)
+        if state in self._max:
+            return self._max[state]
+        return self.q_init if self._n_actions.get(state[0] + 1, 0) else 0.0
+
+    def _set(self, state: Layer, action: Layer, value: float) -> None:
+        row = self.Q.setdefault(state, {})
+        old = row.get(action, self.q_init)
+        row[action] = value
+        cur = self._max.get(state, self.q_init)
+        if value >= cur:
+            self._max[state] = value
+        elif old >= cur:  # the (or a) maximum went down: recompute
+            best = max(row.values())
+            if len(row) < self._n_actions[state[0] + 1]:
+                best = max(best, self.q_init)
+            self._max[state] = best
+
+    def epsilon(self, n: int | None = None) -> float:
+        """The epsilon of the ``n``-th ask (0-based; default the next one)."""
+        n = self.asked if n is None else n
+        for eps, count in self.phases:
+            if n < count:
+                return eps
+            n -= count
+        return self.phases[-1][0]
+
+    # --- episodes --------------------------------------------------------------------------------------------
+
+    def _episode(self, eps: float, rng: random.Random) -> list[Layer]:
+        state, layers = START, []
+        for index in range(1, self.max_layers + 1):
+            acts = self.space.actions(index)  # type: ignore[attr-defined]
+            if rng.random() < eps:
+                action = rng.choice(acts)
+            else:
+                best = self.max_q(state)
+                action = rng.choice([a for a in acts if self.q(state, a) >= best])
+            layers.append(action)
+            if action[1] == TERMINAL:
+                break
+            state = action
+        return layers
+
+    def _ask_one(self) -> Sample:
+        layers = self._episode(self.epsilon(), self.rng)
+        self.asked += 1
+        return {"layers": [list(a) for a in layers]}
+
+    def greedy(self) -> Sample:
+        """The block the current Q table prefers (epsilon 0; ties broken by a fixed seed, not the ask stream)."""
+        return {"layers": [list(a) for a in self._episode(0.0, random.Random(f"blockqnn-greedy-{self.seed}"))]}
+
+    def update(self, sample: Sample, reward: float) -> None:
+        """One backward Q update over the episode of ``sample`` with final reward ``reward``."""
+        actions = canonical_layers(sample)
+        n = len(actions)
+        steps = n if self.shaping_steps == "episode" else self.max_layers
+        r_mid = reward / steps if self.shaping else 0.0
+        states = [START, *actions[:-1]]
+        a = self.alpha
+        s, act = states[-1], actions[-1]
+        self._set(s, act, (1 - a) * self.q(s, act) + a * reward)
+        for t in range(n - 2, -1, -1):
+            s, act = states[t], actions[t]
+            target = r_mid + self.gamma * self.max_q(states[t + 1])
+            self._set(s, act, (1 - a) * self.q(s, act) + a * target)
+
+    def tell(self, sample: Sample, result: Result) -> None:
+        if ok(result):
+            reward = float(result["objective"])
+        elif self.failure_reward is not None:
+            reward = float(self.failure_reward)
+        else:
+            return
+        self.memory.append((canonical_layers(sample), reward))
+        if self.replay == 0:
+            self.update(sample, reward)
+            return
+        for _ in range(min(len(self.memory), self.replay)):
+            layers, r = self.memory[self._replay_rng.randrange(len(self.memory))]
+            self.update({"layers": layers}, r)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The Q table as JSON-able rows ``[state, action, value]`` (for saving or inspection)."""
+        return {"Q": [[list(s), list(act), v] for s, row in self.Q.items() for act, v in row.items()]}

@@ -1,0 +1,276 @@
+"""Search core: strategy and executor conformance, the journal, and resume after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from leanvision.dist import Failure, InProcessExecutor, ProcessExecutor, make_executor, map_unordered
+from leanvision.errors import ConfigError, DataError, UnknownNameError
+from leanvision.search import Journal, create_evaluator, create_space, create_strategy, search
+
+CHOICE_STRATEGIES = ["random", "evolution", "tpe"]
+
+
+def _run(strategy: str, strategy_seed: int, budget: int = 40, **ev):
+    """``ev``: options of the synthetic objective (its ``seed`` picks the hidden target)."""
+    space = create_space("synthetic")
+    return search(space, create_strategy(strategy, space, seed=strategy_seed), create_evaluator("synthetic", **ev),
+                  budget=budget)  # fmt: skip
+
+
+def _trace(history):
+    return [(t.trial, json.dumps(t.sample), t.status, t.objective) for t in history.trials]
+
+
+@pytest.mark.parametrize("name", CHOICE_STRATEGIES)
+def test_strategy_respects_space_and_is_seeded(name):
+    space = create_space("synthetic")
+    a, b, c = _run(name, 0), _run(name, 0), _run(name, 1)
+    for t in a.trials:
+        space.validate(t.sample)  # raises on a sample outside the space
+    assert _trace(a) == _trace(b)
+    assert _trace(a) != _trace(c)
+
+
+@pytest.mark.parametrize("name", CHOICE_STRATEGIES)
+def test_strategy_survives_failed_trials(name):
+    h = _run(name, 0, budget=40, raise_on={"x0": 1})
+    assert len(h) == 40
+    failed = h.failed()
+    assert failed and all(t.sample["x0"] == 1 and "ValueError: synthetic failure" in t.error for t in failed)
+    assert all(t.objective is None for t in failed)
+    assert h.best().objective is not None
+
+
+@pytest.mark.parametrize("name", ["evolution", "tpe"])
+def test_strategy_beats_random_on_synthetic(name):
+    def median_best(strategy):
+        return statistics.median(_run(strategy, s, 80, seed=s).best().objective for s in range(5))
+
+    assert median_best(name) > median_best("random")
+
+
+def test_strategy_never_sees_report_numbers():
+    seen = []
+
+    class Spy(create_strategy("random", create_space("synthetic")).__class__):
+        def tell(self, sample, result):
+            seen.append(result)
+
+    space = create_space("synthetic")
+    search(space, Spy(space), create_evaluator("synthetic"), budget=5)
+    assert seen and all("report" not in r and "at_optimum" not in r for r in seen)
+    assert all(set(r) == {"status", "objective"} for r in seen)
+
+
+def test_unknown_names_and_options_are_one_line_errors():
+    space = create_space("synthetic")
+    with pytest.raises(UnknownNameError, match=r"[Dd]id you mean"):
+        create_strategy("evolutoin", space)
+    with pytest.raises(ConfigError, match="has no option 'populaton'; it takes: seed, population, tournament"):
+        create_strategy("evolution", space, populaton=10)
+    with pytest.raises(ConfigError, match="tournament <= population"):
+        create_strategy("evolution", space, population=4, tournament=5)
+    with pytest.raises(ConfigError, match="budget must be >= 1"):
+        search(space, create_strategy("random", space), create_evaluator("synthetic"), budget=0)
+    with pytest.raises(ConfigError, match="x0=9 is not one of"):
+        space.validate({f"x{i}": 9 if i == 0 else 0 for i in range(6)})
+    with pytest.raises(UnknownNameError, match="choose one of: inprocess, process, ray"):
+        make_executor("threads")
+
+
+def test_evaluator_returning_no_objective_is_a_failed_trial():
+    space = create_space("synthetic")
+    h = search(space, create_strategy("random", space), lambda s: {"acc": 1.0}, budget=3)
+    assert [t.status for t in h.trials] == ["failed"] * 3
+    assert "need a dict with a finite 'objective'" in h.trials[0].error
+
+
+# ----------------------------------------------------------------------------------------------------- executors
+def _samples(*values):
+    return [{f"x{i}": v for i in range(6)} for v in values]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             _node_ip_address="127.0.0.1")  # fmt: skip
+    yield
+    ray.shutdown()
+
+
+def _executor(kind, request, **kw):
+    if kind == "ray":
+        request.getfixturevalue("ray_cluster")
+    if kind == "inprocess":
+        return InProcessExecutor()
+    return make_executor(kind, workers=2, threads=1, **kw)
+
+
+@pytest.mark.parametrize("kind", ["inprocess", "process", "ray"])
+def test_executor_runs_every_job_once_and_reports_errors(kind, request):
+    ev = create_evaluator("synthetic", raise_on={"x0": 3})  # a module-level class: Ray workers can import it
+    with _executor(kind, request) as ex:
+        got = {s["x0"]: r for s, r in map_unordered(ex, ev, _samples(*range(5)))}
+        assert sorted(got) == list(range(5))
+        assert isinstance(got[3], Failure) and got[3].kind == "error"
+        assert got[3].message.startswith("ValueError: synthetic failure")
+        assert all(got[v] == ev(_samples(v)[0]) for v in (0, 1, 2, 4))
+        again = list(map_unordered(ex, ev, _samples(4)))  # still usable after a failure
+        assert again == [(_samples(4)[0], ev(_samples(4)[0]))]
+
+
+@pytest.mark.parametrize("kind", ["process", "ray"])
+def test_executor_timeout_kills_a_hanging_trial_and_goes_on(kind, request):
+    ev = create_evaluator("synthetic", hang_on={"x0": 0})
+    samples = _samples(0, 1, 2)
+    with _executor(kind, request, timeout=3) as ex:
+        got = {json.dumps(s): r for s, r in map_unordered(ex, ev, samples)}
+    hung = got[json.dumps(samples[0])]
+    assert isinstance(hung, Failure) and hung.kind == "timeout" and "3 s timeout" in hung.message
+    assert all(isinstance(got[json.dumps(s)], dict) for s in samples[1:])
+
+
+@pytest.mark.parametrize("kind", ["process", "ray"])
+def test_executor_survives_a_worker_that_dies(kind, request):
+    ev = create_evaluator("synthetic", crash_on={"x0": 0})
+    samples = _samples(0, 1, 2, 3)
+    with _executor(kind, request) as ex:
+        got = {json.dumps(s): r for s, r in map_unordered(ex, ev, samples)}
+    dead = got[json.dumps(samples[0])]
+    assert isinstance(dead, Failure) and dead.kind == "crash"
+    assert all(isinstance(got[json.dumps(s)], dict) for s in samples[1:])
+
+
+def test_search_on_a_process_pool_records_crashes_and_finishes(tmp_path):
+    space = create_space("synthetic")
+    ev = create_evaluator("synthetic", crash_on={"x1": 2})
+    with ProcessExecutor(2, threads=1) as ex:
+        h = search(space, create_strategy("evolution", space, seed=0), ev, budget=30, executor=ex,
+                   journal=Journal.create(tmp_path / "journal.jsonl", {"seed": 0}))  # fmt: skip
+    assert len(h) == 30 and len({t.trial for t in h.trials}) == 30
+    crashed = [t for t in h.failed() if t.sample["x1"] == 2]
+    assert crashed and all(t.error.startswith("crash: worker process died") for t in crashed)
+    assert len(Journal.open(tmp_path / "journal.jsonl").trials()) == 30
+
+
+# ------------------------------------------------------------------------------------------------------- journal
+def test_journal_refuses_another_config_and_an_existing_file(tmp_path):
+    path = tmp_path / "j.jsonl"
+    Journal.create(path, {"strategy": "evolution", "seed": 0})
+    with pytest.raises(ConfigError, match=r"another search configuration \(differs in: seed\)"):
+        Journal.open(path, {"strategy": "evolution", "seed": 1})
+    with pytest.raises(ConfigError, match="already holds a search journal"):
+        Journal.create(path, {"seed": 0})
+    with pytest.raises(DataError, match="no search journal"):
+        Journal.open(tmp_path / "missing.jsonl")
+    (tmp_path / "bad.jsonl").write_text('{"kind": "ask"}\n')
+    with pytest.raises(DataError, match="not a leanvision search journal"):
+        Journal.open(tmp_path / "bad.jsonl")
+
+
+def test_journal_tolerates_a_torn_last_line(tmp_path):
+    path = tmp_path / "j.jsonl"
+    j = Journal.create(path, {"seed": 0})
+    j.ask(0, {"x": 1})
+    with open(path, "a") as f:
+        f.write('{"kind": "tell", "trial": 0, "res')  # a kill in the middle of an append
+    j2 = Journal.open(path, {"seed": 0})
+    assert [e["kind"] for e in j2.events] == ["ask"]
+    j2.tell(0, {"status": "ok", "objective": 1.0})
+    assert Journal.open(path).trials() == [{"trial": 0, "sample": {"x": 1}, "status": "ok", "objective": 1.0}]
+
+
+class _Interrupt:
+    """Evaluator that stops the whole search (like a kill) on its n-th call, once."""
+
+    def __init__(self, n):
+        self.n, self.calls = n, 0
+        self.inner = create_evaluator("synthetic")
+
+    def __call__(self, sample):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.inner(sample)
+
+
+@pytest.mark.parametrize("name", CHOICE_STRATEGIES)
+def test_resume_gives_the_uninterrupted_history(name, tmp_path):
+    space = create_space("synthetic")
+    full = search(space, create_strategy(name, space, seed=3), create_evaluator("synthetic"), budget=30)
+    path = tmp_path / "j.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        search(space, create_strategy(name, space, seed=3), _Interrupt(17), budget=30,
+               journal=Journal.create(path, {"seed": 3}))  # fmt: skip
+    assert len(Journal.open(path).trials()) == 16
+    resumed = search(space, create_strategy(name, space, seed=3), create_evaluator("synthetic"), budget=30,
+                     journal=Journal.open(path, {"seed": 3}))  # fmt: skip
+    assert _trace(resumed) == _trace(full)
+
+
+def test_resume_refuses_a_strategy_that_proposes_other_samples(tmp_path):
+    space = create_space("synthetic")
+    path = tmp_path / "j.jsonl"
+    search(space, create_strategy("random", space, seed=0), create_evaluator("synthetic"), budget=5,
+           journal=Journal.create(path, {}))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"the strategy now proposes .* was the search not seeded"):
+        search(space, create_strategy("random", space, seed=1), create_evaluator("synthetic"), budget=10,
+               journal=Journal.open(path))  # fmt: skip
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import os, signal, sys
+    from leanvision.search import Journal, create_evaluator, create_space, create_strategy, search
+
+    path, marker, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    inner = create_evaluator("synthetic", seed=5)
+
+    def evaluator(sample, calls=[0]):
+        calls[0] += 1
+        if calls[0] == 23 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)  # kill -9 of the search process, mid-trial
+        return inner(sample)
+
+    space = create_space("synthetic")
+    cfg = {"strategy": "evolution", "seed": 7}
+    journal = Journal.open(path, cfg) if resume else Journal.create(path, cfg)
+    h = search(space, create_strategy("evolution", space, seed=7, population=10, tournament=3), evaluator,
+               budget=50, journal=journal)
+    print("TRIALS", [(t.trial, t.objective) for t in h.trials])
+    """
+)
+
+
+def test_kill_minus_9_then_resume_matches_an_uninterrupted_run(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(KILLED_RUN)
+
+    def run(journal, marker, resume):
+        return subprocess.run([sys.executable, str(script), str(journal), str(marker), resume],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    killed = run(tmp_path / "a.jsonl", tmp_path / "marker_a", "0")
+    assert killed.returncode == -9
+    assert len(Journal.open(tmp_path / "a.jsonl").trials()) == 22  # every finished trial is on disk
+    resumed = run(tmp_path / "a.jsonl", tmp_path / "marker_a", "1")
+    (tmp_path / "marker_b").touch()  # never killed
+    straight = run(tmp_path / "b.jsonl", tmp_path / "marker_b", "0")
+    assert resumed.returncode == 0 and straight.returncode == 0, resumed.stderr + straight.stderr
+    assert resumed.stdout.split("TRIALS")[1] == straight.stdout.split("TRIALS")[1]
+
+    def finished(name):  # the journals agree on every trial except its wall time
+        return [{k: v for k, v in t.items() if k != "seconds"} for t in Journal.open(tmp_path / name).trials()]
+
+    assert finished("a.jsonl") == finished("b.jsonl")
