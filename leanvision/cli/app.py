@@ -259,6 +259,47 @@ def compress_cmd(
     console.print(run_compress(cfg, progress=not quiet), soft_wrap=True)
 
 
+@app.command("search")
+def search_cmd(
+    config: Path = typer.Argument(None, help="YAML config (example: configs/search_nb201_evolution.yaml)"),
+    resume: Path = typer.Option(None, "--resume", help="continue the search in this run directory"),
+    budget: int = typer.Option(None, "--budget", min=1, help="trials in total (default: the config's)"),
+    executor: str = typer.Option(None, "--executor", help="inprocess, process or ray (default: the config's)"),
+    workers: int = typer.Option(None, "--workers", min=1, help="parallel trials (default: the config's, else cores)"),
+    ray_address: str = typer.Option(None, "--ray-address", help="a running Ray cluster, e.g. HEAD_IP:6379"),
+    timeout: float = typer.Option(None, "--timeout", min=0.001, help="seconds before a trial is killed (failed)"),
+    data_dir: str = typer.Option(None, "--data-dir", help="dataset root (default: config, else $LEANVISION_DATA)"),
+    out_dir: str = typer.Option(None, "--out-dir", help="run directory (default: the config's out_dir)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+) -> None:
+    """Search architectures: asynchronous trials on local processes or Ray, journalled so --resume loses nothing."""
+    from leanvision.cli.search import load_search_config, resume_search, run_search
+
+    overrides = {"budget": budget, "executor": executor, "workers": workers, "ray_address": ray_address,
+                 "timeout": timeout, "data_dir": data_dir}  # fmt: skip
+    if resume is not None:
+        if config is not None:
+            raise ConfigError("give either CONFIG (a new search) or --resume RUN_DIR (its saved config is used)")
+        if out_dir is not None:
+            raise ConfigError("--out-dir does not apply to --resume: the search continues in RUN_DIR")
+        console.print(resume_search(resume, overrides, progress=not quiet), soft_wrap=True)
+        return
+    if config is None:
+        raise ConfigError("give a search config (e.g. configs/search_nb201_evolution.yaml) or --resume RUN_DIR")
+    if ray_address is not None and executor is None:
+        overrides["executor"] = "ray"
+    cfg = load_search_config(config, overrides | {"out_dir": out_dir})
+    console.print(run_search(cfg, progress=not quiet), soft_wrap=True)
+
+
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="the run directory of a search")) -> None:
+    """Render a search's HTML/Markdown report (best-so-far curve, result table, best architecture's graph)."""
+    from leanvision.cli.search import write_search_report
+
+    console.print(f"report: {write_search_report(run_dir)}", soft_wrap=True)
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="a checkpoint written by `leanvision train`"),

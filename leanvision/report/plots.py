@@ -83,3 +83,35 @@ def line_panels(
         ax.set_ylabel(label)
         ax.legend(fontsize=8)
     return _save(fig, path, title)
+
+
+def dag_plot(
+    nodes: Sequence[str], edges: Sequence[tuple[int, int, str]], path: str | Path, *, title: str | None = None
+) -> Path:
+    """Draw a small DAG: ``nodes`` are labels, ``edges`` are ``(src, dst, label)`` with ``src < dst`` (topological).
+
+    Nodes sit in columns by their longest distance from a source, so parallel branches are visible.
+    """
+    depth = [0] * len(nodes)
+    for src, dst, _ in sorted(edges, key=lambda e: e[1]):
+        depth[dst] = max(depth[dst], depth[src] + 1)
+    columns: dict[int, list[int]] = {}
+    for i, d in enumerate(depth):
+        columns.setdefault(d, []).append(i)
+    pos = {i: (d, j - (len(col) - 1) / 2) for d, col in columns.items() for j, i in enumerate(col)}
+    height = max(len(c) for c in columns.values())
+    fig, ax = plt.subplots(figsize=(2.2 * (max(depth) + 1) + 1, 1.3 * height + 1))
+    for src, dst, label in edges:
+        (x0, y0), (x1, y1) = pos[src], pos[dst]
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops={"arrowstyle": "->", "color": "#888", "shrinkA": 14, "shrinkB": 14})  # fmt: skip
+        if label:
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2, label, fontsize=7, ha="center", va="center",
+                    bbox={"boxstyle": "round", "fc": "white", "ec": "#ddd"})  # fmt: skip
+    for i, name in enumerate(nodes):
+        ax.text(*pos[i], name, ha="center", va="center", fontsize=8,
+                bbox={"boxstyle": "round", "fc": _COLORS[0], "ec": "none", "alpha": 0.25})  # fmt: skip
+    ax.set_xlim(-0.6, max(depth) + 0.6)
+    ax.set_ylim(-height / 2 - 0.2, height / 2 + 0.2)
+    ax.axis("off")
+    return _save(fig, path, title)
