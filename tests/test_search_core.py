@@ -15,7 +15,7 @@ from leanvision.dist import Failure, InProcessExecutor, ProcessExecutor, make_ex
 from leanvision.errors import ConfigError, DataError, UnknownNameError
 from leanvision.search import Journal, create_evaluator, create_space, create_strategy, search
 
-CHOICE_STRATEGIES = ["random", "evolution", "tpe"]
+CHOICE_STRATEGIES = ["random", "evolution", "tpe", "local"]
 
 
 def _run(strategy: str, strategy_seed: int, budget: int = 40, **ev):
@@ -49,7 +49,7 @@ def test_strategy_survives_failed_trials(name):
     assert h.best().objective is not None
 
 
-@pytest.mark.parametrize("name", ["evolution", "tpe"])
+@pytest.mark.parametrize("name", ["evolution", "tpe", "local"])
 def test_strategy_beats_random_on_synthetic(name):
     def median_best(strategy):
         return statistics.median(_run(strategy, s, 80, seed=s).best().objective for s in range(5))
@@ -66,7 +66,7 @@ def test_strategy_never_sees_report_numbers():
 
     space = create_space("synthetic")
     search(space, Spy(space), create_evaluator("synthetic"), budget=5)
-    assert seen and all("report" not in r and "at_optimum" not in r for r in seen)
+    assert seen and all("report" not in r and "distance" not in r for r in seen)
     assert all(set(r) == {"status", "objective"} for r in seen)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from leanvision.models import binary, dynamic, fsf, ghostnet, quick, resnet_cifar, tv_cifar  # noqa: F401  (importing registers the models)
+from leanvision.models import binary, dynamic, fsf, ghostnet, nasbench201, quick, resnet_cifar, tv_cifar  # noqa: F401  (importing registers the models)
 from leanvision.models._base import Classifier
 from leanvision.models._card import ModelCard, model_card, render_model_table, with_model_table
 from leanvision.models._registry import arch_of, create_from_arch, create_model, list_models, register_model

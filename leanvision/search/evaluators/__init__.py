@@ -16,3 +16,6 @@ def create_evaluator(name: str, **kwargs: Any) -> Any:
 
 def list_evaluators(pattern: str = "*") -> list[str]:
     return EVALUATORS.list(pattern)
+
+
+from leanvision.search.evaluators import tabular, train  # noqa: E402, F401  (registration)

@@ -1,1 +1,3 @@
 """Registered search spaces; importing this package registers them."""
+
+from leanvision.search.spaces import nasbench201, nsc, synthetic  # noqa: F401  (registration)

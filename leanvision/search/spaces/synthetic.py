@@ -35,7 +35,7 @@ class SyntheticObjective:
 
     For testing failure handling, samples matching ``raise_on`` raise, ``crash_on`` kill their own worker process,
     ``hang_on`` sleep for an hour (dicts such as ``{"x0": 4}``); ``sleep`` seconds per trial make asynchrony real.
-    The distance to the target goes to ``report`` (never shown to a strategy).
+    The squared distance to the target goes to ``report`` (never shown to a strategy).
     """
 
     def __init__(self, *, dims: int = 6, options: int = 5, seed: int = 0, sleep: float = 0.0,
@@ -55,4 +55,4 @@ class SyntheticObjective:
         if self.sleep:
             time.sleep(self.sleep)
         dist = sum((sample[f"x{i}"] - t) ** 2 for i, t in enumerate(self.target))
-        return {"objective": -float(dist), "report": {"at_optimum": dist == 0}}
+        return {"objective": -float(dist), "report": {"distance": float(dist)}}

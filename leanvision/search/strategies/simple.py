@@ -32,15 +32,17 @@ class RegularizedEvolution(Strategy):
     """Aging evolution: the first ``population`` asks are random; then mutate the best of ``tournament`` random
     members of the population; every result joins the population and the oldest member leaves.
 
-    Failed trials never join. Duplicates are not filtered, as in the paper (each query counts).
+    Failed trials never join. Duplicates are not filtered, as in the paper (each query counts). The tournament
+    draws distinct members (``replace=False``); the paper's pseudo-code draws with replacement (``replace=True``).
     """
 
-    def __init__(self, space: SearchSpace, *, seed: int = 0, population: int = 20, tournament: int = 5) -> None:
+    def __init__(self, space: SearchSpace, *, seed: int = 0, population: int = 20, tournament: int = 5,
+                 replace: bool = False) -> None:  # fmt: skip
         if population < 1 or not 1 <= tournament <= population:
             raise ConfigError(f"evolution: need population >= 1 and 1 <= tournament <= population, got "
                               f"population={population}, tournament={tournament}")  # fmt: skip
         super().__init__(space, seed=seed)
-        self.population_size, self.tournament = population, tournament
+        self.population_size, self.tournament, self.replace = population, tournament, replace
         self.population: collections.deque[tuple[Sample, float]] = collections.deque()
         self._asked = 0
 
@@ -48,8 +50,11 @@ class RegularizedEvolution(Strategy):
         self._asked += 1
         if self._asked <= self.population_size or not self.population:
             return self.space.sample(self.rng)
-        # Drawn with replacement, as in the paper's pseudo-code.
-        contenders = [self.rng.randrange(len(self.population)) for _ in range(self.tournament)]
+        n = len(self.population)
+        if self.replace:
+            contenders = [self.rng.randrange(n) for _ in range(self.tournament)]
+        else:
+            contenders = self.rng.sample(range(n), min(self.tournament, n))
         parent = max(contenders, key=lambda i: self.population[i][1])
         return self.space.mutate(self.population[parent][0], self.rng)
 

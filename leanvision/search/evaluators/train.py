@@ -1,0 +1,163 @@
+"""Short-training evaluator: train a sampled network a few epochs and score it with BlockQNN's redefined reward.
+
+BlockQNN (arXiv 1708.05552) trains each block's network for a few epochs only ("early stop") and corrects the
+early accuracy for the block's cost, after He & Sun, "Convolutional Neural Networks at Constrained Time Cost"
+(arXiv 1412.1710): reward = ACC - mu·log(FLOPs) - rho·log(Density), mu = 1, rho = 8.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import time
+from typing import Any
+
+import torch
+
+from leanvision.errors import ConfigError
+from leanvision.search.evaluators import EVALUATORS
+from leanvision.search.space import SPACES, Sample
+
+_DATA: dict[tuple, tuple[Any, Any, Any]] = {}  # per-process cache: (train, val, test) by data options
+_SPACES: dict[str, Any] = {}
+
+
+@EVALUATORS.register("train_cifar")
+class ShortTraining:
+    """Train ``sample``'s network for ``epochs`` and return BlockQNN's redefined reward as the objective.
+
+    The network comes from the space named ``space`` (created by name at call time with ``space_kwargs``), built
+    with those of ``channels`` (F), ``N`` (blocks per stage), ``num_classes`` and ``in_chans`` (from the dataset)
+    that its ``build`` names, plus ``build_kwargs`` (e.g. ``{"C": 16}`` for ``nasbench201``). Data: a seeded
+    class-balanced ``subset`` of the training split of ``dataset`` after holding out ``val_size`` images (a count
+    or a fraction) for validation, of which ``val_subset`` are used (``None``: all). Training: ``optimizer``
+    (Adam, lr 1e-3, batch 128 by default), the learning rate multiplied by ``lr_decay`` every ``lr_decay_every``
+    epochs (BlockQNN's 12-epoch recipe: 0.2 every 5), seed ``seed`` for the subset, the initial weights and the
+    batch order; ``threads`` torch threads during the call (restored after).
+
+    objective = ``acc_scale``·val_acc - ``mu``·log(flops / ``flops_ref``) - ``rho``·log(density). For ``nsc``
+    blocks, flops are one block's MACs at width F and the input resolution (``NSCSpace.flops``; a block without
+    convolutions is charged one 1x1 conv so the log stays finite) and ``flops_ref`` defaults to the median of 1,000
+    seeded random blocks; density is ``NSCSpace.density``. For other spaces flops are the whole network's MACs,
+    the density term is off, and the FLOPs term is off unless ``flops_ref`` is given. ``acc_scale`` = 1 means
+    accuracy as a fraction; which unit the paper's mu and rho assume is not verified. Visible metrics: val_acc,
+    flops, density, params, train_s; with ``report_test`` the test accuracy goes to ``report`` (on ``test_subset``
+    test images, ``None``: all), which no strategy sees. Picklable: holds only its options; data are loaded in the
+    worker on first use and cached per process.
+    """
+
+    def __init__(self, *, space: str = "nsc", space_kwargs: dict[str, Any] | None = None,
+                 build_kwargs: dict[str, Any] | None = None, dataset: str = "cifar10",
+                 data_dir: str | os.PathLike[str] | None = None, subset: int | None = 10_000,
+                 val_size: int | float = 5_000, val_subset: int | None = None, report_test: bool = False,
+                 test_subset: int | None = None, epochs: int = 1, batch_size: int = 128,
+                 optimizer: str = "adam", lr: float = 1e-3, lr_decay: float = 0.2, lr_decay_every: int = 5,
+                 augment: bool | None = None, channels: int = 16, N: int = 1, seed: int = 0, mu: float = 1.0,
+                 rho: float = 8.0, flops_ref: float | None = None, acc_scale: float = 1.0,
+                 threads: int | None = 1) -> None:  # fmt: skip
+        SPACES.get(space)  # an unknown name fails now, not in a worker
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"train_cifar: epochs must be an int >= 1, got {epochs!r}")
+        if not val_size:
+            raise ConfigError("train_cifar: the reward needs a validation split; pass val_size (a count or fraction)")
+        if flops_ref is not None and not flops_ref > 0:
+            raise ConfigError(f"train_cifar: flops_ref must be > 0 (MACs of a reference block), got {flops_ref}")
+        if not isinstance(lr_decay_every, int) or lr_decay_every < 1:
+            raise ConfigError(f"train_cifar: lr_decay_every must be an int >= 1 (epochs), got {lr_decay_every!r}")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"train_cifar: threads must be >= 1 or None (leave as is), got {threads}")
+        config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        config["space_kwargs"] = dict(space_kwargs or {})
+        config["build_kwargs"] = dict(build_kwargs or {})
+        config["data_dir"] = None if data_dir is None else str(data_dir)  # JSON-able (journal headers hold it)
+        self.config = config
+        self.__dict__.update(config)
+
+    def _space(self) -> Any:
+        key = repr((self.space, sorted(self.space_kwargs.items())))
+        if key not in _SPACES:
+            from leanvision.search.space import create_space
+
+            _SPACES[key] = create_space(self.space, **self.space_kwargs)
+        return _SPACES[key]
+
+    def _data(self) -> tuple[Any, Any, Any]:
+        key = (self.dataset, self.data_dir, self.subset, self.val_size, self.val_subset, self.seed,
+               self.report_test, self.test_subset)  # fmt: skip
+        if key not in _DATA:
+            from leanvision.data import load_dataset
+
+            common = {"root": self.data_dir, "val_size": self.val_size, "val_seed": 0, "seed": self.seed}
+            train = load_dataset(self.dataset, split="train", subset=self.subset, **common)
+            val = load_dataset(self.dataset, split="val", subset=self.val_subset, **common)
+            test = None
+            if self.report_test:
+                test = load_dataset(self.dataset, root=self.data_dir, split="test", subset=self.test_subset,
+                                    seed=self.seed)  # fmt: skip
+            _DATA[key] = (train, val, test)
+        return _DATA[key]
+
+    def _build(self, space: Any, sample: Sample, in_chans: int, num_classes: int) -> torch.nn.Module:
+        offered = {"channels": self.channels, "N": self.N, "num_classes": num_classes, "in_chans": in_chans}
+        params = inspect.signature(space.build).parameters
+        kwargs = {k: v for k, v in offered.items() if k in params}
+        return space.build(sample, **{**kwargs, **self.build_kwargs})
+
+    def __call__(self, sample: Sample) -> dict[str, Any]:
+        previous = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            return self._run(sample)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _run(self, sample: Sample) -> dict[str, Any]:
+        from leanvision.data import make_loader
+        from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler
+
+        space = self._space()
+        space.validate(sample)
+        train, val, test = self._data()
+        in_chans, res, _ = train.input_size
+        torch.manual_seed(self.seed)
+        model = self._build(space, sample, in_chans, train.num_classes)
+        loader = make_loader(train, batch_size=self.batch_size, shuffle=True, seed=self.seed, augment=self.augment)
+        opt = make_optimizer(model, self.optimizer, lr=self.lr)
+        sched = None
+        if self.epochs > self.lr_decay_every and self.lr_decay != 1:
+            marks = [e / self.epochs for e in range(self.lr_decay_every, self.epochs, self.lr_decay_every)]
+            sched = make_scheduler(opt, "step", total_steps=self.epochs * len(loader), milestones=marks,
+                                   gamma=self.lr_decay)  # fmt: skip
+        t0 = time.perf_counter()
+        fit(model, loader, epochs=self.epochs, optimizer=opt, scheduler=sched, seed=self.seed, progress=False)
+        train_s = time.perf_counter() - t0
+        val_acc = evaluate(model, make_loader(val, batch_size=500, shuffle=False))["acc"]
+
+        objective = self.acc_scale * val_acc
+        if callable(getattr(space, "actions", None)):  # an NSC block: BlockQNN's block FLOPs and density
+            flops = space.flops(sample, self.channels, res)
+            ref = self.flops_ref or space.median_flops(self.channels, res)
+            dens = space.density(sample)
+            floor = self.channels * self.channels * res * res  # one 1x1 conv
+            objective -= self.mu * math.log(max(flops, floor) / ref) + self.rho * math.log(dens)
+        else:
+            from leanvision.profile import profile
+
+            flops = profile(model, torch.zeros(1, in_chans, res, res)).macs
+            dens = None
+            if self.flops_ref:
+                objective -= self.mu * math.log(max(flops, 1) / self.flops_ref)
+        out: dict[str, Any] = {
+            "objective": objective,
+            "val_acc": val_acc,
+            "flops": flops,
+            "density": dens,
+            "params": sum(p.numel() for p in model.parameters()),
+            "train_s": train_s,
+            "report": {},
+        }
+        if test is not None:
+            out["report"]["test_acc"] = evaluate(model, make_loader(test, batch_size=500, shuffle=False))["acc"]
+        return out

@@ -1,0 +1,350 @@
+"""BlockQNN: the NSC space, the tabular Q-learner and the short-training evaluator (arXiv 1708.05552)."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import random
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+from leanvision.errors import ConfigError
+from leanvision.profile import profile
+from leanvision.search import create_evaluator, create_space, create_strategy, search
+from leanvision.search.spaces.nsc import (
+    RESNEXT_EXPERT,
+    NSCBlock,
+    density,
+    expert_block,
+    flops,
+    leaves,
+    synthetic_reward,
+)
+from leanvision.search.strategies.qlearning import START, epsilon_schedule
+
+
+@pytest.fixture
+def space():
+    return create_space("nsc", max_layers=6)
+
+
+# --- the space -------------------------------------------------------------------------------------------------
+
+BAD = [
+    ([], "non-empty"),
+    ([[1, 1, 3, 0, 0]] * 7, "at most max_layers=6"),
+    ([[1, 1, 3, 0]], "5 integers"),
+    ([[1, 1, True, 0, 0]], "5 integers"),
+    ([[1, 1, 3, 0, 0], [3, 1, 3, 1, 0]], "index must be 2"),
+    ([[1, 8, 0, 0, 0]], "type 8"),
+    ([[1, 7, 0, 0, 0]], "cannot come first"),
+    ([[1, 1, 3, 0, 0], [2, 7, 0, 0, 0], [3, 1, 3, 0, 0]], "must be the last"),
+    ([[1, 1, 3, 0, 0], [2, 7, 0, 1, 0]], "a terminal is"),
+    ([[1, 1, 2, 0, 0]], "kernel 2 is not allowed for a conv"),
+    ([[1, 2, 5, 0, 0]], "kernel 5 is not allowed for a max-pool"),
+    ([[1, 4, 3, 0, 0]], "kernel 3 is not allowed for a identity"),
+    ([[1, 1, 3, 1, 0]], "pred1 must be an earlier layer"),
+    ([[1, 1, 3, -1, 0]], "pred1 must be an earlier layer"),
+    ([[1, 1, 3, 0, 0], [2, 5, 0, 0, 2]], "pred2 must be an earlier layer"),
+    ([[1, 1, 3, 0, 0], [2, 6, 0, 1, 1]], "two different inputs"),
+    ([[1, 1, 3, 0, 1]], "set pred2 to 0"),
+    ([[1, 5, 0, 0, 0]], "two different inputs"),  # an add at index 1 has only the block input
+]
+
+
+@pytest.mark.parametrize(("layers", "message"), BAD)
+def test_validate_names_the_broken_rule(space, layers, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        space.validate({"layers": layers})
+
+
+def test_validate_shape_of_the_sample(space) -> None:
+    with pytest.raises(ConfigError, match="a sample is"):
+        space.validate({"layers": [[1, 1, 3, 0, 0]], "extra": 1})
+    with pytest.raises(ConfigError, match="a sample is"):
+        space.validate([[1, 1, 3, 0, 0]])
+    with pytest.raises(ConfigError, match="type 5 is not one of"):
+        create_space("nsc", types=[1, 2, 3, 4, 7]).validate({"layers": [[1, 1, 3, 0, 0], [2, 5, 0, 0, 1]]})
+    with pytest.raises(ConfigError, match="kernel 5"):
+        create_space("nsc", kernels=[1, 3]).validate({"layers": [[1, 1, 5, 0, 0]]})
+
+
+def test_space_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="max_layers"):
+        create_space("nsc", max_layers=0)
+    with pytest.raises(ConfigError, match="kernels"):
+        create_space("nsc", kernels=[7])
+    with pytest.raises(ConfigError, match="include one of 1-4"):
+        create_space("nsc", types=[5, 6, 7])
+
+
+def test_valid_blocks_pass(space) -> None:
+    space.validate(RESNEXT_EXPERT)
+    space.validate({"layers": [[1, 1, 3, 0, 0], [2, 5, 0, 1, 0]]})  # pred order free, no terminal needed
+    space.validate({"layers": [[1, 4, 0, 0, 0]] + [[i, 6, 0, 0, i - 1] for i in range(2, 7)]})  # T layers
+
+
+def test_actions_follow_the_index(space) -> None:
+    assert space.actions(1) == tuple(a for a in space.actions(1) if a[1] in (1, 2, 3, 4))  # no add, concat, end
+    assert len(space.actions(1)) == 3 + 2 + 2 + 1
+    for i in range(1, 7):
+        acts = space.actions(i)
+        assert len(set(acts)) == len(acts)
+        assert all(a[0] == i and a[3] < i and a[4] < i for a in acts)
+        assert all(a[3] < a[4] for a in acts if a[1] in (5, 6))
+        assert ((i, 7, 0, 0, 0) in acts) == (i >= 2)
+        for a in acts:
+            space.validate({"layers": [[j, 4, 0, 0, 0] for j in range(1, i)] + [list(a)]})
+    assert space.actions(7) == ()
+
+
+def test_sample_is_always_valid(space) -> None:
+    rng = random.Random(0)
+    lengths, types = set(), set()
+    for _ in range(2000):
+        s = space.sample(rng)
+        space.validate(s)
+        lengths.add(len(s["layers"]))
+        types.update(row[1] for row in s["layers"])
+    assert {2, 6} <= lengths  # terminals anywhere from index 2, and full T-layer blocks
+    assert types == set(range(1, 8))
+
+
+def test_mutate_stays_valid_and_changes_one_index(space) -> None:
+    rng = random.Random(1)
+    s = space.sample(rng)
+    changed = 0
+    for _ in range(2000):
+        child = space.mutate(s, rng)
+        space.validate(child)
+        a, b = s["layers"], child["layers"]
+        diff = [i for i in range(min(len(a), len(b))) if a[i] != b[i]]
+        assert len(diff) == 1  # one entry changed; a new terminal only cuts or extends the tail
+        changed += space.key(child) != space.key(s)
+        s = child
+    assert changed > 1500
+
+
+def test_key_ignores_terminal_and_input_order(space) -> None:
+    a = {"layers": [[1, 1, 3, 0, 0], [2, 5, 0, 1, 0], [3, 7, 0, 0, 0]]}
+    b = {"layers": [[1, 1, 3, 0, 0], [2, 5, 0, 0, 1]]}
+    assert space.key(a) == space.key(b)
+    assert space.key(a) != space.key({"layers": [[1, 1, 5, 0, 0], [2, 5, 0, 0, 1]]})
+    assert space.params() == {}
+
+
+BLOCKS = [
+    {"layers": [[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]]},
+    {"layers": [[1, 1, 3, 0, 0], [2, 1, 5, 0, 0], [3, 6, 0, 1, 2], [4, 2, 3, 0, 0], [5, 3, 1, 3, 0]]},
+    {"layers": [[1, 4, 0, 0, 0], [2, 2, 3, 0, 0], [3, 5, 0, 1, 2], [4, 1, 1, 0, 0]]},
+    {"layers": [[1, 3, 3, 0, 0]]},  # no convolution at all
+    RESNEXT_EXPERT,
+]
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_build_forward_backward(space, block) -> None:
+    net = space.build(block, channels=4, N=2, num_classes=7, in_chans=1)
+    x = torch.randn(2, 1, 16, 16)
+    y = net(x)
+    assert y.shape == (2, 7)
+    y.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize("in_chs", [8, 3])
+def test_flops_equal_the_profilers_macs(block, in_chs) -> None:
+    blk = NSCBlock(block, in_chs, 8)
+    macs = profile(blk, torch.randn(1, in_chs, 12, 12)).macs
+    assert flops(block, 8, 12, in_channels=in_chs) == macs
+
+
+def test_flops_by_hand() -> None:
+    # conv3x3 + conv5x5 + concat (1x1 from 2F) + max-pool + avg-pool; leaves: the avg-pool (5) and the max-pool (4).
+    f, hw = 8, 12 * 12
+    want = f * f * 9 * hw + f * f * 25 * hw + 2 * f * f * hw + 2 * f * f * hw
+    assert leaves(BLOCKS[1]) == [4, 5]
+    assert flops(BLOCKS[1], 8, 12) == want
+    assert flops(BLOCKS[3], 8, 12) == 0
+
+
+def test_density_by_hand() -> None:
+    # nodes: input + 3 layers = 4; edges: conv 1 + add 2 + concat 2 = 5
+    block = {"layers": [[1, 1, 3, 0, 0], [2, 5, 0, 0, 1], [3, 6, 0, 1, 2], [4, 7, 0, 0, 0]]}
+    assert density(block) == pytest.approx(5 / 4)
+    assert density(RESNEXT_EXPERT) == pytest.approx(5 / 5)
+
+
+def test_expert_block_is_a_copy() -> None:
+    e = expert_block()
+    e["layers"][0][2] = 5
+    assert RESNEXT_EXPERT["layers"][0][2] == 1
+
+
+def test_synthetic_reward_optimum() -> None:
+    best = {"layers": [[1, 1, 3, 0, 0], [2, 5, 0, 0, 1], [3, 1, 1, 0, 0], [4, 6, 0, 1, 3], [5, 7, 0, 0, 0]]}
+    assert synthetic_reward(best) == pytest.approx(1.0)
+    assert synthetic_reward({"layers": [[1, 1, 3, 0, 0], [2, 5, 0, 0, 1]]}) == pytest.approx((0.3 - 0.1 + 0.3) / 0.6)
+    worst = {"layers": [[i, 4, 0, 0, 0] for i in range(1, 7)]}
+    assert synthetic_reward(worst) == pytest.approx(0.0)
+
+
+# --- the Q-learner ---------------------------------------------------------------------------------------------
+
+EPISODE = {"layers": [[1, 1, 3, 0, 0], [2, 7, 0, 0, 0]]}
+
+
+@pytest.mark.parametrize(
+    ("opts", "first"),
+    [
+        # Q(s1, end) = 0.99*0.5 + 0.01*1 = 0.505; Q(s0, a1) = 0.99*0.5 + 0.01*(r1 + max_a Q(s1, a))
+        ({"shaping": True}, 0.495 + 0.01 * (1 / 2 + 0.505)),  # r1 = r / 2 steps
+        ({"shaping": True, "shaping_steps": "max"}, 0.495 + 0.01 * (1 / 6 + 0.505)),  # r1 = r / T
+        ({"shaping": False}, 0.495 + 0.01 * 0.505),
+    ],
+)
+def test_q_update_by_hand(space, opts, first) -> None:
+    q = create_strategy("blockqnn", space, seed=0, replay=0, **opts)
+    q.tell(EPISODE, {"status": "ok", "objective": 1.0})
+    s1, a1, end = (1, 1, 3, 0, 0), (1, 1, 3, 0, 0), (2, 7, 0, 0, 0)
+    assert q.q(s1, end) == pytest.approx(0.505)
+    assert q.q(START, a1) == pytest.approx(first)
+    assert q.max_q(s1) == pytest.approx(0.505)
+    assert q.q(START, (1, 1, 1, 0, 0)) == 0.5  # untouched pairs keep the initial value
+    # a second update reads the first one's values
+    q.tell(EPISODE, {"status": "ok", "objective": 1.0})
+    assert q.q(s1, end) == pytest.approx(0.99 * 0.505 + 0.01)
+
+
+def test_max_q_tracks_decreases(space) -> None:
+    q = create_strategy("blockqnn", space, seed=0, replay=0, shaping=False)
+    for _ in range(3):
+        q.tell(EPISODE, {"status": "ok", "objective": 0.0})
+    s1 = (1, 1, 3, 0, 0)
+    assert q.q(s1, (2, 7, 0, 0, 0)) < 0.5
+    assert q.max_q(s1) == 0.5  # the other actions are still at 0.5
+    small = create_space("nsc", max_layers=2, kernels=[3], types=[1, 7])
+    q = create_strategy("blockqnn", small, seed=0, replay=0, shaping=False)
+    for a in small.actions(2):
+        q.update({"layers": [[1, 1, 3, 0, 0], list(a)]}, 0.1)
+    assert q.max_q(s1) == pytest.approx(max(q.q(s1, a) for a in small.actions(2)))
+    assert q.max_q(s1) < 0.5
+
+
+def test_epsilon_schedule_lengths() -> None:
+    phases = epsilon_schedule(2000)
+    assert [e for e, _ in phases] == pytest.approx([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    counts = [n for _, n in phases]
+    assert sum(counts) == 2000
+    assert counts == [1068, 79, 79, 79, 112, 112, 112, 112, 112, 135]
+    assert [n for _, n in epsilon_schedule()] == [95, 7, 7, 7, 10, 10, 10, 10, 10, 12]
+    assert sum(n for _, n in epsilon_schedule(40)) == 40
+    with pytest.raises(ConfigError, match="same, non-zero length"):
+        epsilon_schedule(10, [1, 2], [1.0])
+
+
+def test_epsilon_follows_the_asks(space) -> None:
+    q = create_strategy("blockqnn", space, seed=0, budget=178)
+    assert q.epsilon(0) == 1.0 and q.epsilon(94) == 1.0 and q.epsilon(95) == 0.9
+    assert q.epsilon(177) == pytest.approx(0.1) and q.epsilon(10_000) == pytest.approx(0.1)
+    q.ask(96)
+    assert q.epsilon() == 0.9
+
+
+def _drive(strategy, n: int) -> list[str]:
+    keys = []
+    for _ in range(n):
+        s = strategy.ask(1)[0]
+        strategy.space.validate(s)
+        keys.append(strategy.space.key(s))
+        strategy.tell(s, {"status": "ok", "objective": synthetic_reward(s)})
+    return keys
+
+
+def test_seeded_determinism(space) -> None:
+    a = _drive(create_strategy("blockqnn", space, seed=3, budget=60), 60)
+    b = _drive(create_strategy("blockqnn", space, seed=3, budget=60), 60)
+    c = _drive(create_strategy("blockqnn", space, seed=4, budget=60), 60)
+    assert a == b
+    assert a != c
+
+
+def test_failed_results(space) -> None:
+    q = create_strategy("blockqnn", space, seed=0)
+    q.tell(EPISODE, {"status": "failed", "objective": None})
+    assert q.memory == [] and q.Q == {}
+    q = create_strategy("blockqnn", space, seed=0, failure_reward=0.0)
+    q.tell(EPISODE, {"status": "failed", "objective": None})
+    assert len(q.memory) == 1 and q.q((1, 1, 3, 0, 0), (2, 7, 0, 0, 0)) < 0.5
+
+
+def test_blockqnn_needs_the_nsc_space() -> None:
+    with pytest.raises(ConfigError, match="nsc"):
+        create_strategy("blockqnn", create_space("nasbench201"))
+    with pytest.raises(ConfigError, match="shaping_steps"):
+        create_strategy("blockqnn", create_space("nsc"), shaping_steps="all")
+
+
+def test_qlearning_beats_random_on_the_synthetic_mdp(space) -> None:
+    n = 400
+    last_q, last_r = [], []
+    for seed in (0, 1):
+        q = create_strategy("blockqnn", space, seed=seed, budget=n)
+        rnd = create_strategy("blockqnn", space, seed=seed, schedule=[1], epsilons=[1.0], replay=0)
+        got_q, got_r = [], []
+        for _ in range(n):
+            for strat, got in ((q, got_q), (rnd, got_r)):
+                s = strat.ask(1)[0]
+                r = synthetic_reward(s)
+                got.append(r)
+                strat.tell(s, {"status": "ok", "objective": r})
+        last_q.append(statistics.mean(got_q[-100:]))
+        last_r.append(statistics.mean(got_r[-100:]))
+        assert synthetic_reward(q.greedy()) > statistics.mean(got_r)
+    assert min(last_q) > max(last_r) + 0.1
+
+
+def test_search_driver_runs_blockqnn(space) -> None:
+    strat = create_strategy("blockqnn", space, seed=0, budget=30)
+    hist = search(space, strat, lambda s: {"objective": synthetic_reward(s)}, budget=30)
+    assert len(hist) == 30 and len(strat.memory) == 30
+    assert math.isfinite(hist.best().objective)
+
+
+# --- the evaluator ---------------------------------------------------------------------------------------------
+
+
+def test_short_training_evaluator_on_a_tiny_subset(space) -> None:
+    ev = create_evaluator("train_cifar", dataset="digits", subset=200, val_size=0.2, val_subset=100, epochs=1,
+                          channels=4, report_test=True, test_subset=100)  # fmt: skip
+    ev = pickle.loads(pickle.dumps(ev))
+    threads = torch.get_num_threads()
+    out = ev(RESNEXT_EXPERT)
+    assert torch.get_num_threads() == threads
+    assert set(out) == {"objective", "val_acc", "flops", "density", "params", "train_s", "report"}
+    assert 0 <= out["val_acc"] <= 1 and 0 <= out["report"]["test_acc"] <= 1
+    assert out["flops"] == flops(RESNEXT_EXPERT, 4, 8) and out["density"] == density(RESNEXT_EXPERT)
+    ref = space.median_flops(4, 8)
+    want = out["val_acc"] - math.log(out["flops"] / ref) - 8 * math.log(out["density"])
+    assert out["objective"] == pytest.approx(want)
+    assert out["params"] == sum(p.numel() for p in space.build(RESNEXT_EXPERT, channels=4, in_chans=1).parameters())
+    again = ev(RESNEXT_EXPERT)  # seeded: the same numbers
+    assert again["val_acc"] == out["val_acc"]
+    # a block without convolutions is charged one 1x1 conv, so the objective stays finite
+    assert math.isfinite(ev({"layers": [[1, 3, 3, 0, 0]]})["objective"])
+
+
+def test_evaluator_options_are_checked() -> None:
+    with pytest.raises(Exception, match="unknown search space"):
+        create_evaluator("train_cifar", space="nope")
+    with pytest.raises(ConfigError, match="val_size"):
+        create_evaluator("train_cifar", val_size=0)
+    with pytest.raises(ConfigError, match="no option"):
+        create_evaluator("train_cifar", epoch=1)
+    ev = create_evaluator("train_cifar", data_dir=Path("/data"), space_kwargs={"max_layers": 4})
+    assert json.loads(json.dumps(ev.config))["data_dir"] == "/data"  # journal headers store it
