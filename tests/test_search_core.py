@@ -274,3 +274,16 @@ def test_kill_minus_9_then_resume_matches_an_uninterrupted_run(tmp_path):
         return [{k: v for k, v in t.items() if k != "seconds"} for t in Journal.open(tmp_path / name).trials()]
 
     assert finished("a.jsonl") == finished("b.jsonl")
+
+
+def test_local_search_starts_as_random_search_then_climbs_one_decision_at_a_time():
+    space, ev = create_space("synthetic"), create_evaluator("synthetic", seed=2)
+    rand = search(space, create_strategy("random", space, seed=4), ev, budget=10)
+    local = search(space, create_strategy("local", space, seed=4, n_init=10), ev, budget=60)
+    assert [t.sample for t in local.trials[:10]] == [t.sample for t in rand.trials]
+    keys = [space.key(t.sample) for t in local.trials]
+    assert len(set(keys)) == len(keys)  # never the same query twice
+    best = max(local.trials[:10], key=lambda t: t.objective)
+    nxt = local.trials[10].sample
+    assert sum(nxt[k] != best.sample[k] for k in nxt) == 1  # a neighbour of the best so far
+    assert local.best().objective > rand.best().objective

@@ -22,7 +22,7 @@ class LocalSearch(Strategy):
         self._seen: set[str] = set()
         self._asked = 0
         self._center: tuple[Sample, float] | None = None
-        self._queue: list[Sample] = []
+        self._queue: list[Sample] | None = None  # neighbours of the centre still to try; None: not built yet
 
     def _neighbours(self, sample: Sample) -> list[Sample]:
         out = [{**sample, k: o} for k, p in self.space.params().items() for o in p.options if o != sample[k]]
@@ -32,6 +32,9 @@ class LocalSearch(Strategy):
     def _ask_one(self) -> Sample:
         self._asked += 1
         for _ in range(self.max_redraws):
+            if self._asked > self.n_init and self._center is not None and self._queue is None:
+                # Built on demand, not in tell: the first n_init draws are then exactly a random search's.
+                self._queue = [n for n in self._neighbours(self._center[0]) if self.space.key(n) not in self._seen]
             s = self._queue.pop(0) if self._asked > self.n_init and self._queue else self.space.sample(self.rng)
             if self.space.key(s) not in self._seen:
                 break
@@ -43,7 +46,6 @@ class LocalSearch(Strategy):
             return
         value = float(result["objective"])
         if self._center is None or value > self._center[1]:
-            self._center = (sample, value)
-            self._queue = [n for n in self._neighbours(sample) if self.space.key(n) not in self._seen]
-        elif not self._queue and self._asked >= self.n_init:
-            self._center = None  # a local optimum: restart from the next random sample
+            self._center, self._queue = (sample, value), None
+        elif self._queue == [] and self._asked >= self.n_init:
+            self._center, self._queue = None, None  # a local optimum: restart from the next random sample
