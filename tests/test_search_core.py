@@ -287,3 +287,19 @@ def test_local_search_starts_as_random_search_then_climbs_one_decision_at_a_time
     nxt = local.trials[10].sample
     assert sum(nxt[k] != best.sample[k] for k in nxt) == 1  # a neighbour of the best so far
     assert local.best().objective > rand.best().objective
+
+
+def test_space_graphs_for_the_report(tmp_path):
+    from leanvision.report import dag_plot
+
+    nb = create_space("nasbench201")
+    cell = nb.from_string("|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|")
+    nodes, edges = nb.graph(cell)
+    assert nodes[0].startswith("0") and nodes[-1].startswith("3")
+    assert sorted(edges) == [(0, 1, "nor_conv_3x3"), (0, 3, "skip_connect"), (1, 2, "nor_conv_3x3")]
+    nsc = create_space("nsc")
+    block = {"layers": [[1, 1, 1, 0, 0], [2, 1, 3, 1, 0], [3, 5, 0, 2, 0], [4, 7, 0, 0, 0]]}
+    nodes, edges = nsc.graph(block)
+    assert nodes == ["input", "conv 1x1", "conv 3x3", "add", "output"]
+    assert sorted(edges) == [(0, 1, ""), (0, 3, ""), (1, 2, ""), (2, 3, ""), (3, 4, "")]
+    assert dag_plot(nodes, edges, tmp_path / "g.png").stat().st_size > 1000

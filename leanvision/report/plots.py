@@ -101,17 +101,24 @@ def dag_plot(
     pos = {i: (d, j - (len(col) - 1) / 2) for d, col in columns.items() for j, i in enumerate(col)}
     height = max(len(c) for c in columns.values())
     fig, ax = plt.subplots(figsize=(2.2 * (max(depth) + 1) + 1, 1.3 * height + 1))
+    arcs = 0
     for src, dst, label in edges:
         (x0, y0), (x1, y1) = pos[src], pos[dst]
+        span = depth[dst] - depth[src]
+        # An edge that skips columns bows upward, so it does not run through the nodes it passes.
+        rad = -0.25 - 0.05 * span if span > 1 else 0.0
+        arcs = max(arcs, span if span > 1 else 0)
         ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                    arrowprops={"arrowstyle": "->", "color": "#888", "shrinkA": 14, "shrinkB": 14})  # fmt: skip
+                    arrowprops={"arrowstyle": "->", "color": "#888", "shrinkA": 14, "shrinkB": 14,
+                                "connectionstyle": f"arc3,rad={rad}"})  # fmt: skip
         if label:
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2, label, fontsize=7, ha="center", va="center",
+            mx, my = (x0 + x1) / 2, (y0 + y1) / 2 - rad * (x1 - x0) / 2  # the midpoint of the arc
+            ax.text(mx, my, label, fontsize=7, ha="center", va="center",
                     bbox={"boxstyle": "round", "fc": "white", "ec": "#ddd"})  # fmt: skip
     for i, name in enumerate(nodes):
         ax.text(*pos[i], name, ha="center", va="center", fontsize=8,
                 bbox={"boxstyle": "round", "fc": _COLORS[0], "ec": "none", "alpha": 0.25})  # fmt: skip
     ax.set_xlim(-0.6, max(depth) + 0.6)
-    ax.set_ylim(-height / 2 - 0.2, height / 2 + 0.2)
+    ax.set_ylim(-height / 2 - 0.2, height / 2 + 0.2 + 0.2 * arcs)
     ax.axis("off")
     return _save(fig, path, title)

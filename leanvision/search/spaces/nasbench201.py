@@ -149,6 +149,12 @@ class NB201Space(ChoiceSpace):
     def key(self, sample: Sample) -> str:
         return self.to_string(sample)
 
+    def graph(self, sample: Sample) -> tuple[list[str], list[tuple[int, int, str]]]:
+        """Nodes 0-3 of the cell and its edges labelled with their operation (``none`` edges left out)."""
+        ops = cell_ops(sample)
+        edges = [(int(e[-1]), int(e[0]), ops[e]) for e in EDGES if ops[e] != "none"]
+        return ["0 (input)", "1", "2", "3 (output)"], edges
+
     def build(self, sample: Sample, *, C: int = 16, N: int = 5, num_classes: int = 10, **kwargs: Any) -> Any:
         """The network with this cell, as the registered model ``nasbench201`` (checkpoints rebuild it)."""
         from leanvision.models import create_model

@@ -373,6 +373,16 @@ class NSCSpace:
         self.validate(sample)
         return NSCNet(sample, channels=channels, N=N, num_classes=num_classes, in_chans=in_chans, stem=stem)
 
+    def graph(self, sample: Sample) -> tuple[list[str], list[tuple[int, int, str]]]:
+        """Nodes and edges of the block for drawing: the input, every layer, the output (concat of the leaves)."""
+        layers = real_layers(sample)
+        pos = {0: 0} | {row[0]: k + 1 for k, row in enumerate(layers)}
+        names = ["input"] + [TYPE_NAMES[t] + (f" {k}x{k}" if t in (CONV, MAXPOOL, AVGPOOL) else "")
+                             for _, t, k, _, _ in layers] + ["output"]  # fmt: skip
+        edges = [(pos[p], pos[row[0]], "") for row in layers for p in _inputs(row)]
+        edges += [(pos[i], len(names) - 1, "") for i in leaves(sample)]
+        return names, edges
+
     # helpers (also used by the BlockQNN strategy and the short-training evaluator)
     density = staticmethod(density)
     flops = staticmethod(flops)
