@@ -110,3 +110,13 @@ def test_an_untraceable_model_is_refused_before_any_training(tmp_path, capsys):
     code, _, err = run(capsys, "compress", str(_config(tmp_path, model="bbg_vgg_cifar")))
     assert_one_line_error(code, err, "cannot trace BinaryVGG with torch.fx")
     assert not (tmp_path / "run" / "baseline").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--threads", "512"], "is more than the"), (["--device", "cuda:99"], "--device cuda:99")],
+)
+def test_command_line_threads_and_device_override_the_config_and_are_checked(tmp_path, capsys, flags, message):
+    code, _, err = run(capsys, "compress", str(_config(tmp_path)), *flags)
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "run").exists()
