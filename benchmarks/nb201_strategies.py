@@ -33,6 +33,9 @@ STRATEGIES = {
     "random": ("random", {}),
     "TPE (optuna)": ("tpe", {}),
     "local search": ("local", {"n_init": 10}),
+    # Q-learning rewards are fractions of 1 (Q starts at 0.5, IRLAS adds an MSF in [0, 1]): accuracies in % x 0.01.
+    "BlockQNN Q-learning": ("blockqnn", {"objective_scale": 0.01}),
+    "IRLAS": ("irlas", {"objective_scale": 0.01}),
 }
 OURS = [n for n in STRATEGIES if n not in ("regularised evolution", "random", "TPE (optuna)")]
 SAME_ON_RESUME = ("budget",)

@@ -283,11 +283,70 @@ def test_failed_results(space) -> None:
     assert len(q.memory) == 1 and q.q((1, 1, 3, 0, 0), (2, 7, 0, 0, 0)) < 0.5
 
 
-def test_blockqnn_needs_the_nsc_space() -> None:
-    with pytest.raises(ConfigError, match="nsc"):
-        create_strategy("blockqnn", create_space("nasbench201"))
+def test_blockqnn_needs_blocks_or_choices() -> None:
+    class Opaque:
+        name = "opaque"
+
+        def params(self):
+            return {}
+
+    with pytest.raises(ConfigError, match=r"'nsc' space .* or a space of categorical choices"):
+        create_strategy("blockqnn", Opaque())
     with pytest.raises(ConfigError, match="shaping_steps"):
         create_strategy("blockqnn", create_space("nsc"), shaping_steps="all")
+
+
+# --- the Q-learner on a space of categorical choices ------------------------------------------------------------
+
+
+def _choice_run(strategy: str, seed: int, budget: int, **ev):
+    space = create_space("synthetic")
+    opts = {"budget": budget} if strategy == "blockqnn" else {}
+    strat = create_strategy(strategy, space, seed=seed, **opts)
+    return search(space, strat, create_evaluator("synthetic", seed=seed, **ev), budget=budget)
+
+
+def test_choice_space_episode_by_hand() -> None:
+    space = create_space("synthetic", dims=2, options=3)
+    q = create_strategy("blockqnn", space, seed=0, replay=0)
+    assert q.max_layers == 2 and q.episodes.actions(1) == ((1, 0), (1, 1), (1, 2))
+    q.tell({"x0": 2, "x1": 0}, {"status": "ok", "objective": 1.0})
+    # state (step, previous value): Q((1, 2), (2, 0)) = 0.505; Q((0, None), (1, 2)) = 0.495 + 0.01 (1/2 + 0.505)
+    assert q.q((1, 2), (2, 0)) == pytest.approx(0.505)
+    assert q.q((0, None), (1, 2)) == pytest.approx(0.495 + 0.01 * (0.5 + 0.505))
+    assert q.max_q((2, 0)) == 0.0  # after the last decision
+    assert [0, None] in [row[0] for row in q.state_dict()["Q"]]
+    json.dumps(q.state_dict())
+
+
+def test_choice_space_respected_and_seeded() -> None:
+    space = create_space("synthetic")
+    a, b, c = (_choice_run("blockqnn", s, 60) for s in (0, 0, 1))
+    for t in a.trials:
+        space.validate(t.sample)
+    trace = [[(t.trial, json.dumps(t.sample), t.objective) for t in h.trials] for h in (a, b, c)]
+    assert trace[0] == trace[1] and trace[0] != trace[2]
+    nb = create_space("nasbench201")
+    strat = create_strategy("blockqnn", nb, seed=0, budget=20)
+    for s in strat.ask(20):
+        nb.validate(s)
+    nb.validate(strat.greedy())
+
+
+def test_choice_space_failed_trials() -> None:
+    h = _choice_run("blockqnn", 0, 40, raise_on={"x0": 1})
+    assert len(h) == 40 and h.failed() and all(t.sample["x0"] == 1 for t in h.failed())
+    assert h.best().objective is not None
+
+
+def test_choice_space_beats_random() -> None:
+    """Median over 5 seeds at 150 trials: the best objective, and the mean objective of the last 50 trials."""
+    runs = {name: [_choice_run(name, s, 150) for s in range(5)] for name in ("blockqnn", "random")}
+    best = {n: statistics.median(h.best().objective for h in hs) for n, hs in runs.items()}
+    last = {n: statistics.median(statistics.mean(t.objective for t in h.trials[-50:]) for h in hs)
+            for n, hs in runs.items()}  # fmt: skip
+    assert best["blockqnn"] > best["random"]
+    assert last["blockqnn"] > last["random"] + 3
 
 
 def test_qlearning_beats_random_on_the_synthetic_mdp(space) -> None:

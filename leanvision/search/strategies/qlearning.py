@@ -4,6 +4,11 @@ Zhong et al., "Practical Block-wise Neural Network Architecture Generation", arX
 Baker et al., arXiv 1611.02167). A block is an episode: the state is the NSC of the last layer (the block input
 at the start), an action is the NSC of the next layer, and the episode ends with the terminal or when the block
 reaches ``max_layers`` entries.
+
+On a space of categorical choices (``space.params()``, e.g. ``nasbench201`` or ``synthetic``) the decisions in
+``params()`` order make the episode, MetaQNN-style: the state before decision t is ``(t, value of decision t-1)``
+(``(0, None)`` at the start), the action is ``(t + 1, value of decision t)``, and every episode has one step per
+decision.
 """
 
 from __future__ import annotations
@@ -23,6 +28,68 @@ from leanvision.search.strategies.base import STRATEGIES, Strategy, ok
 SCHEDULE = (95, 7, 7, 7, 10, 10, 10, 10, 10, 12)
 EPSILONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 START: Layer = (0, 0, 0, 0, 0)  # the state before the first layer: the block input
+CHOICE_START = (0, None)  # the state before the first decision of a choice space
+
+
+class NSCEpisodes:
+    """Episodes over an ``nsc`` space: an action is a layer tuple, the state is the last layer (``START`` first)."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.start: tuple = START
+        self.max_steps: int = space.max_layers  # type: ignore[attr-defined]
+
+    def actions(self, index: int) -> tuple[tuple, ...]:
+        return self.space.actions(index)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def is_terminal(action: tuple) -> bool:
+        return action[1] == TERMINAL
+
+    @staticmethod
+    def to_actions(sample: Sample) -> list[tuple]:
+        return canonical_layers(sample)
+
+    @staticmethod
+    def to_sample(actions: Sequence[tuple]) -> Sample:
+        return {"layers": [list(a) for a in actions]}
+
+
+class ChoiceEpisodes:
+    """Episodes over a space of categorical choices: one step per decision in ``params()`` order; the action of
+    step t (1-based) is ``(t, value)`` and is the next state, so a state is ``(step, previous decision's value)``."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        params = space.params()
+        self.names = list(params)
+        self.start: tuple = CHOICE_START
+        self.max_steps = len(self.names)
+        self._actions = {i: tuple((i, o) for o in params[k].options) for i, k in enumerate(self.names, 1)}
+
+    def actions(self, index: int) -> tuple[tuple, ...]:
+        return self._actions.get(index, ())
+
+    @staticmethod
+    def is_terminal(action: tuple) -> bool:
+        return False
+
+    def to_actions(self, sample: Sample) -> list[tuple]:
+        return [(i, sample[k]) for i, k in enumerate(self.names, 1)]
+
+    def to_sample(self, actions: Sequence[tuple]) -> Sample:
+        return {k: a[1] for k, a in zip(self.names, actions, strict=True)}
+
+
+def episodes_for(space: SearchSpace, who: str = "blockqnn") -> NSCEpisodes | ChoiceEpisodes:
+    """How Q-learning walks ``space``: layer by layer for an ``nsc`` space, decision by decision for a space of
+    categorical choices; anything else is a ``ConfigError``."""
+    if callable(getattr(space, "actions", None)) and hasattr(space, "max_layers"):
+        return NSCEpisodes(space)
+    params = space.params() if callable(getattr(space, "params", None)) else {}
+    if params:
+        return ChoiceEpisodes(space)
+    raise ConfigError(f"{who} searches an 'nsc' space (blocks of layers) or a space of categorical choices "
+                      f"(params(), e.g. 'nasbench201'); '{space.name}' is neither")  # fmt: skip
 
 
 def epsilon_schedule(budget: int | None = None, schedule: Sequence[int] = SCHEDULE,
@@ -51,12 +118,14 @@ def epsilon_schedule(budget: int | None = None, schedule: Sequence[int] = SCHEDU
 
 @STRATEGIES.register("blockqnn")
 class BlockQNN(Strategy):
-    """Q-learning over blocks of an ``nsc`` space (arXiv 1708.05552).
+    """Q-learning over blocks of an ``nsc`` space (arXiv 1708.05552), or over the decisions of a space of
+    categorical choices (see the module docstring; ``max_layers`` is then the number of decisions).
 
-    Q is a dict ``state -> {action: value}`` of layer tuples; unvisited pairs read ``q_init`` (0.5, MetaQNN's
-    convention). After each told result the episode joins the replay memory and ``min(len(memory), replay)``
-    episodes drawn at random (with replacement, as in the Keras re-implementation) are replayed through the update;
-    ``replay=0`` updates only the new episode. The update runs backwards over an episode of n steps:
+    Q is a dict ``state -> {action: value}`` of layer tuples (``(step, value)`` tuples on a choice space);
+    unvisited pairs read ``q_init`` (0.5, MetaQNN's convention). After each told result the episode joins the
+    replay memory and ``min(len(memory), replay)`` episodes drawn at random (with replacement, as in the Keras
+    re-implementation) are replayed through the update; ``replay=0`` updates only the new episode. The update
+    runs backwards over an episode of n steps:
     ``Q(s_n-1, a_n) <- (1-alpha) Q + alpha r``, then ``Q(s_t-1, a_t) <- (1-alpha) Q + alpha (r_t + gamma max_a'
     Q(s_t, a'))`` with the max over the valid actions at the next index. With ``shaping`` the intermediate
     rewards are r_t = r / T, else 0; T is the episode's number of steps (``shaping_steps="episode"``, the reading
@@ -66,16 +135,18 @@ class BlockQNN(Strategy):
     over 1.0..0.1), rescaled to ``budget`` blocks when given; asks past the schedule use the last epsilon.
     Exploration picks a uniformly random valid layer; exploitation the best one (ties broken at random).
 
-    The reward is ``result["objective"]``. A failed trial is skipped (not learnt from) unless ``failure_reward``
-    is set, in which case it is learnt with that reward. Deterministic given the seed and the asks and tells.
+    The reward is ``objective_scale * result["objective"]`` (BlockQNN's rewards are accuracies as fractions, near
+    the initial Q of 0.5; ``objective_scale=0.01`` brings accuracies in percent there). A failed trial is skipped
+    (not learnt from) unless ``failure_reward`` is set, in which case it is learnt with that reward. Deterministic
+    given the seed and the asks and tells.
     """
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, budget: int | None = None,
                  schedule: Sequence[int] = SCHEDULE, epsilons: Sequence[float] = EPSILONS, alpha: float = 0.01,
                  gamma: float = 1.0, q_init: float = 0.5, shaping: bool = True, shaping_steps: str = "episode",
-                 replay: int = 64, failure_reward: float | None = None) -> None:  # fmt: skip
-        if not callable(getattr(space, "actions", None)) or not hasattr(space, "max_layers"):
-            raise ConfigError(f"blockqnn searches the 'nsc' space (blocks of layers); got '{space.name}'")
+                 replay: int = 64, failure_reward: float | None = None,
+                 objective_scale: float = 1.0) -> None:  # fmt: skip
+        episodes = episodes_for(space, type(self).__name__.lower())
         if not 0 < alpha <= 1:
             raise ConfigError(f"blockqnn: alpha (the Q learning rate) must be in (0, 1], got {alpha}")
         if not 0 <= gamma <= 1:
@@ -88,30 +159,33 @@ class BlockQNN(Strategy):
         self.phases = epsilon_schedule(budget, schedule, epsilons)
         self.alpha, self.gamma, self.q_init = float(alpha), float(gamma), float(q_init)
         self.shaping, self.shaping_steps, self.replay = shaping, shaping_steps, replay
-        self.failure_reward = failure_reward
-        self.max_layers: int = space.max_layers  # type: ignore[attr-defined]
-        self.Q: dict[Layer, dict[Layer, float]] = {}
-        self._max: dict[Layer, float] = {}  # max_a Q(s, a) over the valid actions, kept up to date
-        self._n_actions = {i: len(space.actions(i)) for i in range(1, self.max_layers + 2)}  # type: ignore[attr-defined]
-        self.memory: list[tuple[list[Layer], float]] = []
+        if not isinstance(objective_scale, (int, float)) or not objective_scale > 0:
+            raise ConfigError(f"blockqnn: objective_scale must be > 0, got {objective_scale!r}")
+        self.failure_reward, self.objective_scale = failure_reward, float(objective_scale)
+        self.episodes = episodes
+        self.max_layers: int = episodes.max_steps
+        self.Q: dict[tuple, dict[tuple, float]] = {}
+        self._max: dict[tuple, float] = {}  # max_a Q(s, a) over the valid actions, kept up to date
+        self._n_actions = {i: len(episodes.actions(i)) for i in range(1, self.max_layers + 2)}
+        self.memory: list[tuple[list[tuple], float]] = []
         self.asked = 0
         self._replay_rng = random.Random(f"blockqnn-replay-{seed}")
 
     # --- Q table ---------------------------------------------------------------------------------------------
 
-    def q(self, state: Layer, action: Layer) -> float:
+    def q(self, state: tuple, action: tuple) -> float:
         """Q(state, action); ``q_init`` for a pair never updated."""
         row = self.Q.get(tuple(state))
         return row.get(tuple(action), self.q_init) if row else self.q_init
 
-    def max_q(self, state: Layer) -> float:
+    def max_q(self, state: tuple) -> float:
         """max over the valid next layers of Q(state, a); 0 after the last index (no further action)."""
         state = tuple(state)
         if state in self._max:
             return self._max[state]
         return self.q_init if self._n_actions.get(state[0] + 1, 0) else 0.0
 
-    def _set(self, state: Layer, action: Layer, value: float) -> None:
+    def _set(self, state: tuple, action: tuple, value: float) -> None:
         row = self.Q.setdefault(state, {})
         old = row.get(action, self.q_init)
         row[action] = value
@@ -135,17 +209,17 @@ class BlockQNN(Strategy):
 
     # --- episodes --------------------------------------------------------------------------------------------
 
-    def _episode(self, eps: float, rng: random.Random) -> list[Layer]:
-        state, layers = START, []
+    def _episode(self, eps: float, rng: random.Random) -> list[tuple]:
+        state, layers = self.episodes.start, []
         for index in range(1, self.max_layers + 1):
-            acts = self.space.actions(index)  # type: ignore[attr-defined]
+            acts = self.episodes.actions(index)
             if rng.random() < eps:
                 action = rng.choice(acts)
             else:
                 best = self.max_q(state)
                 action = rng.choice([a for a in acts if self.q(state, a) >= best])
             layers.append(action)
-            if action[1] == TERMINAL:
+            if self.episodes.is_terminal(action):
                 break
             state = action
         return layers
@@ -153,19 +227,21 @@ class BlockQNN(Strategy):
     def _ask_one(self) -> Sample:
         layers = self._episode(self.epsilon(), self.rng)
         self.asked += 1
-        return {"layers": [list(a) for a in layers]}
+        return self.episodes.to_sample(layers)
 
     def greedy(self) -> Sample:
         """The block the current Q table prefers (epsilon 0; ties broken by a fixed seed, not the ask stream)."""
-        return {"layers": [list(a) for a in self._episode(0.0, random.Random(f"blockqnn-greedy-{self.seed}"))]}
+        return self.episodes.to_sample(self._episode(0.0, random.Random(f"blockqnn-greedy-{self.seed}")))
 
     def update(self, sample: Sample, reward: float) -> None:
         """One backward Q update over the episode of ``sample`` with final reward ``reward``."""
-        actions = canonical_layers(sample)
+        self._update(self.episodes.to_actions(sample), reward)
+
+    def _update(self, actions: list[tuple], reward: float) -> None:
         n = len(actions)
         steps = n if self.shaping_steps == "episode" else self.max_layers
         r_mid = reward / steps if self.shaping else 0.0
-        states = [START, *actions[:-1]]
+        states = [self.episodes.start, *actions[:-1]]
         a = self.alpha
         s, act = states[-1], actions[-1]
         self._set(s, act, (1 - a) * self.q(s, act) + a * reward)
@@ -174,20 +250,29 @@ class BlockQNN(Strategy):
             target = r_mid + self.gamma * self.max_q(states[t + 1])
             self._set(s, act, (1 - a) * self.q(s, act) + a * target)
 
-    def tell(self, sample: Sample, result: Result) -> None:
+    def _base_reward(self, result: Result) -> float | None:
+        """The told objective, ``failure_reward`` for a failed trial, or None (not learnt from)."""
         if ok(result):
-            reward = float(result["objective"])
-        elif self.failure_reward is not None:
-            reward = float(self.failure_reward)
-        else:
+            return self.objective_scale * float(result["objective"])
+        return None if self.failure_reward is None else float(self.failure_reward)
+
+    def _rewards(self) -> Sequence[float] | None:
+        """Rewards to learn the memory with instead of the stored ones (None: the stored ones; IRLAS's hook)."""
+        return None
+
+    def tell(self, sample: Sample, result: Result) -> None:
+        reward = self._base_reward(result)
+        if reward is None:
             return
-        self.memory.append((canonical_layers(sample), reward))
+        self.memory.append((self.episodes.to_actions(sample), reward))
+        rewards = self._rewards()
         if self.replay == 0:
-            self.update(sample, reward)
+            self._update(self.memory[-1][0], reward if rewards is None else rewards[-1])
             return
         for _ in range(min(len(self.memory), self.replay)):
-            layers, r = self.memory[self._replay_rng.randrange(len(self.memory))]
-            self.update({"layers": layers}, r)
+            i = self._replay_rng.randrange(len(self.memory))
+            layers, r = self.memory[i]
+            self._update(layers, r if rewards is None else rewards[i])
 
     def state_dict(self) -> dict[str, Any]:
         """The Q table as JSON-able rows ``[state, action, value]`` (for saving or inspection)."""
