@@ -15,7 +15,7 @@ from leanvision.dist import Failure, InProcessExecutor, ProcessExecutor, make_ex
 from leanvision.errors import ConfigError, DataError, UnknownNameError
 from leanvision.search import Journal, create_evaluator, create_space, create_strategy, search
 
-CHOICE_STRATEGIES = ["random", "evolution", "tpe", "local"]
+CHOICE_STRATEGIES = ["random", "evolution", "tpe", "local", "blockqnn"]
 
 
 def _run(strategy: str, strategy_seed: int, budget: int = 40, **ev):
@@ -49,7 +49,7 @@ def test_strategy_survives_failed_trials(name):
     assert h.best().objective is not None
 
 
-@pytest.mark.parametrize("name", ["evolution", "tpe", "local"])
+@pytest.mark.parametrize("name", ["evolution", "tpe", "local"])  # blockqnn: tests/test_blockqnn.py
 def test_strategy_beats_random_on_synthetic(name):
     def median_best(strategy):
         return statistics.median(_run(strategy, s, 80, seed=s).best().objective for s in range(5))
@@ -215,6 +215,35 @@ def test_resume_gives_the_uninterrupted_history(name, tmp_path):
     assert len(Journal.open(path).trials()) == 16
     resumed = search(space, create_strategy(name, space, seed=3), create_evaluator("synthetic"), budget=30,
                      journal=Journal.open(path, {"seed": 3}))  # fmt: skip
+    assert _trace(resumed) == _trace(full)
+
+
+def _conv_count(sample):
+    """A deterministic objective on NAS-Bench-201 cells (no table needed): 3x3 convs minus pools."""
+    return {"objective": sum(v == "nor_conv_3x3" for v in sample.values()) - sum(v == "avg_pool_3x3" for v in
+                                                                                 sample.values())}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["irlas", "blockqnn"])
+def test_resume_gives_the_uninterrupted_history_on_nasbench201(name, tmp_path):
+    space = create_space("nasbench201")
+    full = search(space, create_strategy(name, space, seed=2, budget=40), _conv_count, budget=40)
+
+    class Stop:
+        calls = 0
+
+        def __call__(self, sample):
+            Stop.calls += 1
+            if Stop.calls == 25:
+                raise KeyboardInterrupt
+            return _conv_count(sample)
+
+    path = tmp_path / "j.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        search(space, create_strategy(name, space, seed=2, budget=40), Stop(), budget=40,
+               journal=Journal.create(path, {}))  # fmt: skip
+    resumed = search(space, create_strategy(name, space, seed=2, budget=40), _conv_count, budget=40,
+                     journal=Journal.open(path))  # fmt: skip
     assert _trace(resumed) == _trace(full)
 
 
