@@ -12,6 +12,7 @@ import pytest
 from leanvision.cli import main
 from leanvision.cli.compress import load_compress_config
 from leanvision.cli.config import load_train_config
+from leanvision.cli.search import load_search_config
 from leanvision.cli.shapes import parse_shape
 from leanvision.errors import ConfigError
 
@@ -311,10 +312,17 @@ def test_shipped_configs_validate_and_name_registered_models():
     from conftest import REPO
 
     from leanvision.models import list_models
+    from leanvision.search import list_evaluators, list_spaces, list_strategies
 
     configs = sorted((REPO / "configs").glob("*.yaml"))
     assert configs
-    for path in configs:  # compress_*.yaml are `leanvision compress` configs, the rest `leanvision train` ones
+    # compress_*.yaml are `leanvision compress` configs, search_*.yaml `leanvision search` ones, the rest `train`
+    for path in configs:
+        if path.name.startswith("search_"):
+            cfg = load_search_config(path)
+            assert cfg.space in list_spaces() and cfg.strategy in list_strategies(), path
+            assert cfg.evaluator in list_evaluators(), path
+            continue
         load = load_compress_config if path.name.startswith("compress_") else load_train_config
         cfg = load(path)
         assert cfg.model in list_models(), path
