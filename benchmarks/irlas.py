@@ -48,8 +48,8 @@ import time
 from pathlib import Path
 
 import _runs
-from _machine import other_cpu
 import numpy as np
+from _machine import other_cpu
 
 from leanvision.search import create_evaluator, create_space, create_strategy, search
 from leanvision.search.spaces.nsc import expert_block, synthetic_reward
