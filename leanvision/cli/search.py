@@ -74,6 +74,8 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, progress: bool = True
     if not resume and journal_path.exists():
         raise ConfigError(f"'{out}' already holds a search: continue it with --resume {out} or choose another out_dir")
     check_threads(cfg.threads)
+    if _is_oneshot(cfg):
+        return _run_oneshot(cfg, resume=resume, progress=progress)
     space, strategy, evaluator = _build(cfg)  # bad names and options fail here, before anything is written
     writable_dir(out)
     journal = Journal.open(journal_path, cfg.defining()) if resume else Journal.create(journal_path, cfg.defining())
@@ -89,6 +91,60 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, progress: bool = True
     report = f"; report: leanvision report {out}"
     return (f"{len(history)} trials ({failed} failed); best objective {best.objective:.4g} (trial {best.trial}): "
             f"{space.key(best.sample)}{report}")  # fmt: skip
+
+
+def _is_oneshot(cfg: SearchConfig) -> bool:
+    """Whether ``cfg`` runs a weight-sharing method (its evaluator is the supernet itself), checked for consistency."""
+    from leanvision.search.oneshot import ONESHOT, SUPERNET
+
+    oneshot = cfg.strategy in ONESHOT
+    if oneshot and cfg.evaluator != SUPERNET:
+        raise ConfigError(f"'{cfg.strategy}' is a weight-sharing method: set evaluator: {SUPERNET} (its options, "
+                          "e.g. C, resolution, subset, in evaluator_kwargs)")  # fmt: skip
+    if not oneshot and cfg.evaluator == SUPERNET:
+        raise ConfigError(f"evaluator '{SUPERNET}' is used by the weight-sharing methods "
+                          f"({', '.join(ONESHOT.list())}), not by strategy '{cfg.strategy}'")  # fmt: skip
+    if oneshot and "budget" in cfg.model_fields_set:
+        raise ConfigError(f"budget counts the trials of ask/tell strategies; '{cfg.strategy}' is sized by its own "
+                          "options in strategy_kwargs (epochs, rounds): remove budget")  # fmt: skip
+    return oneshot
+
+
+def _ground_truth(cfg: SearchConfig) -> Any:
+    """``sample -> {"test_200ep": acc}`` from the NAS-Bench-201 table when the space is NB201 and the table is
+    there (report only: the method never sees it); ``None`` otherwise."""
+    if cfg.space != "nasbench201":
+        return None
+    from leanvision.search.evaluators.tabular import NB201Tabular
+
+    dataset = cfg.evaluator_kwargs.get("dataset", "cifar10")
+    try:
+        table = NB201Tabular(data_dir=cfg.data_dir, dataset=dataset)
+    except DataError:
+        return None
+    return lambda sample: table(sample)["report"]
+
+
+def _run_oneshot(cfg: SearchConfig, *, resume: bool, progress: bool) -> str:
+    from leanvision.search import Journal, create_space
+    from leanvision.search.oneshot import create_oneshot, run_oneshot
+
+    out = Path(cfg.out_dir)
+    space = create_space(cfg.space, **cfg.space_kwargs)
+    supernet = {"threads": cfg.threads, **({"data_dir": cfg.data_dir} if cfg.data_dir else {}), **cfg.evaluator_kwargs}
+    method = create_oneshot(cfg.strategy, space, seed=cfg.seed, supernet=supernet, **cfg.strategy_kwargs)
+    writable_dir(out)
+    journal_path = out / JOURNAL
+    journal = Journal.open(journal_path, cfg.defining()) if resume else Journal.create(journal_path, cfg.defining())
+    atomic_write_text(out / RUN_CONFIG, yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    result = run_oneshot(method, journal, out, ground_truth=_ground_truth(cfg), progress=progress)
+    picks = result.get("picks", [])
+    if not picks:
+        return f"{cfg.strategy}: no pick; journal in {out}"
+    truth = result.get("picks_report", [{}])[0]
+    shown = "".join(f", {k} {v:.2f}" for k, v in truth.items())
+    return (f"{cfg.strategy}: {len(journal.trials())} cells scored on the supernet; pick {space.key(picks[0])}"
+            f"{shown}; report: leanvision report {out}")  # fmt: skip
 
 
 def resume_search(run_dir: str | Path, overrides: dict[str, Any] | None = None, *, progress: bool = True) -> str:

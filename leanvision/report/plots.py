@@ -122,3 +122,19 @@ def dag_plot(
     ax.set_ylim(-height / 2 - 0.2, height / 2 + 0.2 + 0.2 * arcs)
     ax.axis("off")
     return _save(fig, path, title)
+
+
+def scatter_panels(panels: Sequence[Mapping[str, Any]], path: str | Path, *, title: str | None = None) -> Path:
+    """One scatter plot per panel ``{"series": {name: [(x, y), ...]}, "xlabel", "ylabel", "title"?}``."""
+    fig, axes = _grid(len(panels))
+    for ax, panel in zip(axes, panels, strict=True):
+        for i, (name, pts) in enumerate(panel["series"].items()):
+            if pts:
+                ax.scatter(*zip(*pts, strict=True), s=12 + 10 * i, label=name, color=_COLORS[i % len(_COLORS)],
+                           alpha=0.6 if i == 0 else 0.9)  # fmt: skip
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(panel["ylabel"])
+        if panel.get("title"):
+            ax.set_title(panel["title"], fontsize=9)
+        ax.legend(fontsize=8)
+    return _save(fig, path, title)

@@ -31,8 +31,9 @@ def _plain(config: dict[str, Any]) -> dict[str, Any]:
 
 class Journal:
     """Records ``header`` (config incl. seed, versions), then ``ask`` (trial id, sample) and ``tell`` (trial id,
-    result) events in the order they happened. A record is on disk once its call returns; a torn last line
-    (a kill during the append) is ignored on reading and cut off by the next append."""
+    result) events in the order they happened, and run-level notes (a one-shot method's ``result``). A record
+    is on disk once its call returns; a torn last line (a kill during the append) is ignored on reading and cut
+    off by the next append."""
 
     def __init__(self, path: str | Path, config: dict[str, Any], events: list[dict[str, Any]]) -> None:
         self.path, self.config, self.events = Path(path), _plain(config), events
@@ -64,13 +65,20 @@ class Journal:
                 f"'{path}' was written by another search configuration (differs in: {', '.join(diff)}); "
                 "resume with the same config or start a new run directory"
             )
-        return cls(path, stored, [r for r in records[1:] if r.get("kind") in ("ask", "tell")])
+        return cls(path, stored, [r for r in records[1:] if r.get("kind") in ("ask", "tell", "result")])
 
     def ask(self, trial: int, sample: dict[str, Any]) -> None:
         self._append({"kind": "ask", "trial": trial, "sample": sample})
 
     def tell(self, trial: int, result: dict[str, Any]) -> None:
         self._append({"kind": "tell", "trial": trial, "result": result, "time": time.time()})
+
+    def note(self, kind: str, **data: Any) -> None:
+        """Record a run-level event (e.g. a one-shot method's ``result``); trials are only ``ask``/``tell``."""
+        self._append({"kind": kind, **data, "time": time.time()})
+
+    def notes(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["kind"] == kind]
 
     def _append(self, record: dict[str, Any]) -> None:
         append_jsonl(self.path, record)

@@ -128,6 +128,8 @@ def search(space: SearchSpace, strategy: Strategy, evaluator: Callable[[Sample],
 def _replay(space: SearchSpace, strategy: Strategy, journal: Journal, history: History) -> tuple[dict, list[int]]:
     asked: dict[int, Sample] = {}
     for e in journal.events:
+        if e["kind"] not in ("ask", "tell"):
+            continue
         if e["kind"] == "ask":
             proposed = strategy.ask(1)[0]
             if space.key(proposed) != space.key(e["sample"]):
