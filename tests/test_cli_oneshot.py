@@ -52,6 +52,11 @@ def test_spos_search_and_report_from_the_command_line(tmp_path, capsys, shared_d
     result = journal.notes("result")[0]["result"]
     best = max(trials, key=lambda t: t["objective"])
     assert result["picks"][0] == best["sample"]  # the pick is the best supernet score, not the best truth
+    # A finished run resumes to the same outcome without training again.
+    code, again, err = run(capsys, "search", "--resume", str(tmp_path / "run"), "--data-dir", str(shared_data),
+                           "--quiet")  # fmt: skip
+    assert code == 0 and again == out, err
+    assert len(Journal.open(tmp_path / "run" / "journal.jsonl").trials()) == 12
     code, _, err = run(capsys, "report", str(tmp_path / "run"))
     assert code == 0, err
     for name in ("report.html", "pareto.png", "tau.png", "op_histogram.png", "best_graph.png"):

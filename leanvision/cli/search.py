@@ -136,7 +136,8 @@ def _run_oneshot(cfg: SearchConfig, *, resume: bool, progress: bool) -> str:
     writable_dir(out)
     journal_path = out / JOURNAL
     journal = Journal.open(journal_path, cfg.defining()) if resume else Journal.create(journal_path, cfg.defining())
-    atomic_write_text(out / RUN_CONFIG, yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    # budget does not apply to a weight-sharing method: left out, so that --resume does not read it as set
+    atomic_write_text(out / RUN_CONFIG, yaml.safe_dump(cfg.model_dump(exclude={"budget"}), sort_keys=False))
     result = run_oneshot(method, journal, out, ground_truth=_ground_truth(cfg), progress=progress)
     picks = result.get("picks", [])
     if not picks:
