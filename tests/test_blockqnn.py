@@ -83,9 +83,13 @@ def test_space_options_are_checked() -> None:
 
 
 def test_valid_blocks_pass(space) -> None:
-    space.validate(RESNEXT_EXPERT)
-    space.validate({"layers": [[1, 1, 3, 0, 0], [2, 5, 0, 1, 0]]})  # pred order free, no terminal needed
-    space.validate({"layers": [[1, 4, 0, 0, 0]] + [[i, 6, 0, 0, i - 1] for i in range(2, 7)]})  # T layers
+    blocks = [
+        RESNEXT_EXPERT,
+        {"layers": [[1, 1, 3, 0, 0], [2, 5, 0, 1, 0]]},  # pred order free, no terminal needed
+        {"layers": [[1, 4, 0, 0, 0]] + [[i, 6, 0, 0, i - 1] for i in range(2, 7)]},  # T layers
+    ]
+    for block in blocks:
+        assert space.validate(block) is None  # accepted: validate raises ConfigError on a bad block
 
 
 def test_actions_follow_the_index(space) -> None:

@@ -86,14 +86,22 @@ class Cell(nn.Module):
         return cls({e: OP_BUILDERS[op](channels) for e, op in ops.items() if op != "none"})
 
     def forward(self, x: Tensor) -> Tensor:
-        nodes = [x]
-        for inputs in self._inputs:
-            out: Tensor | None = None
-            for i, key in inputs:
-                y = self.edges[key](nodes[i])
-                out = y if out is None else out + y
-            nodes.append(torch.zeros_like(x) if out is None else out)
-        return nodes[3]
+        return cell_forward(self.edges, self._inputs, x)
+
+
+def cell_forward(edges: nn.ModuleDict, inputs: list[list[tuple[int, str]]], x: Tensor) -> Tensor:
+    """Node j = sum of ``edges[key](node i)`` over ``inputs[j - 1]`` (in that order; zeros if empty); node 3 out.
+
+    Shared by :class:`Cell` and the supernet's cell, so a standalone child reproduces a path's outputs exactly.
+    """
+    nodes = [x]
+    for node_inputs in inputs:
+        out: Tensor | None = None
+        for i, key in node_inputs:
+            y = edges[key](nodes[i])
+            out = y if out is None else out + y
+        nodes.append(torch.zeros_like(x) if out is None else out)
+    return nodes[3]
 
 
 class ResNetBasicBlock(nn.Module):

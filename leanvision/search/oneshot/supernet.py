@@ -17,7 +17,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from leanvision.errors import ConfigError
 from leanvision.models._base import Classifier, make_classifier
-from leanvision.models.nasbench201 import OP_BUILDERS, NB201Net, ResNetBasicBlock, edge_key
+from leanvision.models.nasbench201 import OP_BUILDERS, NB201Net, ResNetBasicBlock, cell_forward, edge_key
 from leanvision.search.space import check_options
 from leanvision.search.spaces.nasbench201 import EDGES, OPS, cell_ops, edge, format_arch
 
@@ -50,15 +50,7 @@ class SuperCell(nn.Module):
         self._inputs = [[(i, edge_key(edge(j, i))) for i in range(j) if ops[edge(j, i)] != "none"] for j in (1, 2, 3)]
 
     def forward(self, x: Tensor) -> Tensor:
-        # The same summation order as Cell.forward, so a standalone child reproduces the path's outputs exactly.
-        nodes = [x]
-        for inputs in self._inputs:
-            out: Tensor | None = None
-            for i, key in inputs:
-                y = self.edges[key](nodes[i])
-                out = y if out is None else out + y
-            nodes.append(torch.zeros_like(x) if out is None else out)
-        return nodes[3]
+        return cell_forward(self.edges, self._inputs, x)
 
 
 class NB201Supernet(Classifier):
