@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+from search_helpers import conv_count, resumed_after_kill, trace
 
 from leanvision.dist import Failure, InProcessExecutor, ProcessExecutor, make_executor, map_unordered
 from leanvision.errors import ConfigError, DataError, UnknownNameError
@@ -25,18 +26,14 @@ def _run(strategy: str, strategy_seed: int, budget: int = 40, **ev):
                   budget=budget)  # fmt: skip
 
 
-def _trace(history):
-    return [(t.trial, json.dumps(t.sample), t.status, t.objective) for t in history.trials]
-
-
 @pytest.mark.parametrize("name", CHOICE_STRATEGIES)
 def test_strategy_respects_space_and_is_seeded(name):
     space = create_space("synthetic")
     a, b, c = _run(name, 0), _run(name, 0), _run(name, 1)
     for t in a.trials:
         space.validate(t.sample)  # raises on a sample outside the space
-    assert _trace(a) == _trace(b)
-    assert _trace(a) != _trace(c)
+    assert trace(a) == trace(b)
+    assert trace(a) != trace(c)
 
 
 @pytest.mark.parametrize("name", CHOICE_STRATEGIES)
@@ -190,61 +187,22 @@ def test_journal_tolerates_a_torn_last_line(tmp_path):
     assert Journal.open(path).trials() == [{"trial": 0, "sample": {"x": 1}, "status": "ok", "objective": 1.0}]
 
 
-class _Interrupt:
-    """Evaluator that stops the whole search (like a kill) on its n-th call, once."""
-
-    def __init__(self, n):
-        self.n, self.calls = n, 0
-        self.inner = create_evaluator("synthetic")
-
-    def __call__(self, sample):
-        self.calls += 1
-        if self.calls == self.n:
-            raise KeyboardInterrupt
-        return self.inner(sample)
-
-
 @pytest.mark.parametrize("name", CHOICE_STRATEGIES)
 def test_resume_gives_the_uninterrupted_history(name, tmp_path):
     space = create_space("synthetic")
     full = search(space, create_strategy(name, space, seed=3), create_evaluator("synthetic"), budget=30)
-    path = tmp_path / "j.jsonl"
-    with pytest.raises(KeyboardInterrupt):
-        search(space, create_strategy(name, space, seed=3), _Interrupt(17), budget=30,
-               journal=Journal.create(path, {"seed": 3}))  # fmt: skip
-    assert len(Journal.open(path).trials()) == 16
-    resumed = search(space, create_strategy(name, space, seed=3), create_evaluator("synthetic"), budget=30,
-                     journal=Journal.open(path, {"seed": 3}))  # fmt: skip
-    assert _trace(resumed) == _trace(full)
-
-
-def _conv_count(sample):
-    """A deterministic objective on NAS-Bench-201 cells (no table needed): 3x3 convs minus pools."""
-    return {"objective": sum(v == "nor_conv_3x3" for v in sample.values()) - sum(v == "avg_pool_3x3" for v in
-                                                                                 sample.values())}  # fmt: skip
+    resumed = resumed_after_kill(space, lambda: create_strategy(name, space, seed=3), create_evaluator("synthetic"),
+                                 budget=30, kill_at=17, path=tmp_path / "j.jsonl")  # fmt: skip
+    assert trace(resumed) == trace(full)
 
 
 @pytest.mark.parametrize("name", ["irlas", "blockqnn"])
 def test_resume_gives_the_uninterrupted_history_on_nasbench201(name, tmp_path):
     space = create_space("nasbench201")
-    full = search(space, create_strategy(name, space, seed=2, budget=40), _conv_count, budget=40)
-
-    class Stop:
-        calls = 0
-
-        def __call__(self, sample):
-            Stop.calls += 1
-            if Stop.calls == 25:
-                raise KeyboardInterrupt
-            return _conv_count(sample)
-
-    path = tmp_path / "j.jsonl"
-    with pytest.raises(KeyboardInterrupt):
-        search(space, create_strategy(name, space, seed=2, budget=40), Stop(), budget=40,
-               journal=Journal.create(path, {}))  # fmt: skip
-    resumed = search(space, create_strategy(name, space, seed=2, budget=40), _conv_count, budget=40,
-                     journal=Journal.open(path))  # fmt: skip
-    assert _trace(resumed) == _trace(full)
+    full = search(space, create_strategy(name, space, seed=2, budget=40), conv_count, budget=40)
+    resumed = resumed_after_kill(space, lambda: create_strategy(name, space, seed=2, budget=40), conv_count,
+                                 budget=40, kill_at=25, path=tmp_path / "j.jsonl")  # fmt: skip
+    assert trace(resumed) == trace(full)
 
 
 def test_resume_refuses_a_strategy_that_proposes_other_samples(tmp_path):
