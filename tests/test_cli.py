@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from leanvision.cli import main
+from leanvision.cli.calibrate import load_calibrate_config
 from leanvision.cli.compress import load_compress_config
 from leanvision.cli.config import load_train_config
 from leanvision.cli.search import load_search_config
@@ -311,14 +312,20 @@ def test_console_script_is_installed():
 def test_shipped_configs_validate_and_name_registered_models():
     from conftest import REPO
 
+    from leanvision.calibrate import RULES
     from leanvision.models import list_models
     from leanvision.search import list_evaluators, list_spaces, list_strategies
     from leanvision.search.oneshot import SUPERNET, list_oneshot
 
     configs = sorted((REPO / "configs").glob("*.yaml"))
     assert configs
-    # compress_*.yaml are `leanvision compress` configs, search_*.yaml `leanvision search` ones, the rest `train`
+    # compress_*.yaml are `leanvision compress` configs, search_*.yaml `leanvision search` ones, calibrate_*.yaml
+    # `leanvision calibrate` ones (their checkpoint is made by a train config), the rest `train`
     for path in configs:
+        if path.name.startswith("calibrate_"):
+            cfg = load_calibrate_config(path)
+            assert cfg.rule in RULES and cfg.data.dataset is not None, path
+            continue
         if path.name.startswith("search_"):
             cfg = load_search_config(path)
             assert cfg.space in list_spaces(), path

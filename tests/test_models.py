@@ -103,6 +103,14 @@ def test_quickstart_twin_is_about_half() -> None:
             assert m(torch.randn(shape)).shape == (2, 10)
 
 
+def test_lenet5_counts_match_lecun() -> None:
+    # conv1 6*(25+1), conv2 16*(150+1), fc 400*120+120, 120*84+84, 84*10+10 = 61,706 params;
+    # MACs 28*28*6*25 + 10*10*16*150 + 400*120 + 120*84 + 84*10 = 416,520 (pooling and ReLU count nothing).
+    card = model_card("lenet5")
+    assert (card.params, card.macs) == (61_706, 416_520)
+    assert create_model("lenet5").forward_head(torch.zeros(2, 16, 5, 5), pre_logits=True).shape == (2, 84)
+
+
 def test_ghostnet_cifar_layout_has_no_unused_convs() -> None:
     m = create_model("ghostnet_050_cifar")
     assert m.stem.conv.stride == (1, 1) and m.blocks[1][0].conv_dw is None
@@ -156,9 +164,10 @@ def test_card_matches_independent_count(name: str) -> None:
 def test_fuse_keeps_outputs(name: str) -> None:
     model = randomize_bn(create_model(name)).eval()
     x = torch.randn(2, *small_size(name))
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     fused = model.fuse()
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.Identity)) for m in fused.modules())
-    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # original untouched
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == n_bn  # original untouched
     with torch.no_grad():
         torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-4)
 

@@ -36,6 +36,7 @@ Scheduler = _choices("Scheduler", SCHEDULERS)
 Split = _choices("Split", SPLITS)
 DEVICE_HELP = "cpu, cuda or cuda:N"
 OPTIMIZER_HELP = field_help("optimizer") + " (default sgd)"
+CALIBRATION_HELP = "a calibration.npz written by `leanvision calibrate` for this checkpoint"
 SCHEDULER_HELP = field_help("scheduler") + " (default cosine)"
 
 
@@ -292,6 +293,25 @@ def search_cmd(
     console.print(run_search(cfg, progress=not quiet), soft_wrap=True)
 
 
+@app.command("calibrate")
+def calibrate_cmd(
+    config: Path = typer.Argument(..., help="YAML config (example: configs/calibrate_mnist.yaml)"),
+    checkpoint: str = typer.Option(None, "--checkpoint", help="the trained model (default: the config's)"),
+    data_dir: str = typer.Option(None, "--data-dir", help="dataset root (default: config, else $LEANVISION_DATA)"),
+    out_dir: str = typer.Option(None, "--out-dir", help="where the results go (default: the config's out_dir)"),
+    device: str = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: the config's)"),
+    resume: bool = typer.Option(False, "--resume", help="replay the answers saved in out_dir and keep labelling"),
+    force: bool = typer.Option(False, "--force", help="start over in an out_dir that holds an earlier run"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+) -> None:
+    """Calibrate a trained model's confidence on operational data with a few selected labels (arXiv 1910.02352)."""
+    from leanvision.cli.calibrate import load_calibrate_config, run_calibrate
+
+    overrides = {"checkpoint": checkpoint, "data_dir": data_dir, "out_dir": out_dir, "device": device}
+    cfg = load_calibrate_config(config, overrides)
+    console.print(run_calibrate(cfg, config=config, resume=resume, force=force, progress=not quiet), soft_wrap=True)
+
+
 @app.command("report")
 def report_cmd(run_dir: Path = typer.Argument(..., help="the run directory of a search")) -> None:
     """Render a search's HTML/Markdown report (best-so-far curve, result table, best architecture's graph)."""
@@ -309,8 +329,9 @@ def evaluate_cmd(
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="images per forward pass"),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's)"),
+    calibration: Path = typer.Option(None, "--calibration", help=CALIBRATION_HELP),
 ) -> None:
-    """Accuracy (top-1, top-5) and loss of a trained checkpoint on a dataset split."""
+    """Accuracy (top-1, top-5) and loss of a trained checkpoint on a dataset split (and calibration metrics)."""
     import torch
 
     from leanvision.cli.use import evaluate_checkpoint
@@ -319,12 +340,30 @@ def evaluate_cmd(
     if check_threads(threads):
         torch.set_num_threads(threads)
     m = evaluate_checkpoint(
-        checkpoint, split=split.value, data_dir=data_dir, dataset=dataset, batch_size=batch_size, device=device
+        checkpoint,
+        split=split.value,
+        data_dir=data_dir,
+        dataset=dataset,
+        batch_size=batch_size,
+        device=device,
+        calibration=calibration,
     )
     console.print(
         f"{m['dataset']} {m['split']} ({int(m['n'])} images): top-1 {100 * m['acc']:.2f}%, "
         f"top-5 {100 * m.get('top5', m['acc']):.2f}%, loss {m['loss']:.4f}"
     )
+    if calibration is not None:
+        _print_calibration(m["calibration"], calibration)
+
+
+def _print_calibration(c: dict, calibration: Path) -> None:
+    b, a = c["before"], c["after"]
+    console.print(f"calibrated with {calibration} (uncalibrated -> calibrated):", soft_wrap=True)
+    console.print(f"  Brier {b['brier']:.4f} -> {a['brier']:.4f}")
+    console.print(f"  ECE {100 * b['ece']:.2f}% -> {100 * a['ece']:.2f}%")
+    console.print(f"  high-confidence (>0.9) errors {b['hce']} -> {a['hce']}")
+    console.print(f"  confident-correct (>0.9) {b['confident_correct']} -> {a['confident_correct']}")
+    console.print(f"  accuracy {100 * b['accuracy']:.2f}% (unchanged: calibration never changes a prediction)")
 
 
 @app.command("predict")
@@ -333,13 +372,19 @@ def predict_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="a checkpoint written by `leanvision train`"),
     top_k: int = typer.Option(3, "--top-k", min=1, help="classes to show per image"),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    calibration: Path = typer.Option(None, "--calibration", help=CALIBRATION_HELP),
 ) -> None:
     """Classify image files with a trained checkpoint: the top-k classes and their probabilities."""
     from leanvision.cli.use import predict_images
 
     check_device(device)
-    for path, top in predict_images(checkpoint, images, top_k=top_k, device=device):
-        typer.echo(f"{path}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
+    for path, top, calibrated in predict_images(
+        checkpoint, images, top_k=top_k, device=device, calibration=calibration
+    ):
+        shown = ", ".join(f"{name} {100 * p:.1f}%" for name, p in top)
+        if calibrated is not None:
+            shown += f"; calibrated confidence of {top[0][0]}: {100 * calibrated:.1f}%"
+        typer.echo(f"{path}: {shown}")
 
 
 @app.command("quickstart")

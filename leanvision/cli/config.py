@@ -57,18 +57,39 @@ def field_help(name: str) -> str:
     return TrainConfig.model_fields[name].description or ""
 
 
-def _describe(err: ValidationError, source: str, schema: type[BaseModel] = TrainConfig) -> str:
+def _schema_at(root: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
+    """The (nested) model that holds the key at ``path`` below ``root``."""
+    schema = root
+    for name in path:
+        field = schema.model_fields.get(name)
+        if field is None:
+            return None
+        ann = field.annotation
+        nested = [a for a in (ann, *get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return None
+        schema = nested[0]
+    return schema
+
+
+def describe_error(err: ValidationError, source: str, schema: type[BaseModel] = TrainConfig) -> str:
+    """The first problem of a (nested) config as one line naming the key (dotted) and how to fix it."""
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    known = list(schema.model_fields)
+    loc = [str(p) for p in first["loc"] if not isinstance(p, int)]
+    key = ".".join(loc) or "(top level)"
+    holder = _schema_at(schema, loc[:-1])
+    known = list(holder.model_fields) if holder is not None else []
     if first["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(key, known, n=1)
+        close = difflib.get_close_matches(loc[-1], known, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        return f"{source}: unknown key '{key}'.{hint} Known keys: {', '.join(known)}"
-    got = first.get("input")
-    hint = ""
-    if first["type"] == "literal_error" and isinstance(got, str):
-        choices = [str(c) for c in get_args(schema.model_fields[key].annotation)]
+        return f"{source}: unknown key '{key}'.{hint} Known keys{' there' if len(loc) > 1 else ''}: {', '.join(known)}"
+    if first["type"] == "missing" and holder is not None:
+        return f"{source}: '{key}' is required ({holder.model_fields[loc[-1]].description or 'see the docs'})"
+    if first["type"] == "value_error":
+        return f"{source}: '{key}': {first['msg'].removeprefix('Value error, ')}"
+    got, hint = first.get("input"), ""
+    if first["type"] == "literal_error" and isinstance(got, str) and holder is not None and loc:
+        choices = [str(c) for c in get_args(holder.model_fields[loc[-1]].annotation)]
         close = difflib.get_close_matches(got, choices, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
     return f"{source}: '{key}': {first['msg']} (got {got!r}){hint}"
@@ -97,7 +118,7 @@ def validate_model(schema: type[M], data: dict[str, Any], source: str) -> M:
     try:
         return schema(**data)
     except ValidationError as e:
-        raise ConfigError(_describe(e, source, schema)) from None
+        raise ConfigError(describe_error(e, source, schema)) from None
 
 
 def validate_config(data: dict[str, Any], source: str = "train config") -> TrainConfig:

@@ -69,3 +69,32 @@ def quickstart_ghost_cnn(
 ) -> QuickCNN:
     """The quickstart CNN's Ghost twin (same widths)."""
     return QuickCNN(num_classes=num_classes, in_chans=in_chans, widths=widths, strides=strides, ghost_ratio=ratio)
+
+
+class LeNet5(Classifier):
+    """LeNet-5 (LeCun et al. 1998) for 28x28 inputs: conv5(6, pad 2)-ReLU-maxpool, conv5(16)-ReLU-maxpool,
+    linear 400-120-84-classes with ReLU; the last hidden layer (84) is what operational calibration reads."""
+
+    def __init__(self, *, num_classes: int = 10, in_chans: int = 1) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.features = nn.Sequential(
+            nn.Conv2d(in_chans, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        )  # fmt: skip
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU())
+        self.head_chs = self.num_features = 84
+        self.classifier = make_classifier(84, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: Tensor, *, pre_logits: bool = False) -> Tensor:
+        x = self.hidden(x)
+        return x if pre_logits else self.classifier(x)
+
+
+@register_model(**_MNIST, notes="LeCun et al. 1998: 61,706 params; the small MNIST model of the calibration examples")
+def lenet5(*, num_classes: int = 10, in_chans: int = 1) -> LeNet5:
+    """LeNet-5 for 28x28 digits."""
+    return LeNet5(num_classes=num_classes, in_chans=in_chans)
