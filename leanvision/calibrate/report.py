@@ -74,7 +74,11 @@ def gallery_figure(items: Sequence[Mapping[str, Any]], path: Path, *, cols: int 
         ax.set_title(f"{item['key']}\nlabel {item['label']} pred {item['prediction']}\n"
                      f"{item['confidence_before']:.2f} -> {item['confidence_after']:.2f}", fontsize=6,
                      color="#C44E52" if wrong else "#222")  # fmt: skip
-    return _save(fig, path, "labelled examples (red: the model was wrong; confidence before -> after)")
+    return _save(
+        fig,
+        path,
+        "labelled examples (red: the model was wrong; confidence before -> after, where the GP has seen their labels)",
+    )
 
 
 def _pct(v: float) -> str:
