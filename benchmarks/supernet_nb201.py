@@ -175,10 +175,10 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=16)
     ap.add_argument("--C", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
-    _runs.add_run_args(ap, "supernet_nb201")
+    _runs.add_run_args(ap, "supernet_nb201", rewrite=False)  # the saved summary also holds the op marginals
     args = ap.parse_args()
     if args.summarize:
-        _runs.summarize_file(args.summarize, summarize, print_table)
+        _runs.summarize_file(args.summarize, summarize, print_table, rewrite=False)
         return
     partial, saved, runs = _runs.prepare(args, "supernet_nb201", SAME_ON_RESUME)
     table = load_nb201(args.data_dir)
