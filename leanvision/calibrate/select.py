@@ -23,13 +23,11 @@ def coverage_seeds(Z: np.ndarray, k: int, *, seed: int = 0) -> list[int]:
 
     k = min(k, len(Z))
     centres = KMeans(k, n_init=4, random_state=seed).fit(Z).cluster_centers_
-    d = ((Z[:, None, :] - centres[None]) ** 2).sum(-1) if len(Z) * k < 5e6 else None
     chosen: list[int] = []
-    for j in range(k):
-        dj = d[:, j] if d is not None else ((Z - centres[j]) ** 2).sum(1)
-        dj = dj.copy()
-        dj[chosen] = np.inf  # distinct medoids even when two centres share a nearest point
-        chosen.append(int(np.argmin(dj)))
+    for c in centres:
+        d = ((Z - c) ** 2).sum(1)
+        d[chosen] = np.inf  # distinct medoids even when two centres share a nearest point
+        chosen.append(int(np.argmin(d)))
     return chosen
 
 
@@ -123,9 +121,8 @@ def select_and_calibrate(
         if on_label:
             on_label(len(out.indices))
 
-    first = rng.choice(n, min(max(n_seeds, 2), budget), replace=False).tolist() if rule == "random" else \
-        coverage_seeds(Z, min(max(n_seeds, 2), budget), seed=seed)  # fmt: skip
-    label(first)
+    n_first = min(max(n_seeds, 2), budget)
+    label(rng.choice(n, n_first, replace=False).tolist() if rule == "random" else coverage_seeds(Z, n_first, seed=seed))
     if rule == "random":  # the plain baseline: no GP until the end
         rest = rng.choice(np.flatnonzero(open_), budget - len(out.indices), replace=False).tolist()
         for i in rest:
