@@ -118,6 +118,20 @@ class ResNetBasicBlock(nn.Module):
         return self.conv_b(self.conv_a(x)) + self.downsample(x)
 
 
+def skeleton(C: int, N: int, in_chans: int, make_cell) -> tuple[nn.Module, nn.Sequential, nn.Module, int]:
+    """NAS-Bench-201's macro skeleton: ``(stem, cells, lastact, final width)``; three stages of N cells
+    (``make_cell(width)``) joined by stride-2 residual blocks that double the width."""
+    stem = nn.Sequential(nn.Conv2d(in_chans, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+    cells: list[nn.Module] = []
+    c = C
+    for stage in range(3):
+        if stage:
+            cells.append(ResNetBasicBlock(c, 2 * c))
+            c *= 2
+        cells += [make_cell(c) for _ in range(N)]
+    return stem, nn.Sequential(*cells), nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True)), c
+
+
 class NB201Net(Classifier):
     """NAS-Bench-201's network for the cell ``arch`` (an arch string or ``{edge: op}``); see the module docstring."""
 
@@ -132,16 +146,7 @@ class NB201Net(Classifier):
             )
         self.arch = format_arch(ops)
         self.num_classes = num_classes
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
-        cells: list[nn.Module] = []
-        c = C
-        for stage in range(3):
-            if stage:
-                cells.append(ResNetBasicBlock(c, 2 * c))
-                c *= 2
-            cells += [Cell.from_ops(ops, c) for _ in range(N)]
-        self.cells = nn.Sequential(*cells)
-        self.lastact = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        self.stem, self.cells, self.lastact, c = skeleton(C, N, in_chans, lambda width: Cell.from_ops(ops, width))
         self.head_chs = self.num_features = c
         self.classifier = make_classifier(c, num_classes)
 

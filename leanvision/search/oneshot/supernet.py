@@ -17,7 +17,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from leanvision.errors import ConfigError
 from leanvision.models._base import Classifier, make_classifier
-from leanvision.models.nasbench201 import OP_BUILDERS, NB201Net, ResNetBasicBlock, cell_forward, edge_key
+from leanvision.models.nasbench201 import OP_BUILDERS, NB201Net, cell_forward, edge_key, skeleton
 from leanvision.search.space import check_options
 from leanvision.search.spaces.nasbench201 import EDGES, OPS, cell_ops, edge, format_arch
 
@@ -72,16 +72,7 @@ class NB201Supernet(Classifier):
         self.ops = tuple(o for o in OPS if o in ops)
         self.C, self.N, self.in_chans, self.num_classes = C, N, in_chans, num_classes
         self.arch: str | None = None
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
-        cells: list[nn.Module] = []
-        c = C
-        for stage in range(3):
-            if stage:
-                cells.append(ResNetBasicBlock(c, 2 * c))
-                c *= 2
-            cells += [SuperCell(c, self.ops) for _ in range(N)]
-        self.cells = nn.Sequential(*cells)
-        self.lastact = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        self.stem, self.cells, self.lastact, c = skeleton(C, N, in_chans, lambda width: SuperCell(width, self.ops))
         self.head_chs = self.num_features = c
         self.classifier = make_classifier(c, num_classes)
 
