@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
 
 def load1() -> float:
@@ -45,21 +43,6 @@ def cores_text(c: dict | float | None) -> str:
     """``record["other_cores"]`` (or the number itself) as text, "unknown" where it could not be measured."""
     value = c.get("other_cores") if isinstance(c, dict) else c
     return "unknown" if value is None else f"{value:.2f}"
-
-
-def load_cells(path: Path, config: dict, same: tuple[str, ...]) -> dict:
-    """The timed cells saved in ``path`` (for --resume); exits when ``same`` settings differ from ``config``."""
-    if not path.is_file():
-        print(f"--resume: {path} not found; starting from scratch")
-        return {}
-    saved = json.loads(path.read_text())
-    differ = [k for k in same if saved["config"].get(k) != config[k]]
-    if differ:
-        sys.exit(
-            f"--resume: {path} was measured with " + ", ".join(f"{k} {saved['config'].get(k)}" for k in differ) + "; "
-            "rerun with the same settings or a new --out"
-        )
-    return saved["cells"]
 
 
 def add_load_args(ap: argparse.ArgumentParser) -> None:

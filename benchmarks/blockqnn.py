@@ -8,8 +8,9 @@
 
 DIR holds cifar10/ (or set $LEANVISION_DATA and omit --data-dir). NSC space with T = --max-layers (6) entries per
 block counting the terminal; the Q-learner is the library's `blockqnn` strategy (Q init 0.5, alpha 0.01, gamma 1,
-replay of min(|memory|, 64) episodes per result, epsilon 1.0 .. 0.1 over BlockQNN's 95:7:7:7:10:10:10:10:10:12
-schedule rescaled to the budget).
+replay of min(|memory|, 64) episodes per result, epsilon 1.0 .. 0.1 in the shape of BlockQNN's
+95:7:7:7:10:10:10:10:10:12 schedule, shrunk before the last phase so 60% of the decisions exploit). Blocks without a
+convolution are invalid (never sampled) unless --allow-conv-free (the earlier runs' setting, to re-score their blocks).
 
 Part 1, the synthetic MDP (no training): reward = `leanvision.search.spaces.nsc.synthetic_reward` (+0.3 for a 3x3
 conv added back to its own input, +0.2 for a concat of two convs of different kernels, -0.05 per layer, mapped to
@@ -25,7 +26,9 @@ a seeded class-balanced --subset of CIFAR-10 training images (5,000 held out for
 each block trained 1 epoch ("early") and --final-epochs (6) ("final", lr x0.2 after epoch 5 as in BlockQNN's
 recipe). Early score: the 1-epoch validation accuracy, and the redefined reward val_acc - log(FLOPs / median block
 FLOPs) - 8 log(density). Final accuracy: the 6-epoch model's test accuracy. PASS: Spearman rho(redefined reward,
-final) >= rho(early accuracy, final).
+final) >= rho(early accuracy, final). The summary also fits mu and rho on these blocks by least squares of the final
+accuracy on the reward's terms (signs free; `leanvision.search.evaluators.train.calibrate_reward`), reported beside
+the paper's 1 and 8 with the leave-one-out Spearman of the fitted reward; --summarize recomputes it from a saved file.
 
 Part 3, the search: `leanvision.search.search()` on --executor (process or ray) with 2 workers of 1 torch thread,
 results told in arrival order; BlockQNN (epsilon schedule over the 40 blocks) vs random search, 40 blocks each,
@@ -55,14 +58,16 @@ from pathlib import Path
 
 import _runs
 
+from leanvision.errors import ConfigError
 from leanvision.search import Journal, create_evaluator, create_space, create_strategy, search
+from leanvision.search.evaluators.train import calibrate_reward, redefined_reward
 from leanvision.search.spaces.nsc import synthetic_reward
 
 VARIANTS = {"A shaping": {"shaping": True}, "B no shaping": {"shaping": False}, "C random": None}
 SAME = {
     1: ("max_layers", "episodes", "eval_every", "replay", "alpha", "q_init"),
-    2: ("max_layers", "blocks", "block_seed", "subset", "final_epochs", "channels", "acc_scale"),
-    3: ("max_layers", "budget", "subset", "final_epochs", "channels", "acc_scale"),
+    2: ("max_layers", "blocks", "block_seed", "subset", "final_epochs", "channels", "acc_scale", "allow_conv_free"),
+    3: ("max_layers", "budget", "subset", "final_epochs", "channels", "acc_scale", "allow_conv_free"),
 }
 
 
@@ -178,18 +183,15 @@ def part1_plot(runs: list[dict], path: Path) -> None:
                 path, x_key="episode", title="BlockQNN on the synthetic block MDP")  # fmt: skip
 
 
-def part1(args: argparse.Namespace, partial: Path, saved: dict, runs: list[dict]) -> tuple[list[dict], dict]:
-    done = {(r["model"], r["seed"]) for r in runs}
+def part1(args: argparse.Namespace, book: _runs.Runs) -> None:
+    done = {(r["model"], r["seed"]) for r in book.runs}
     for seed in args.seeds:
         for v in VARIANTS:
             if (v, seed) in done:
                 continue
-            runs.append(part1_run(v, seed, args))
-            r = runs[-1]
+            r = book.add(part1_run(v, seed, args), echo=False)
             print(f"{v} seed {seed}: greedy {r['greedy_reward']}, 90% at {r['episodes_to_90pct']}, "
                   f"last-200 {r['last200_mean_reward']:.3f} ({r['seconds']:.1f} s)", flush=True)  # fmt: skip
-            _runs.save_partial(partial, saved, runs)
-    return runs, part1_summary(runs)
 
 
 # --- parts 2 and 3: training -------------------------------------------------------------------------------------
@@ -197,15 +199,19 @@ def part1(args: argparse.Namespace, partial: Path, saved: dict, runs: list[dict]
 
 def evaluator(args: argparse.Namespace, epochs: int, *, report_test: bool = False):
     return create_evaluator(
-        "train_cifar", space="nsc", space_kwargs={"max_layers": args.max_layers}, dataset="cifar10",
+        "train_cifar", space="nsc", space_kwargs=space_kwargs(args), dataset="cifar10",
         data_dir=None if args.data_dir is None else str(args.data_dir), subset=args.subset or None,
         val_size=args.val_size, epochs=epochs, channels=args.channels, N=1, report_test=report_test,
         acc_scale=args.acc_scale, threads=args.threads,
     )  # fmt: skip
 
 
+def space_kwargs(args: argparse.Namespace) -> dict:
+    return {"max_layers": args.max_layers, "require_conv": not args.allow_conv_free}
+
+
 def random_blocks(args: argparse.Namespace, n: int, seed: int) -> list[dict]:
-    space = create_space("nsc", max_layers=args.max_layers)
+    space = create_space("nsc", **space_kwargs(args))
     rng, seen, out = random.Random(seed), set(), []
     while len(out) < n:
         s = space.sample(rng)
@@ -215,11 +221,11 @@ def random_blocks(args: argparse.Namespace, n: int, seed: int) -> list[dict]:
     return out
 
 
-def part2(args: argparse.Namespace, partial: Path, saved: dict, runs: list[dict]) -> tuple[list[dict], dict]:
-    from leanvision.dist import make_executor, map_unordered
+def part2(args: argparse.Namespace, book: _runs.Runs) -> None:
+    from leanvision.executors import make_executor, map_unordered
 
     blocks = random_blocks(args, args.blocks, args.block_seed)
-    done = {(r["model"], r["seed"]) for r in runs}
+    done = {(r["model"], r["seed"]) for r in book.runs}
     jobs = [(i, ph) for i in range(len(blocks)) for ph in ("early", "final") if (ph, i) not in done]
     evals = {"early": evaluator(args, 1), "final": evaluator(args, args.final_epochs, report_test=True)}
     ex = make_executor(args.executor, workers=args.workers, threads=args.threads)
@@ -231,13 +237,11 @@ def part2(args: argparse.Namespace, partial: Path, saved: dict, runs: list[dict]
                 i = index[json.dumps(block)]
                 if not isinstance(out, dict):
                     raise SystemExit(f"block {i} ({phase}) failed: {out}")
-                runs.append({"model": phase, "seed": i, "block": block, "acc_scale": args.acc_scale, **out})
+                book.add({"model": phase, "seed": i, "block": block, "acc_scale": args.acc_scale, **out}, echo=False)
                 print(f"block {i} {phase}: val {out['val_acc']:.4f} objective {out['objective']:.3f} "
                       f"({out['train_s']:.0f} s)", flush=True)  # fmt: skip
-                _runs.save_partial(partial, saved, runs)
     finally:
         ex.close()
-    return runs, part2_summary(runs)
 
 
 def part2_summary(runs: list[dict]) -> dict:
@@ -255,7 +259,21 @@ def part2_summary(runs: list[dict]) -> dict:
     cost = [acc_scale * by[("early", b)]["val_acc"] - by[("early", b)]["objective"] for b in blocks]
     other = 100.0 if acc_scale == 1.0 else 1.0
     rho_other = spearmanr([other * a - c for a, c in zip(early, cost, strict=True)], final).statistic
+    # mu and rho fitted on these blocks (signs free) beside the paper's 1 and 8; leave-one-out keeps it honest
+    fl = [by[("early", b)]["flops"] for b in blocks]
+    dens = [by[("early", b)]["density"] for b in blocks]
+    calib, loo = None, []
+    try:
+        calib = calibrate_reward(early, fl, dens, final, acc_scale=acc_scale)
+        for i in range(len(blocks)):
+            rest = [j for j in range(len(blocks)) if j != i]
+            f = calibrate_reward(*([v[j] for j in rest] for v in (early, fl, dens, final)), acc_scale=acc_scale)
+            loo.append(redefined_reward(early[i], fl[i], dens[i], mu=f.mu, rho=f.rho, acc_scale=acc_scale))
+    except ConfigError as e:  # too few blocks, or an early accuracy that does not predict the final one
+        calib = str(e)
     return {
+        "calibration": calib if isinstance(calib, str) or calib is None else vars(calib),
+        "spearman_leave_one_out_fitted_reward_vs_final": spearmanr(loo, final).statistic if loo else None,
         "blocks": blocks,
         "missing_runs": missing,
         "spearman_early_acc_vs_final": rho_raw,
@@ -296,12 +314,12 @@ def part2_plot(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def part3(args: argparse.Namespace, partial: Path, saved: dict, runs: list[dict]) -> tuple[list[dict], dict]:
-    from leanvision.dist import make_executor, map_unordered
+def part3(args: argparse.Namespace, book: _runs.Runs) -> None:
+    from leanvision.executors import make_executor, map_unordered
 
-    done = {(r["model"], r["seed"]) for r in runs}
+    done = {(r["model"], r["seed"]) for r in book.runs}
     proxy = evaluator(args, 1)
-    space = create_space("nsc", max_layers=args.max_layers)
+    space = create_space("nsc", **space_kwargs(args))
     # One pool for everything: its workers load the data once and keep it.
     ex = make_executor(args.executor, workers=args.workers, threads=args.threads)
     try:
@@ -317,10 +335,9 @@ def part3(args: argparse.Namespace, partial: Path, saved: dict, runs: list[dict]
             t0 = time.perf_counter()
             list(map_unordered(ex, proxy, blocks))
             parallel = time.perf_counter() - t0
-            runs.append({"model": "probe", "seed": -1, "blocks": len(blocks), "serial_s": serial,
-                         "parallel_s": parallel, "throughput_x": serial / parallel})  # fmt: skip
+            book.add({"model": "probe", "seed": -1, "blocks": len(blocks), "serial_s": serial,
+                      "parallel_s": parallel, "throughput_x": serial / parallel}, echo=False)  # fmt: skip
             print(f"throughput probe: serial {serial:.0f} s, {args.workers} workers {parallel:.0f} s", flush=True)
-            _runs.save_partial(partial, saved, runs)
         (args.out / "journals").mkdir(parents=True, exist_ok=True)
         for seed in args.seeds:
             for method in ("blockqnn", "random"):
@@ -340,17 +357,16 @@ def part3(args: argparse.Namespace, partial: Path, saved: dict, runs: list[dict]
                 wall = time.perf_counter() - t0
                 trials = [{"trial": t.trial, "sample": t.sample, "status": t.status, "objective": t.objective,
                            "metrics": t.metrics, "seconds": t.seconds} for t in hist.trials]  # fmt: skip
-                runs.append({"model": method, "seed": seed, "trials": trials, "wall_s": wall})
+                book.add({"model": method, "seed": seed, "trials": trials, "wall_s": wall}, echo=False)
                 print(f"{method} seed {seed}: best {hist.best().objective:.3f} in {wall:.0f} s", flush=True)
-                _runs.save_partial(partial, saved, runs)
         final = evaluator(args, args.final_epochs, report_test=True)
-        have = {(r["model"], r["seed"]) for r in runs}
+        have = {(r["model"], r["seed"]) for r in book.runs}
         todo = []
         for seed in args.seeds:
             for method in ("blockqnn", "random"):
                 if (f"retrain {method}", seed) in have:
                     continue
-                search_run = next(r for r in runs if (r["model"], r["seed"]) == (method, seed))
+                search_run = next(r for r in book.runs if (r["model"], r["seed"]) == (method, seed))
                 ok = [t for t in search_run["trials"] if t["status"] == "ok"]
                 best = max(ok, key=lambda t: (t["objective"], -t["trial"]))
                 todo.append((f"retrain {method}", seed, json.loads(json.dumps(best["sample"]))))
@@ -359,12 +375,10 @@ def part3(args: argparse.Namespace, partial: Path, saved: dict, runs: list[dict]
             name, seed = names[id(sample)]
             if not isinstance(out, dict):
                 raise SystemExit(f"{name} seed {seed} failed: {out}")
-            runs.append({"model": name, "seed": seed, "sample": sample, **out})
+            book.add({"model": name, "seed": seed, "sample": sample, **out}, echo=False)
             print(f"{name} seed {seed}: test {out['report']['test_acc']:.4f}", flush=True)
-            _runs.save_partial(partial, saved, runs)
     finally:
         ex.close()
-    return runs, part3_summary(runs)
 
 
 def part3_summary(runs: list[dict]) -> dict:
@@ -454,17 +468,16 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--block-seed", type=int, default=0, help="part 2: seed of the random blocks")
     ap.add_argument("--budget", type=int, default=40, help="part 3: blocks per search")
     ap.add_argument("--probe-blocks", type=int, default=4, help="part 3: blocks of the throughput probe (0: skip)")
-    ap.add_argument("--subset", type=int, default=10_000, help="parts 2-3: training images (class-balanced); 0 = all")
-    ap.add_argument("--val-size", type=int, default=5_000, help="parts 2-3: training images held out for validation")
+    _runs.add_split_args(ap, 10_000, scope="parts 2-3: ")
     ap.add_argument("--final-epochs", type=int, default=6)
     ap.add_argument("--channels", type=int, default=16, help="F: width of the first stage")
     ap.add_argument("--acc-scale", type=float, default=1.0, help="parts 2-3: accuracy unit in the reward (100: %%)")
+    ap.add_argument("--allow-conv-free", action="store_true",
+                    help="parts 2-3: let blocks without a convolution in (the earlier runs' blocks)")  # fmt: skip
     ap.add_argument("--executor", choices=("process", "ray"), default="process")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker (and of this process)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/blockqnn"))
-    ap.add_argument("--resume", action="store_true", help="skip the runs finished in OUT/blockqnn_part<N>.partial.json")
-    ap.add_argument("--summarize", type=Path, metavar="JSON", help="recompute the verdict of a saved result; no runs")
+    _runs.add_run_args(ap, "blockqnn_part<N>", folder="blockqnn")
     args = ap.parse_args()
     if args.seeds is None:
         args.seeds = list(range(10)) if args.part == 1 else [0, 1, 2]
@@ -472,22 +485,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    args = parse_args()
-    if args.summarize:
-        data = json.loads(args.summarize.read_text())
-        part = int(data.get("args", {}).get("part", args.part))
-        _, summarize, table, _ = PARTS[part]
-        _runs.summarize_file(args.summarize, summarize, table, rewrite=True)
-        return
-    name = f"blockqnn_part{args.part}"
-    partial, saved, runs = _runs.prepare(args, name, SAME[args.part])
-    if runs:
-        print(f"--resume: {len(runs)} finished run(s) in {partial}")
-    run, _, table, plot = PARTS[args.part]
-    runs, summary = run(args, partial, saved, runs)
-    _runs.save_result(args.out / f"{name}.json", saved, runs, summary)
-    plot(runs, args.out / f"{name}.png")
-    table(runs, summary)
+    _runs.main_by_part(parse_args(), "blockqnn", PARTS, SAME)
 
 
 if __name__ == "__main__":

@@ -237,8 +237,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=12, help="evolution rounds (one epoch each)")
     ap.add_argument("--warmup", type=int, default=3, help="warm-up epochs with uniform paths")
     ap.add_argument("--population", type=int, default=16, help="N_P (children per round: as many)")
-    ap.add_argument("--subset", type=int, default=10_000, help="training images (class-balanced); 0 = all the rest")
-    ap.add_argument("--val-size", type=int, default=5_000, help="training images held out to score cells")
+    _runs.add_split_args(ap, 10_000)
     ap.add_argument("--eval-images", type=int, default=2_000, help="held-out images per cell score")
     ap.add_argument("--bn-images", type=int, default=500, help="training images to re-estimate BatchNorm per cell")
     ap.add_argument("--resolution", type=int, default=16)
@@ -252,27 +251,20 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if args.summarize:
-        _runs.summarize_file(args.summarize, summarize, print_table)
-        return
-    from leanvision.search.evaluators.tabular import load_nb201
 
-    table = load_nb201(args.data_dir)
-    partial, saved, runs = _runs.prepare(args, "cars_nb201", SAME_ON_RESUME)
-    if runs:
-        print(f"--resume: {len(runs)} finished run(s) in {partial}")
-    for seed in args.seeds:
-        todo = [n for n in METHODS if not any(r["model"] == n and r["seed"] == seed for r in runs)]
-        if not todo:
-            continue
-        for run in run_seed(seed, args, todo, table):
-            runs.append(run)
-            _runs.save_partial(partial, saved, runs)
-    runs = _runs.in_order(runs, args.seeds, METHODS)
-    summary = summarize(runs)
-    _runs.save_result(args.out / "cars_nb201.json", saved, runs, summary)
-    plot(runs, summary, args.out / "cars_nb201.png")
-    print_table(runs, summary)
+    def run(runs: _runs.Runs) -> None:
+        from leanvision.search.evaluators.tabular import load_nb201
+
+        table = load_nb201(args.data_dir)
+        for seed in args.seeds:
+            todo = [n for n in METHODS if not any(r["model"] == n and r["seed"] == seed for r in runs.runs)]
+            if todo:
+                for one in run_seed(seed, args, todo, table):
+                    runs.add(one, echo=False)  # run_seed prints its own line
+        runs.runs = _runs.in_order(runs.runs, args.seeds, METHODS)
+
+    _runs.main(args, "cars_nb201", SAME_ON_RESUME, run, summarize, print_table,
+               lambda runs, summary: plot(runs, summary, args.out / "cars_nb201.png"))  # fmt: skip
 
 
 if __name__ == "__main__":

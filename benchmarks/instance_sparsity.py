@@ -29,14 +29,23 @@ Verdicts (spec 6d E2; B = the chosen lambda; means over the seeds with A and B; 
   (3) kept channels vary across images: std > 0 in every selected layer at every theta > 0, in every seed;
   (4) CV-selected layers beat the same number of lowest-CV layers: B's accuracy at equal whole-model MAC
       reduction, averaged over the reduction range both reach, is higher with the CV-selected layers.
-Writes JSON + PNG into --out; every finished (lambda, seed) run is saved at once to instance_sparsity.partial.json;
-the seed-0 weights of every B run are saved as OUT/B_lam<lambda>_seed0.pt (for benchmarks/latency_instance.py).
+--baseline CKPT (a converged `leanvision train` checkpoint, e.g. vgg8_cifar) starts A and every B from it instead
+of from scratch: --epochs of fine-tuning with lambda = 0 (A) or lambda > 0 (B), at --lr.
+Then, per seed, for the chosen lambda (--ft-epochs > 0): theta is the smallest one whose selected-layer MAC reduction
+on the validation split reaches --ft-reduction; B is fine-tuned --ft-epochs (--ft-lr, cosine) with the pruning
+active at that theta (straight-through masks), and the static control is fine-tuned the same way from the same B:
+every image keeps the same input channels of the same layers (those with the largest mean norm on validation),
+their producing channels removed by surgery, the kept share bisected so that its MACs equal the instance-wise mean
+MACs on validation. Verdicts on them (means over seeds): (5) the fine-tuned instance-wise net saves >= 30% of the
+selected layers' MACs at <= 1 point below B unpruned; (6) it is >= the static control + 0.5 points.
+Writes JSON + PNG into --out; every finished run is saved at once to instance_sparsity.partial.json; the weights
+of every B run and fine-tuned net are in OUT/models/ (latency_instance.py times them).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import statistics
 import time
 from pathlib import Path
@@ -46,10 +55,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from leanvision.compress import apply_plan, make_plan, static_masks
 from leanvision.compress.instance import InstanceMacs, InstanceSparsity, layer_cv, select_layers
 from leanvision.data import load_dataset, make_loader
-from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler
+from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler, model_from_checkpoint
 from leanvision.models.fsf import CifarVGG
+from leanvision.models.thin import macs_at, match_width
 from leanvision.profile import profile
 
 CFG = (32, 32, "M", 64, 64, "M", 128, 128)
@@ -61,12 +72,20 @@ SELECTIONS = {  # name -> (CV definition, lowest?)
 }
 BAND = (0.30, 0.35, 0.40)  # criterion (1): the whole-model MAC reduction band (ends) and the points reported
 BAND_GAP, MAX_DROP, MIN_LAYERS_REDUCTION = 2.0, 1.0, 0.25
-SAME_ON_RESUME = ("subset", "val_size", "epochs", "lr", "top_k", "rule", "test_subset")
+SAME_ON_RESUME = ("subset", "val_size", "epochs", "lr", "top_k", "rule", "test_subset", "baseline", "ft_epochs",
+                  "ft_lr", "ft_reduction")  # fmt: skip
+FT_REDUCTION, FT_MAX_DROP, STATIC_GAP = 0.30, 1.0, 0.5
 
 
-def build_model() -> CifarVGG:
-    """The 6-conv net of this benchmark (shared with latency_instance.py)."""
+def build_model(baseline: str | None = None) -> nn.Module:
+    """The net of this benchmark (shared with latency_instance.py): the 6-conv VGG, or --baseline's trained net."""
+    if baseline:
+        return model_from_checkpoint(baseline)[0].train()
     return CifarVGG(CFG, num_classes=10)
+
+
+def weights_path(args: argparse.Namespace, name: str, seed: int) -> Path:
+    return args.out / "models" / f"{name}_seed{seed}.pt"
 
 
 def label(lam: float) -> str:
@@ -79,7 +98,7 @@ def label(lam: float) -> str:
 def train(lam: float, train_set, *, seed: int, args: argparse.Namespace) -> tuple[nn.Module, dict]:
     """Train one net; lam > 0 adds the l2,1 feature decay of all prunable layers' inputs."""
     torch.manual_seed(seed)
-    model = build_model()
+    model = build_model(args.baseline)
     step = InstanceSparsity(model, theta=0.0).train_step(lam)  # lam = 0 trains bitwise like the default step
     loader = make_loader(train_set, batch_size=128, shuffle=True, seed=seed)
     opt = make_optimizer(model, "sgd", lr=args.lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
@@ -202,12 +221,90 @@ def measure(model: nn.Module, lam: float, val_loader, test_loader, args: argpars
 def run_one(lam: float, seed: int, data: dict, args: argparse.Namespace) -> dict:
     print(f"{label(lam)} seed {seed}: training", flush=True)
     model, info = train(lam, data["train"], seed=seed, args=args)
-    weights = None
-    if lam > 0 and seed == 0:
-        weights = args.out / f"B_lam{lam:g}_seed0.pt"
-        torch.save(model.state_dict(), weights)
+    weights = weights_path(args, f"B_lam{lam:g}" if lam > 0 else "A", seed)
+    weights.parent.mkdir(exist_ok=True)
+    torch.save(model.state_dict(), weights)
     m = measure(model, lam, data["val"], data["test"], args)
-    return {"model": label(lam), "lam": lam, "seed": seed, **info, **m, "weights": weights and weights.name}
+    return {"model": label(lam), "lam": lam, "seed": seed, **info, **m, "weights": str(weights.relative_to(args.out))}
+
+
+# --- fine-tuning with the pruning active, and the static control at equal mean MACs ----------------------------------
+
+
+def ft_theta(run: dict, reduction: float) -> float:
+    """The smallest theta whose selected-layer MAC reduction on the validation split reaches ``reduction``."""
+    return next((p["theta"] for p in run["val_sweep"] if p["layers_reduction"] >= reduction), THETAS[-1])
+
+
+def tune(model: nn.Module, train_set, step, *, args: argparse.Namespace, seed: int) -> float:
+    loader = make_loader(train_set, batch_size=128, shuffle=True, seed=seed)
+    opt = make_optimizer(model, "sgd", lr=args.ft_lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    sched = make_scheduler(opt, "cosine", total_steps=args.ft_epochs * len(loader))
+    t0 = time.perf_counter()
+    fit(model, loader, epochs=args.ft_epochs, optimizer=opt, scheduler=sched, train_step=step, seed=seed,
+        progress=False)  # fmt: skip
+    return time.perf_counter() - t0
+
+
+def finetune(run: dict, data: dict, args: argparse.Namespace) -> dict:
+    """B fine-tuned with the pruning active at the theta chosen on val, and the static control beside it."""
+    lam, seed, layers = run["lam"], run["seed"], run["selections"]["cv"]
+    theta = ft_theta(run, args.ft_reduction)
+
+    def trained_b() -> nn.Module:
+        model = build_model(args.baseline)
+        model.load_state_dict(torch.load(args.out / run["weights"], weights_only=True))
+        return model
+
+    print(f"{label(lam)} seed {seed}: fine-tuning with the pruning active at theta {theta:g}", flush=True)
+    model = trained_b()
+    sp = InstanceSparsity(model, layers, theta=theta, rule=args.rule)
+    torch.manual_seed(seed)
+    ft_s = tune(model, data["train"], sp.train_step(lam, prune=True), args=args, seed=seed)
+    weights = weights_path(args, f"Bft_lam{lam:g}", seed)
+    torch.save(model.state_dict(), weights)
+    _, val_macs = pruned_eval(sp, data["val"])
+    acc, macs = pruned_eval(sp, data["test"])
+    record = {"kind": "ft", "model": f"ft {label(lam)}", "lam": lam, "seed": seed, "theta": theta, "layers": layers,
+              "acc_unpruned": 100 * evaluate(model, data["test"])["acc"], "test": point(theta, acc, macs),
+              "val_mean_macs": val_macs.mean, "ft_s": ft_s, "weights": str(weights.relative_to(args.out))}  # fmt: skip
+
+    print(f"{label(lam)} seed {seed}: static control at {val_macs.mean / 1e6:.2f}M mean MACs", flush=True)
+    base = trained_b().eval()
+    val_batches = list(itertools.islice(iter(data["val"]), 4))  # the channel ranking: 2,000 validation images
+
+    def static(keep: float) -> nn.Module:
+        return apply_plan(base, make_plan(base, static_masks(base, val_batches, layers, keep=keep)))
+
+    match = match_width(static, val_macs.mean, cost=macs_at((3, 32, 32)), low=0.02, iters=20)
+    net = match.model.train()
+    torch.manual_seed(seed)
+    static_s = tune(net, data["train"], None, args=args, seed=seed)
+    record["static"] = {"keep": match.width, "macs": match.cost, "acc": 100 * evaluate(net, data["test"])["acc"],
+                        "ft_s": static_s}  # fmt: skip
+    return record
+
+
+def ft_verdicts(ft_runs: list[dict], b_acc: dict[int, float]) -> dict:
+    """(5) >= 30% of the selected layers' MACs saved at <= 1 point below B unpruned; (6) >= static + 0.5."""
+    if not ft_runs:
+        return {"pass": False, "note": "no fine-tuned run yet"}
+    mean = statistics.mean
+    acc = mean(r["test"]["acc"] for r in ft_runs)
+    red = mean(r["test"]["layers_reduction"] for r in ft_runs)
+    drop = mean(b_acc[r["seed"]] for r in ft_runs) - acc
+    static = mean(r["static"]["acc"] for r in ft_runs)
+    five = {"rule": "mean over seeds: selected-layer MAC reduction >= 30% and test acc <= 1 point below B unpruned",
+            "layers_reduction": red, "drop_vs_B_unpruned": drop,
+            "pass": red >= FT_REDUCTION and drop <= FT_MAX_DROP}  # fmt: skip
+    six = {"rule": "mean over seeds: fine-tuned instance-wise acc >= static control at equal mean MACs + 0.5",
+           "instance_acc": acc, "static_acc": static, "gap": acc - static,
+           "mean_macs": {"instance_val": mean(r["val_mean_macs"] for r in ft_runs),
+                         "static": mean(r["static"]["macs"] for r in ft_runs)},
+           "pass": acc - static >= STATIC_GAP}  # fmt: skip
+    return {"seeds": [r["seed"] for r in ft_runs], "thetas": [r["theta"] for r in ft_runs],
+            "5_ft_30pct_layers_le_1pt": five, "6_beats_static": six,
+            "pass": len(ft_runs) >= 2 and five["pass"] and six["pass"]}  # fmt: skip
 
 
 # --- summary and verdicts --------------------------------------------------------------------------------------
@@ -336,7 +433,10 @@ def criterion_selection(b_runs: list[dict], a: str, b: str) -> dict:
 
 
 def summarize(runs: list[dict]) -> dict:
-    """lambda chosen on val (seeds with A and every lambda), then the four verdicts on test (seeds with A and it)."""
+    """lambda chosen on val (seeds with A and every lambda), then the four verdicts on test (seeds with A and it),
+    and the verdicts of the fine-tuned net and its static control."""
+    ft_runs = [r for r in runs if r.get("kind") == "ft"]
+    runs = [r for r in runs if r.get("kind") != "ft"]
     names = sorted({r["model"] for r in runs})
     by, choice_seeds, _ = _runs.complete_seeds(runs, names)
     lams = sorted({r["lam"] for r in runs if r["lam"] > 0})
@@ -372,7 +472,9 @@ def summarize(runs: list[dict]) -> dict:
         "cv_across_vs_within": both_cv,
         "weights_seed0": by.get((label(lam), 0), {}).get("weights"),
         "pass": len(seeds) >= 2 and all(c["pass"] for c in crit.values()),
-    }
+        "fine_tuned": ft_verdicts([r for r in ft_runs if r["lam"] == lam],
+                                  {s: by[(label(lam), s)]["acc"] for s in seeds if (label(lam), s) in by}),
+    }  # fmt: skip
 
 
 # --- output ----------------------------------------------------------------------------------------------------
@@ -414,21 +516,18 @@ def plot(runs: list[dict], summary: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+COLUMNS = {"run": "model", "seed": "seed", "val acc": ("val_acc", ".2f"), "test acc": ("acc", ".2f"),
+           "CV-selected": lambda r: ", ".join(r["selections"]["cv"]),
+           "lowest-CV": lambda r: ", ".join(r["selections"]["lowest_cv"]),
+           "train s": ("train_s", ".0f"), "eval s": ("eval_s", ".0f")}  # fmt: skip
+
 def print_table(runs: list[dict], summary: dict) -> None:
-    print("\n| run | seed | val acc | test acc | CV-selected | lowest-CV | train s | eval s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in runs:
-        print(
-            f"| {r['model']} | {r['seed']} | {r['val_acc']:.2f} | {r['acc']:.2f} | {', '.join(r['selections']['cv'])} "
-            f"| {', '.join(r['selections']['lowest_cv'])} | {r['train_s']:.0f} | {r['eval_s']:.0f} |"
-        )
-    print(json.dumps(summary, indent=2))
+    _runs.run_table(COLUMNS)([r for r in runs if r.get("kind") != "ft"], summary)
 
 
 def parse_args() -> argparse.Namespace:
     ap = _runs.make_parser(__doc__)
-    ap.add_argument("--subset", type=int, default=10_000, help="seeded class-balanced training subset; 0 = all")
-    ap.add_argument("--val-size", type=int, default=5_000, help="training images held out for validation")
+    _runs.add_split_args(ap, 10_000)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--lams", type=float, nargs="+", default=[1e-4, 5e-4], help="lambda candidates of B (> 0)")
@@ -441,6 +540,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--top-k", type=int, default=3, help="layers pruned instance-wise (of the 5 prunable)")
     ap.add_argument("--rule", default="mean", choices=["mean", "max"], help="threshold rule (theta in [0, 1])")
     ap.add_argument("--test-subset", type=int, default=0, help="evaluate on a seeded test subset (smoke tests)")
+    ap.add_argument("--baseline", default=None, help="start A and B from this converged checkpoint")
+    ap.add_argument("--ft-epochs", type=int, default=2, help="fine-tuning with the pruning active; 0 = none")
+    ap.add_argument("--ft-lr", type=float, default=0.01)
+    ap.add_argument("--ft-reduction", type=float, default=FT_REDUCTION, help="selected-layer MAC reduction on val")
     ap.add_argument("--threads", type=int, default=1)
     _runs.add_run_args(ap, "instance_sparsity")
     return ap.parse_args()
@@ -458,32 +561,32 @@ def load_data(args: argparse.Namespace, seed: int) -> dict:
 
 def main() -> None:
     args = parse_args()
-    if args.summarize:
-        _runs.summarize_file(args.summarize, summarize, print_table)
-        return
-    if any(lam <= 0 for lam in args.lams):
+    if not args.summarize and any(lam <= 0 for lam in args.lams):
         raise SystemExit("--lams are B's lambdas and must be > 0 (A, lambda = 0, is always trained)")
-    partial, saved_args, runs = _runs.prepare(args, "instance_sparsity", SAME_ON_RESUME)
-    done = {(r["lam"], r["seed"]) for r in runs}
-    if done:
-        print(f"--resume: {len(done)} finished run(s) in {partial}")
-    for i, seed in enumerate(args.seeds):
-        lams = args.lams
-        if i > 0 and not args.all_lams_every_seed:  # later seeds: only the lambda chosen on the seeds before
-            lams = [summarize(runs)["lambda_choice_on_val"]["selected_lam"]]
-            print(f"seed {seed}: lambda {lams[0]:g} (chosen on the validation split of the seeds before)")
-        todo = [lam for lam in (0.0, *lams) if (lam, seed) not in done]
-        data = load_data(args, seed) if todo else None
-        for lam in todo:
-            runs.append(run_one(lam, seed, data, args))
-            _runs.save_partial(partial, saved_args, runs)
-            r = runs[-1]
-            print(f"saved {r['model']} seed {seed}: val {r['val_acc']:.2f}, test {r['acc']:.2f}", flush=True)
-    summary = summarize(runs)
-    _runs.save_result(args.out / "instance_sparsity.json", saved_args, runs, summary)
+
+    def run(runs: _runs.Runs) -> None:
+        done = {(r["lam"], r["seed"]) for r in runs.runs if r.get("kind") != "ft"}
+        for i, seed in enumerate(args.seeds):
+            lams = args.lams
+            if i > 0 and not args.all_lams_every_seed:  # later seeds: only the lambda chosen on the seeds before
+                lams = [summarize(runs.runs)["lambda_choice_on_val"]["selected_lam"]]
+                print(f"seed {seed}: lambda {lams[0]:g} (chosen on the validation split of the seeds before)")
+            todo = [lam for lam in (0.0, *lams) if (lam, seed) not in done]
+            data = load_data(args, seed) if todo or args.ft_epochs else None
+            for lam in todo:
+                r = runs.add(run_one(lam, seed, data, args), echo=False)
+                print(f"saved {r['model']} seed {seed}: val {r['val_acc']:.2f}, test {r['acc']:.2f}", flush=True)
+            if args.ft_epochs:
+                chosen = summarize(runs.runs)["lambda_choice_on_val"]["selected_lam"]
+                if (chosen, seed) not in {(r["lam"], r["seed"]) for r in runs.runs if r.get("kind") == "ft"}:
+                    b = next(r for r in runs.runs if r.get("kind") != "ft" and (r["lam"], r["seed"]) == (chosen, seed))
+                    r = runs.add(finetune(b, data, args), echo=False)
+                    print(f"saved fine-tuned seed {seed}: test {r['test']['acc']:.2f} at theta {r['theta']:g}, static "
+                          f"{r['static']['acc']:.2f}", flush=True)  # fmt: skip
+
     title = f"instance-wise sparsity, VGG-6, {args.subset or 'all'} imgs x {args.epochs} ep, top-{args.top_k} layers"
-    plot(runs, summary, args.out / "instance_sparsity.png", title)
-    print_table(runs, summary)
+    _runs.main(args, "instance_sparsity", SAME_ON_RESUME, run, summarize, print_table,
+               lambda runs, summary: plot(runs, summary, args.out / "instance_sparsity.png", title))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -22,18 +22,22 @@ rule): the expert's MSF is above every random block's; Spearman ρ(MSF, −#conc
 ρ(MSF, #branches) < 0; ρ(MSF, depth irregularity) < 0. The verdict needs every sample to pass (with one seed it
 is exactly the plan's check). The ρ of the one-step w (against the random mean only) is reported too.
 
-Part 2, guided search: per seed, --budget (60) blocks with the BlockQNN Q-learner (epsilon 1.0 .. 0.1 over
-BlockQNN's schedule rescaled to the budget), reward A = the proxy only (`blockqnn`) and B = proxy + λ·MSF
-(`irlas`, λ = --lam, MSF min-max normalised over a window of 64 recent blocks), the same seeds. Proxy: the synthetic
-surrogate `leanvision.search.spaces.nsc.synthetic_reward` (+0.3 for a 3x3 conv added back to its own input, +0.2 for
-a concat of two convs of different kernels, −0.05 per layer, in [0, 1]). Top --top (3) distinct blocks of each run:
-A's by proxy, B's by proxy + λ·MSF (the final w, normalised over the run's blocks). Each is re-trained on
+Part 2, guided search: per seed (default 0-4), --budget (2000: the proxy is free) blocks with the BlockQNN
+Q-learner (epsilon 1.0 .. 0.1 in BlockQNN's shape, shrunk so 60% of the decisions exploit), reward A = the proxy
+only (`blockqnn`) and B = proxy + λ·MSF (`irlas`, MSF min-max normalised over a window of 64 recent blocks; with
+--lam-scale range (default) λ = --lam (0.25) times the proxy's range, so the MSF cannot swamp the proxy; --lam 1
+--lam-scale absolute is the earlier setting), the same seeds. Proxy: the synthetic surrogate
+`leanvision.search.spaces.nsc.synthetic_reward` (+0.3 for a 3x3 conv added back to its own input, +0.2 for a concat
+of two convs of different kernels, −0.05 per layer, in [0, 1]). Top --top (10) distinct blocks of each run: A's by
+proxy, B's by proxy + λ·MSF (the final w, normalised over the run's blocks); ties broken by fewer MACs, then the
+earlier trial (`top_blocks`). Each is re-trained on
 Fashion-MNIST (a seeded class-balanced --subset of 10,000 training images, 5,000 held out, --epochs 3, Adam 1e-3,
 batch 128, N = 1 block per stage, F = 16) and tested on the 10,000 test images; its network (1x28x28 input) is timed
 at batch 1 on the CPU with torch.set_num_threads(1): --latency-runs (200) forward passes after 20 warm-up ones,
 taken in rounds interleaved over all blocks, median. Per run: the median latency, the mean #concat and the mean
 test accuracy of its top blocks. PASS (the plan's rule, means over seeds): B's latency <= 0.85 x A's, B's #concat
-< A's, and B's accuracy >= A's − 1.0 point. A block found by both runs is trained and timed once.
+< A's, and B's accuracy >= A's − 1.0 point; per seed at matched proxy (B's mean top proxy >= A's − 0.02), B's
+latency <= 0.85 x A's in >= 4 of 5 seeds. A block found by both runs is trained and timed once.
 
 Writes OUT/irlas_part<N>.json + .png; each finished run is saved at once to OUT/irlas_part<N>.partial.json.
 """
@@ -52,7 +56,7 @@ import numpy as np
 from _machine import other_cpu
 
 from leanvision.search import create_evaluator, create_space, create_strategy, search
-from leanvision.search.spaces.nsc import expert_block, synthetic_reward
+from leanvision.search.spaces.nsc import expert_block, flops, synthetic_reward
 from leanvision.search.strategies.irlas import (
     MirrorStimuli,
     TopologyFeatures,
@@ -61,11 +65,12 @@ from leanvision.search.strategies.irlas import (
     depth_irregularity,
     has_skip,
     learn_msf,
+    top_blocks,
 )
 
 SAME = {
     1: ("max_layers", "blocks", "feature_gamma", "iterations"),
-    2: ("max_layers", "budget", "top", "lam", "feature_gamma", "epochs", "subset", "val_size", "channels",
+    2: ("max_layers", "budget", "top", "lam", "lam_scale", "feature_gamma", "epochs", "subset", "val_size", "channels",
         "latency_runs"),
 }  # fmt: skip
 MODELS = {"A proxy": "blockqnn", "B proxy+MSF": "irlas"}
@@ -203,14 +208,11 @@ def part1_plot(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def part1(args: argparse.Namespace, partial: Path, saved: dict, runs: list[dict]) -> tuple[list[dict], dict]:
-    done = {r["seed"] for r in runs if r["model"] == "irl"}
+def part1(args: argparse.Namespace, book: _runs.Runs) -> None:
+    done = {r["seed"] for r in book.runs if r["model"] == "irl"}
     for seed in args.seeds:
-        if seed in done:
-            continue
-        runs.append(part1_run(seed, args))
-        _runs.save_partial(partial, saved, runs)
-    return runs, part1_summary(runs)
+        if seed not in done:
+            book.add(part1_run(seed, args), echo=False)
 
 
 # --- part 2 ------------------------------------------------------------------------------------------------------
@@ -220,25 +222,22 @@ def search_run(model: str, seed: int, args: argparse.Namespace) -> dict:
     space = create_space("nsc", max_layers=args.max_layers)
     opts = {"budget": args.budget}
     if MODELS[model] == "irlas":
-        opts.update(lam=args.lam, feature_gamma=args.feature_gamma)
+        opts.update(lam=args.lam, lam_scale=args.lam_scale, feature_gamma=args.feature_gamma)
     strat = create_strategy(MODELS[model], space, seed=seed, **opts)
     hist = search(space, strat, lambda s: {"objective": synthetic_reward(s, args.max_layers)}, budget=args.budget)
     proxy = np.array([t.objective for t in hist.trials])
     if MODELS[model] == "irlas":
         msf = np.array([strat.mirror_stimuli(t.sample) for t in hist.trials])
         span = msf.max() - msf.min()
-        score = proxy + args.lam * ((msf - msf.min()) / span if span > 1e-12 else 0.5)
+        lam = args.lam * (proxy.max() - proxy.min() if args.lam_scale == "range" else 1.0)
+        score = proxy + lam * ((msf - msf.min()) / span if span > 1e-12 else 0.5)
     else:
         msf, score = None, proxy
-    top, seen = [], set()
-    for i in sorted(range(len(proxy)), key=lambda i: (-score[i], i)):
-        key = space.key(hist.trials[i].sample)
-        if key not in seen:
-            seen.add(key)
-            top.append({"trial": i, "key": key, "sample": hist.trials[i].sample, "proxy": float(proxy[i]),
-                        "score": float(score[i])})  # fmt: skip
-        if len(top) == args.top:
-            break
+    samples = [t.sample for t in hist.trials]
+    macs = [flops(b, args.channels, 28) for b in samples]
+    keys = [space.key(b) for b in samples]
+    top = [{"trial": i, "key": keys[i], "sample": samples[i], "proxy": float(proxy[i]), "score": float(score[i]),
+            "macs": macs[i]} for i in top_blocks(score.tolist(), macs, keys, args.top)]  # fmt: skip
     return {
         "model": model,
         "seed": seed,
@@ -277,22 +276,20 @@ def latency_ms(nets: dict, runs: int, warmup: int = 20, rounds: int = 4) -> dict
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def part2(args: argparse.Namespace, partial: Path, saved: dict, runs: list[dict]) -> tuple[list[dict], dict]:
-    done = {(r["model"], r["seed"]) for r in runs}
+def part2(args: argparse.Namespace, book: _runs.Runs) -> None:
+    done = {(r["model"], r["seed"]) for r in book.runs}
     for seed in args.seeds:
         for model in MODELS:
             if (model, seed) not in done:
-                runs.append(search_run(model, seed, args))
-                r = runs[-1]
+                r = book.add(search_run(model, seed, args), echo=False)
                 print(f"{model} seed {seed}: top proxy {[round(t['proxy'], 3) for t in r['top']]}, "
                       f"#concat {[concat_count(t['sample']) for t in r['top']]}", flush=True)  # fmt: skip
-                _runs.save_partial(partial, saved, runs)
     wanted = {}
-    for r in runs:
+    for r in book.runs:
         if r["model"] in MODELS and r["seed"] in args.seeds:
             for t in r["top"]:
                 wanted.setdefault(t["key"], t["sample"])
-    trained = {r["key"] for r in runs if r["model"] == "block"}
+    trained = {r["key"] for r in book.runs if r["model"] == "block"}
     todo = [k for k in wanted if k not in trained]
     if todo:
         ev = create_evaluator(
@@ -302,13 +299,12 @@ def part2(args: argparse.Namespace, partial: Path, saved: dict, runs: list[dict]
         )  # fmt: skip
         for n, key in enumerate(todo, 1):
             out = ev(wanted[key])
-            runs.append({"model": "block", "seed": -1, "key": key, "sample": wanted[key], "val_acc": out["val_acc"],
-                         "test_acc": out["report"]["test_acc"], "train_s": out["train_s"], "params": out["params"],
-                         "concat": concat_count(wanted[key])})  # fmt: skip
+            book.add({"model": "block", "seed": -1, "key": key, "sample": wanted[key], "val_acc": out["val_acc"],
+                      "test_acc": out["report"]["test_acc"], "train_s": out["train_s"], "params": out["params"],
+                      "concat": concat_count(wanted[key])}, echo=False)  # fmt: skip
             print(f"block {n}/{len(todo)} {key}: test {out['report']['test_acc']:.4f} ({out['train_s']:.0f} s)",
                   flush=True)  # fmt: skip
-            _runs.save_partial(partial, saved, runs)
-    timed = next((r for r in runs if r["model"] == "latency"), None)
+    timed = next((r for r in book.runs if r["model"] == "latency"), None)
     if timed is None or set(wanted) - set(timed["latency_ms"]):
         space = create_space("nsc", max_layers=args.max_layers)
         nets = {k: space.build(s, channels=args.channels, N=1, num_classes=10, in_chans=1).eval()
@@ -317,9 +313,8 @@ def part2(args: argparse.Namespace, partial: Path, saved: dict, runs: list[dict]
         with other_cpu(record):  # the cores other processes kept busy while timing: a busy machine is labelled
             record["latency_ms"] = latency_ms(nets, args.latency_runs)
         record["seconds"] = time.perf_counter() - t0
-        runs = [r for r in runs if r["model"] != "latency"] + [record]
-        _runs.save_partial(partial, saved, runs)
-    return runs, part2_summary(runs)
+        book.runs = [r for r in book.runs if r["model"] != "latency"]
+        book.add(record, echo=False)
 
 
 def _run_stats(r: dict, blocks: dict, lat: dict) -> dict | None:
@@ -351,6 +346,9 @@ def part2_summary(runs: list[dict]) -> dict:
     mean = {m: {k: statistics.mean(per[s][m][k] for s in seeds) for k in ("latency_ms", "concat", "test_acc_pct",
                                                                           "proxy")} for m in MODELS}  # fmt: skip
     faster = mean[b]["latency_ms"] <= 0.85 * mean[a]["latency_ms"]
+    # per seed at matched proxy: B's top blocks' median latency <= 0.85 x A's while their mean proxy is within 0.02
+    matched = {s: per[s][b]["proxy"] >= per[s][a]["proxy"] - 0.02 for s in seeds}
+    faster_seeds = [s for s in seeds if matched[s] and per[s][b]["latency_ms"] <= 0.85 * per[s][a]["latency_ms"]]
     fewer = mean[b]["concat"] < mean[a]["concat"]
     close = mean[b]["test_acc_pct"] >= mean[a]["test_acc_pct"] - 1.0
     return {
@@ -365,6 +363,9 @@ def part2_summary(runs: list[dict]) -> dict:
         "B_latency_at_least_15pct_lower": faster,
         "B_fewer_concats": fewer,
         "B_accuracy_within_1pt": close,
+        "proxy_matched_per_seed": matched,
+        "seeds_B_faster_at_matched_proxy": [int(s) for s in faster_seeds],
+        "B_faster_at_matched_proxy_in_4_of_5": len(faster_seeds) >= 4,
         "pass": bool(faster and fewer and close),
     }
 
@@ -418,42 +419,30 @@ def parse_args() -> argparse.Namespace:
     ap = _runs.make_parser(__doc__, "root holding FashionMNIST/ (else $LEANVISION_DATA)")
     ap.add_argument("--part", type=int, choices=(1, 2), default=1)
     ap.add_argument("--max-layers", type=int, default=6, help="T: entries per block counting the terminal")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0-2 (part 1), 0-4 (part 2)")
     ap.add_argument("--feature-gamma", type=float, default=0.9, help="γ of the feature counts")
     ap.add_argument("--blocks", type=int, default=500, help="part 1: random blocks per sample")
     ap.add_argument("--iterations", type=int, default=200, help="part 1: projection-method iterations (at most)")
-    ap.add_argument("--budget", type=int, default=60, help="part 2: blocks per search")
-    ap.add_argument("--top", type=int, default=3, help="part 2: blocks of each run re-trained and timed")
-    ap.add_argument("--lam", type=float, default=1.0, help="part 2: λ, the weight of the normalised MSF")
+    ap.add_argument("--budget", type=int, default=2000, help="part 2: blocks per search (the proxy is free)")
+    ap.add_argument("--top", type=int, default=10, help="part 2: blocks of each run re-trained and timed")
+    ap.add_argument("--lam", type=float, default=0.25, help="part 2: λ, the weight of the normalised MSF")
+    ap.add_argument("--lam-scale", choices=("range", "absolute"), default="range",
+                    help="part 2: λ in units of the proxy's range over the run (range) or of the reward "
+                    "(absolute; --lam 1.0 --lam-scale absolute is the earlier protocol)")  # fmt: skip
     ap.add_argument("--epochs", type=int, default=3, help="part 2: Fashion-MNIST training epochs")
-    ap.add_argument("--subset", type=int, default=10_000, help="part 2: training images (class-balanced); 0 = all")
-    ap.add_argument("--val-size", type=int, default=5_000, help="part 2: training images held out for validation")
+    _runs.add_split_args(ap, 10_000, scope="part 2: ")
     ap.add_argument("--channels", type=int, default=16, help="F: width of the first stage")
     ap.add_argument("--latency-runs", type=int, default=200, help="part 2: timed batch-1 forward passes per block")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training (timing always uses 1)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/irlas"))
-    ap.add_argument("--resume", action="store_true", help="skip the runs finished in OUT/irlas_part<N>.partial.json")
-    ap.add_argument("--summarize", type=Path, metavar="JSON", help="recompute the verdict of a saved result; no runs")
-    return ap.parse_args()
+    _runs.add_run_args(ap, "irlas_part<N>", folder="irlas")
+    args = ap.parse_args()
+    if args.seeds is None:
+        args.seeds = [0, 1, 2] if args.part == 1 else [0, 1, 2, 3, 4]
+    return args
 
 
 def main() -> None:
-    args = parse_args()
-    if args.summarize:
-        data = json.loads(args.summarize.read_text())
-        part = int(data.get("args", {}).get("part", args.part))
-        _, summarize, table, _ = PARTS[part]
-        _runs.summarize_file(args.summarize, summarize, table, rewrite=True)
-        return
-    name = f"irlas_part{args.part}"
-    partial, saved, runs = _runs.prepare(args, name, SAME[args.part])
-    if runs:
-        print(f"--resume: {len(runs)} finished run(s) in {partial}")
-    run, _, table, plot = PARTS[args.part]
-    runs, summary = run(args, partial, saved, runs)
-    _runs.save_result(args.out / f"{name}.json", saved, runs, summary)
-    plot(runs, args.out / f"{name}.png")
-    table(runs, summary)
+    _runs.main_by_part(parse_args(), "irlas", PARTS, SAME)
 
 
 if __name__ == "__main__":

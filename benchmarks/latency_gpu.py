@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-from pathlib import Path
 
+import _runs
 import timm
 import torch
-from latency_dynamic import DY, GHOST, MNV3, RN, build_models
+from latency_dynamic import B0, CC, DY, GHOST, MNV3, RN, build_models
 from torch import nn
 
 from leanvision._io import atomic_write_text
@@ -36,7 +36,7 @@ DY_FEATURES = "lv dy_resnet18 (feature fusion)"
 PAIRS = {  # ratio name -> (candidate, baseline)
     "dy_resnet18_vs_resnet18": (DY, RN),
     "dy_resnet18_features_vs_resnet18": (DY_FEATURES, RN),
-    "cc_b0_4e_vs_b0": ("timm efficientnet_cc_b0_4e", "timm efficientnet_b0"),
+    "cc_b0_4e_vs_b0": (CC, B0),
     "ghostnet_vs_mobilenet_v3": (GHOST, MNV3),
 }
 
@@ -71,18 +71,14 @@ def models_on(device: torch.device) -> dict[str, nn.Module]:
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ap = _runs.make_parser(__doc__, data_help=None)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
     ap.add_argument("--modes", nargs="+", default=["eager", "graph"], choices=["eager", "graph"])
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median is over all timed runs")
     ap.add_argument("--iters", type=int, default=20, help="timed calls per round")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_gpu"))
+    _runs.add_out_arg(ap, "latency_gpu")
     return ap.parse_args()
 
 
@@ -150,11 +146,7 @@ def main() -> None:
         args.out / "latency_gpu.png",
         title=f"{args.size}x{args.size} latency on {result['gpu'] or device} (median ms)",
     )
-    print("\n| model | params | MACs | " + " | ".join(cells) + " |")
-    print("|---|---|---|" + "---|" * len(cells))
-    for r in rows:
-        txt = " | ".join(f"{r[k + '_ms']:.3f}" if k + "_ms" in r else "-" for k in cells)
-        print(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['macs'] / 1e6:.1f}M | {txt} |")
+    print(_runs.markdown(rows, {**_runs.SIZE_COLUMNS, **{k: (f"{k}_ms", ".3f") for k in cells}}))
     for k, rk in ratios.items():
         print(f"{k}: " + ", ".join(f"{n} {v:.2f}x" for n, v in rk.items()))
     for k, e in failures.items():

@@ -1,22 +1,23 @@
-"""Latency of a Synaptic Strength-pruned CIFAR VGG (arXiv 1811.02454) beside its dense net and its masked twin.
+"""Latency of Synaptic Strength-pruned nets (arXiv 1811.02454) beside their dense net and their thin controls.
 
-    python benchmarks/latency_pruned.py             # 32x32, batch 1 and 32, eager + onnxruntime, 2 threads
-    python benchmarks/latency_pruned.py --resume    # continue a stopped run: skip the cells already measured
-    python benchmarks/latency_pruned.py --allow-busy --rounds 1 --out /tmp/latency_pruned   # smoke test
+    python benchmarks/latency_pruned.py --results OUT/synaptic_cifar.json --threads 1,2  # verdict at 2, 1 beside
+    python benchmarks/latency_pruned.py --results ... --threads 1,2 --resume             # skip the measured cells
+    python benchmarks/latency_pruned.py --results ... --allow-busy --rounds 1 --out /tmp/lat   # smoke test
 
-Loads the nets benchmarks/synaptic_cifar.py saved in --models (its OUT/deploy/: seed 0, the lambda chosen on
-validation, 90% of connections pruned and fine-tuned) and times, in ONE interleaved run per (batch, backend) cell
-(leanvision.profile.compare_latency, medians):
-  dense          the lambda = 0 net;
-  pruned         the pruned net after channel surgery (apply_plan: channels without connections removed);
-  dense w/ zeros the same pruned net at full width, its pruned kernels stored as zeros (masked, no surgery):
-                 whether kernel-level sparsity by itself becomes speed.
-All three in the deploy form (BatchNorm folded into the convs); onnxruntime sessions are exported by
-compare_latency (dynamic batch axis). Target: pruned >= 2x faster than dense (latency ratio <= 0.5) in every cell.
-Writes JSON + PNG into --out; every finished cell is saved at once to latency_pruned.partial.json.
-Run it on a quiet machine: the script refuses to start when the 1-minute load average exceeds --max-load
-(default 0.5; --allow-busy runs anyway) and measures the CPU cores used by OTHER processes while each cell is
-timed, labelling the run busy above --max-load.
+Loads what benchmarks/synaptic_cifar.py wrote (its JSON and OUT/deploy/ checkpoints): the dense --baseline, every
+pruned net of the grid point chosen on validation (every ranking x rounding, target and seed; --chosen-only: the
+net chosen on validation per seed and target and its twin with the other rounding) and the thin controls. All in
+their deploy form (BatchNorm folded), timed in ONE interleaved run per (batch, backend) cell
+(leanvision.profile.compare_latency, medians; onnxruntime sessions exported by it, dynamic batch axis).
+Verdict per seed and target (2 seeds): the net chosen on validation is >= 2x faster than dense in every cell at
+the largest --threads count (1 thread reported beside it), and synaptic_cifar's accuracy rules hold (within 1.5
+points of dense, >= thin + 1.0 point).
+Reported: the thin control's latency over the pruned net's (equal latency: within 10%), and what rounding the
+widths won (rounded / unrounded latency of the same ranking) beside what it cost in accuracy.
+Writes OUT/latency_pruned.json + PNG (OUT: --out, default the folder of --results); every finished cell is saved
+at once (--resume reuses them).
+Run it on a quiet machine: it refuses to start above --max-load (1-minute load average; --allow-busy runs anyway)
+and records the CPU cores used by OTHER processes while each cell is timed (busy above --max-load).
 """
 
 from __future__ import annotations
@@ -25,171 +26,148 @@ import argparse
 import json
 from pathlib import Path
 
+import _runs
 import onnxruntime
 import torch
-from _machine import add_load_args, check_quiet, cores_text, load1, load_cells, other_cpu
-from synaptic_cifar import build_net
+from synaptic_cifar import choose, summarize
 from torch import nn
 
-from leanvision._io import atomic_write_text
-from leanvision.compress import apply_plan
+from leanvision.engine import model_from_checkpoint
+from leanvision.ops import fuse_bn
 from leanvision.profile import compare_latency, profile
-from leanvision.report import bar_panels
 
-DENSE, PRUNED, ZEROS = "dense (lam=0)", "pruned (surgery)", "dense w/ zeros (masked)"
-TARGET = 0.5  # pruned / dense latency in every cell (>= 2x faster)
-SAME_ON_RESUME = ("threads", "rounds", "torch", "onnxruntime", "models_meta")
+SPEEDUP, EQUAL_LATENCY = 2.0, 0.10
+SAME_ON_RESUME = ("rounds", "torch", "onnxruntime", "models")
 
 
-def load_models(folder: Path) -> tuple[dict[str, nn.Module], dict]:
-    """The three nets of ``folder`` (synaptic_cifar's OUT/deploy/) in their deploy form, and its meta.json."""
-    meta = json.loads((folder / "meta.json").read_text())
-    widths = meta["widths"]
-
-    def load(model: nn.Module, name: str) -> nn.Module:
-        model.load_state_dict(torch.load(folder / name, weights_only=True))
-        return model.fuse()  # eval mode, BatchNorm folded
-
-    plan = json.loads((folder / "plan.json").read_text())
-    models = {
-        DENSE: load(build_net(widths), "dense.pt"),
-        PRUNED: load(apply_plan(build_net(widths), plan), "pruned.pt"),
-        ZEROS: load(build_net(widths), "masked.pt"),
-    }
-    return models, meta
+def pick_runs(data: dict, chosen_only: bool) -> list[dict]:
+    """The pruned and thin runs to time: the chosen grid point's (all, or the val-chosen net, its twin, thin)."""
+    runs = data["runs"]
+    lam, epochs = choose(runs)["chosen"]
+    pruned = [r for r in runs if r["kind"] == "prune" and "acc" in r and (r["lam"], r["epochs"]) == (lam, epochs)]
+    thin = [r for r in runs if r["kind"] == "thin"]
+    if not chosen_only:
+        return pruned + thin
+    keep = []
+    for target, seed in sorted({(r["target"], r["seed"]) for r in pruned}):
+        at = [r for r in pruned if (r["target"], r["seed"]) == (target, seed)]
+        best = max(at, key=lambda r: r["val_acc"])
+        keep += [r for r in at if r["rank"] == best["rank"]]  # the chosen one and its other rounding
+    return keep + thin
 
 
-def check_same(models: dict[str, nn.Module], x: torch.Tensor) -> float:
-    """max |pruned - masked| on ``x``: surgery must not change what the masked net computes."""
-    with torch.no_grad():
-        return float((models[PRUNED](x) - models[ZEROS](x)).abs().max())
+def load_models(results: Path, data: dict, runs: list[dict]) -> tuple[dict[str, nn.Module], dict[str, dict]]:
+    """Dense and every picked run in deploy form (BN folded), and their size and accuracy."""
+    models, info = {}, {}
+    dense, _ = model_from_checkpoint(data["args"]["baseline"])
+    dense_rec = next(r for r in data["runs"] if r["kind"] == "dense")
+    models["dense"], info["dense"] = dense, {"acc": dense_rec["acc"]}
+    for r in runs:
+        model, _ = model_from_checkpoint(results.parent / r["checkpoint"])
+        models[r["key"]], info[r["key"]] = model, {"acc": r["acc"]}
+    deploy = {k: fuse_bn(m).eval() for k, m in models.items()}
+    x = torch.zeros(1, 3, 32, 32)
+    for k, m in deploy.items():
+        prof = profile(m, x)
+        info[k].update(params=prof.params, macs=prof.macs)
+    return deploy, info
 
 
-def costs(models: dict[str, nn.Module], x1: torch.Tensor) -> dict[str, dict]:
+def verdicts(data: dict, runs: list[dict], cells: dict, keys: list[str]) -> dict:
+    """Per target and seed: speed-up of the val-chosen net in every cell of ``keys`` (one thread count), thin's
+    latency ratio, the accuracy rules."""
+    summary = data.get("summary") or summarize(data["runs"])
     out = {}
-    for name, m in models.items():
-        prof = profile(m, x1)
-        nonzero = sum(int(p.count_nonzero()) for p in m.parameters())
-        out[name] = {"params": prof.params, "params_nonzero": nonzero, "macs": prof.macs}
+    for target, per in (summary.get("verdicts") or {}).items():
+        for seed, v in per["per_seed"].items():
+            name, thin = v["chosen_on_val"], f"thin_t{target}_s{seed}"
+            ms = {k: cells[k]["models"] for k in keys}
+            speed = {k: ms[k]["dense"]["median_ms"] / ms[k][name]["median_ms"] for k in keys if name in ms[k]}
+            thin_ratio = {k: ms[k][thin]["median_ms"] / ms[k][name]["median_ms"] for k in keys if thin in ms[k]}
+            fast = bool(speed) and all(s >= SPEEDUP for s in speed.values())
+            acc_ok = bool(v["within_1_5_of_dense"] and v["beats_thin_by_1"])
+            out[f"target {target} seed {seed}"] = {
+                "pruned": name,
+                "speedup_vs_dense": speed,
+                "speedup_ge_2_every_cell": fast,
+                "thin_over_pruned_latency": thin_ratio,
+                "thin_equal_latency_within_10pct": bool(thin_ratio)
+                and all(abs(r - 1) <= EQUAL_LATENCY for r in thin_ratio.values()),
+                "acc_minus_dense": -v["dense_minus_pruned"],
+                "acc_minus_thin": v["pruned_minus_thin"],
+                "accuracy_rules": acc_ok,
+                "pass": fast and acc_ok,
+            }
+    seeds = {k.rsplit(" seed ", 1)[0] for k in out}
+    per_target = {t: [v["pass"] for k, v in out.items() if k.startswith(t + " ")] for t in seeds}
+    return {"per_seed": out, "pass": bool(per_target) and all(len(p) >= 2 and all(p) for p in per_target.values())}
+
+
+def rounding_won(runs: list[dict], cells: dict, keys: list[str]) -> dict:
+    """Latency rounded / unrounded for the same ranking, target and seed, beside the accuracy difference."""
+    by = {(r["rank"], r["round_to"], r["target"], r["seed"]): r for r in runs if r["kind"] == "prune"}
+    out = {}
+    for (rank, rnd, target, seed), r in by.items():
+        twin = by.get((rank, 0, target, seed))
+        if rnd == 0 or twin is None:
+            continue
+        lat = {k: cells[k]["models"][r["key"]]["median_ms"] / cells[k]["models"][twin["key"]]["median_ms"]
+               for k in keys if r["key"] in cells[k]["models"] and twin["key"] in cells[k]["models"]}  # fmt: skip
+        out[r["key"]] = {"latency_rounded_over_unrounded": lat, "acc_rounded_minus_unrounded": r["acc"] - twin["acc"],
+                         "macs_rounded_over_unrounded": r["macs"] / twin["macs"]}  # fmt: skip
     return out
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("--models", type=Path, default=Path("benchmarks/results/synaptic_cifar/deploy"))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])
-    ap.add_argument("--backends", nargs="+", default=["eager", "onnxruntime"], choices=["eager", "onnxruntime"])
-    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median is over all timed runs")
-    ap.add_argument("--iters", type=int, default=None, help="timed calls per round (default 50 at batch 1, else 10)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_pruned"))
-    add_load_args(ap)
-    ap.add_argument("--resume", action="store_true", help="reuse the cells saved in OUT/latency_pruned.partial.json")
-    return ap.parse_args()
+    ap = _runs.make_parser(__doc__, data_help=None)
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/synaptic_vgg/synaptic_cifar.json"),
+                    help="synaptic_cifar.py's JSON (its .partial.json works too)")  # fmt: skip
+    ap.add_argument("--chosen-only", action="store_true", help="time only the val-chosen nets, their twins, thin")
+    _runs.add_timing_args(ap, "latency_pruned", iters=(50, 10))
+    args = ap.parse_args()
+    if args.out == Path("benchmarks/results/latency_pruned"):
+        args.out = args.results.parent
+    return args
 
 
 def main() -> None:
     args = parse_args()
-    load_before = check_quiet(args.max_load, args.allow_busy)
-    models, meta = load_models(args.models)
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / "latency_pruned.partial.json"
-    config = {
-        "threads": args.threads,
-        "rounds": args.rounds,
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "models_meta": meta,
-    }
-    cells: dict[str, dict] = load_cells(partial, config, SAME_ON_RESUME) if args.resume else {}
-    if cells:
-        print(f"--resume: reusing cells {', '.join(cells)} from {partial}")
-    x1 = torch.randn(1, 3, 32, 32)
-    for bs in args.batches:
-        x = torch.randn(bs, 3, 32, 32)
-        for backend in args.backends:
-            key = f"{backend}_bs{bs}"
-            if key in cells:
-                continue
-            iters = args.iters or (50 if bs == 1 else 10)
-            cell = {"iters": iters, "load_avg_1m_before": load1(), "allow_busy": args.allow_busy}
-            with other_cpu(cell):
-                stats = compare_latency(
-                    models, x, backend=backend, threads=args.threads, rounds=args.rounds, iters=iters
-                )
-            cell["models"] = {n: {"median_ms": s.median_ms, "p90_ms": s.p90_ms} for n, s in stats.items()}
-            cells[key] = cell
-            atomic_write_text(partial, json.dumps({"config": config, "cells": cells}, indent=2) + "\n")
-            print(
-                f"batch {bs} {backend}: "
-                + ", ".join(f"{n} {s['median_ms']:.3f} ms" for n, s in cell["models"].items())
-                + f" (other processes {cores_text(cell)} cores)"
-            )
-    report(args, cells, costs(models, x1), meta, check_same(models, torch.randn(8, 3, 32, 32)), load_before)
+    data = json.loads(args.results.read_text())
+    runs = pick_runs(data, args.chosen_only)
+    models, info = load_models(args.results, data, runs)
+    name = "latency_pruned"
+    config = {"rounds": args.rounds, "torch": torch.__version__,
+              "onnxruntime": onnxruntime.__version__, "models": sorted(models)}  # fmt: skip
 
+    def measure(backend: str, x: torch.Tensor, iters: int, threads: int) -> dict:
+        return compare_latency(models, x, backend=backend, threads=threads, rounds=args.rounds, iters=iters)
 
-def report(args: argparse.Namespace, cells: dict, cost: dict, meta: dict, diff: float, load_before: float) -> None:
-    keys = [f"{b}_bs{bs}" for bs in args.batches for b in args.backends if f"{b}_bs{bs}" in cells]
-    rows = []
-    for name, c in cost.items():
-        row = {"model": name, **c}
-        for k in keys:
-            s = cells[k]["models"][name]
-            row[f"{k}_ms"], row[f"{k}_p90_ms"] = s["median_ms"], s["p90_ms"]
-        rows.append(row)
-    ratios = {
-        k: {
-            "pruned_vs_dense": cells[k]["models"][PRUNED]["median_ms"] / cells[k]["models"][DENSE]["median_ms"],
-            "zeros_vs_dense": cells[k]["models"][ZEROS]["median_ms"] / cells[k]["models"][DENSE]["median_ms"],
-        }
-        for k in keys
-    }
-    targets = {k: {"target": TARGET, "met": r["pruned_vs_dense"] <= TARGET} for k, r in ratios.items()}
-    others = [cells[k].get("other_cores") for k in keys]
-    worst = max((o for o in others if o is not None), default=None)
-    busy = load_before > args.max_load or (worst is not None and worst > args.max_load)
+    cells, load_before = _runs.time_cells(args, name, config, SAME_ON_RESUME, measure, size=32, iters=(50, 10),
+                                          digits=3)  # fmt: skip
+    keys = _runs.cell_keys(args, cells)
+    rows = _runs.cell_rows(info, cells, keys)
+    at = _runs.judged_at(args)
+    by_threads = {t: [k for k in keys if k.endswith(f"_t{t}")] for t in _runs.threads_of(args)}
+    judged = {f"{t}_threads": verdicts(data, runs, cells, ks) for t, ks in by_threads.items()}
     result = {
-        "threads": args.threads,
+        "threads": _runs.threads_of(args),
+        **at,
         "rounds": args.rounds,
-        "size": 32,
-        "models": meta,
-        "pruned_vs_masked_max_abs_diff": diff,
-        "max_load": args.max_load,
-        "allow_busy": args.allow_busy or any(cells[k]["allow_busy"] for k in keys),
-        "load_avg_1m": load_before,
-        "other_cores_max_over_cells": worst,
-        "busy": busy,
-        "cells": {
-            k: {"iters": cells[k]["iters"], "load_avg_1m_before": cells[k]["load_avg_1m_before"], "other_cores": o}
-            for k, o in zip(keys, others, strict=True)
-        },
+        "results": str(args.results),
+        **_runs.machine_record(args, cells, keys, load_before),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "rows": rows,
-        "ratios": ratios,
-        "targets": targets,
-        "all_targets_met": bool(targets) and all(t["met"] for t in targets.values()),
+        "verdicts": judged,
+        "rounding": rounding_won(runs, cells, keys),
+        "pass": judged[f"{at['headline_threads']}_threads"]["pass"],
     }
-    atomic_write_text(args.out / "latency_pruned.json", json.dumps(result, indent=2) + "\n")
-    bar_panels(
-        rows,
-        [(f"{k}_ms", k.replace("_", " ") + " (ms)") for k in keys],
-        args.out / "latency_pruned.png",
-        title=f"32x32 latency, {args.threads} threads (median ms)" + (" (BUSY)" if busy else ""),
-    )
-    print("\n| model | params | nonzero params | MACs | " + " | ".join(keys) + " |")
-    print("|---|---|---|---|" + "---|" * len(keys))
-    for r in rows:
-        txt = " | ".join(f"{r[k + '_ms']:.3f}" for k in keys)
-        print(f"| {r['model']} | {r['params']:,} | {r['params_nonzero']:,} | {r['macs']:,} | {txt} |")
-    for k, rk in ratios.items():
-        print(f"{k}: pruned/dense {rk['pruned_vs_dense']:.2f}x, dense-with-zeros/dense {rk['zeros_vs_dense']:.2f}x")
-    print(f"pruned vs masked max |diff| {diff:.2e}")
-    print("targets (pruned/dense <= 0.5):", targets, "- BUSY machine" if busy else "- quiet machine")
+    title = "32x32 latency (median ms)"
+    _runs.save_latency(args.out / f"{name}.json", result, rows, keys, title)
+    columns = {"model": "model", "test acc": ("acc", ".2f"), "params": ("params", ","), "MACs": ("macs", ","),
+               **{k: (f"{k}_ms", ".3f") for k in keys}}  # fmt: skip
+    print(_runs.markdown(rows, columns))
+    print(json.dumps({k: result[k] for k in ("verdicts", "rounding", "busy", "pass")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ DIR holds nasbench201/nasbench201.csv (or set $LEANVISION_DATA). Every strategy 
 proxy, and it is judged by its 200-epoch test accuracy, which no strategy ever sees. A query is one cell looked
 up (repeats count). Reported per strategy: median and quartiles over seeds of the pick's test accuracy after
 each query, and the queries until the pick is the optimum (94.37%; "never" within the budget counts as
-infinite in the median).
+infinite in the median). BlockQNN and IRLAS plan their ε schedule over the budget, BlockQNN's shape shrunk so
+60% of the decisions exploit (`exploit_share`).
 Targets: the best of ours is no worse than regularised evolution (population 20, tournament 5) at every budget,
 reaches a median >= 94.3% after 100 queries and the optimum in a median of <= 80 queries.
 Writes JSON + PNG into --out; each finished (strategy, seed) run is saved at once (--resume continues).
@@ -118,29 +119,28 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     _runs.add_run_args(ap, "nb201_strategies", rewrite=False)
     args = ap.parse_args()
-    evaluator = NB201Tabular(data_dir=args.data_dir)
     opt = optimum(data_dir=args.data_dir)
-    if args.summarize:
-        data = json.loads(args.summarize.read_text())
-        print_table(data["runs"], summarize(data["runs"], opt, int(data["args"]["budget"])))
-        return
-    partial, saved_args, runs = _runs.prepare(args, "nb201_strategies", SAME_ON_RESUME)
-    done = {(r["strategy"], r["seed"]) for r in runs}
-    for name in args.strategies:
-        for seed in range(args.seeds):
-            if (name, seed) not in done:
-                runs.append(run_one(name, seed, evaluator, args.budget))
-                _runs.save_partial(partial, saved_args, runs)
-        print(f"{name}: {args.seeds} seeds done", flush=True)
-    summary = summarize(runs, opt, args.budget)
-    _runs.save_result(args.out / "nb201_strategies.json", saved_args, runs, summary)
-    series = {n: [{"queries": i + 1, "median": m, "q1": a, "q3": b} for i, (m, a, b) in
-                  enumerate(zip(s["median"], s["q1"], s["q3"], strict=True))]
-              for n, s in summary["strategies"].items()}  # fmt: skip
-    line_panels(series, [("median", "test acc (200 ep) of the pick, median (%)"), ("q1", "lower quartile (%)")],
-                args.out / "nb201_strategies.png", x_key="queries",
-                title=f"NAS-Bench-201 CIFAR-10, search on 12-epoch val acc, {args.seeds} seeds")  # fmt: skip
-    print_table(runs, summary)
+    budget = int(_runs.saved_args(args.summarize)["budget"]) if args.summarize else args.budget
+
+    def run(runs: _runs.Runs) -> None:
+        evaluator = NB201Tabular(data_dir=args.data_dir)
+        done = {(r["strategy"], r["seed"]) for r in runs.runs}
+        for name in args.strategies:
+            for seed in range(args.seeds):
+                if (name, seed) not in done:
+                    runs.add(run_one(name, seed, evaluator, args.budget), echo=False)
+            print(f"{name}: {args.seeds} seeds done", flush=True)
+
+    def plot(runs: list[dict], summary: dict) -> None:
+        series = {n: [{"queries": i + 1, "median": m, "q1": a, "q3": b} for i, (m, a, b) in
+                      enumerate(zip(s["median"], s["q1"], s["q3"], strict=True))]
+                  for n, s in summary["strategies"].items()}  # fmt: skip
+        line_panels(series, [("median", "test acc (200 ep) of the pick, median (%)"), ("q1", "lower quartile (%)")],
+                    args.out / "nb201_strategies.png", x_key="queries",
+                    title=f"NAS-Bench-201 CIFAR-10, search on 12-epoch val acc, {args.seeds} seeds")  # fmt: skip
+
+    _runs.main(args, "nb201_strategies", SAME_ON_RESUME, run, lambda runs: summarize(runs, opt, budget), print_table,
+               plot, rewrite=False)  # fmt: skip
 
 
 if __name__ == "__main__":

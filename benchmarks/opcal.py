@@ -252,27 +252,25 @@ def main() -> None:
         budgets = [int(b) for b in data["runs"][0]["budgets"]]
         plot(data["runs"], summarize(data["runs"]), args.summarize.parent, args.summarize.name.split(".")[0], budgets)
         return
-    partial, saved, runs = _runs.prepare(args, name, SAME_ON_RESUME)
-    model = train_model(args)
-    done = {(r["shift"], r["seed"], r["rule"]) for r in runs}
-    for seed in args.seeds:
-        for shift in args.shifts:
-            for rule in args.rules:
-                if (shift, seed, rule) in done:
-                    continue
-                rec = one_run(args, model, shift, seed, rule) | {"main_rule": args.main_rule}
-                runs.append(rec)
-                g = rec["budgets"].get(str(MAIN_BUDGET))
-                print(f"{shift} seed {seed} {rule}: {rec['select_s']} s"
-                      + (f"; @{MAIN_BUDGET} GP HCE removed {g['gp']['hce_reduction']:.2f} kept "
-                         f"{g['gp']['confident_correct_kept']:.2f} Brier {g['gp']['brier']:.4f} | TS "
-                         f"{g['ts']['hce_reduction']:.2f} {g['ts']['confident_correct_kept']:.2f} "
-                         f"{g['ts']['brier']:.4f}" if g else ""), flush=True)  # fmt: skip
-                _runs.save_partial(partial, saved, runs)
-    s = summarize(runs)
-    _runs.save_result(args.out / f"{name}.json", saved, runs, s)
-    plot(runs, s, args.out, name, args.budgets)
-    print_table(runs, s)
+
+    def run(runs: _runs.Runs) -> None:
+        model = train_model(args)
+        done = {(r["shift"], r["seed"], r["rule"]) for r in runs.runs}
+        for seed in args.seeds:
+            for shift in args.shifts:
+                for rule in args.rules:
+                    if (shift, seed, rule) in done:
+                        continue
+                    rec = runs.add(one_run(args, model, shift, seed, rule) | {"main_rule": args.main_rule}, echo=False)
+                    g = rec["budgets"].get(str(MAIN_BUDGET))
+                    print(f"{shift} seed {seed} {rule}: {rec['select_s']} s"
+                          + (f"; @{MAIN_BUDGET} GP HCE removed {g['gp']['hce_reduction']:.2f} kept "
+                             f"{g['gp']['confident_correct_kept']:.2f} Brier {g['gp']['brier']:.4f} | TS "
+                             f"{g['ts']['hce_reduction']:.2f} {g['ts']['confident_correct_kept']:.2f} "
+                             f"{g['ts']['brier']:.4f}" if g else ""), flush=True)  # fmt: skip
+
+    _runs.main(args, name, SAME_ON_RESUME, run, summarize, print_table,
+               lambda runs, s: plot(runs, s, args.out, name, args.budgets))  # fmt: skip
 
 
 if __name__ == "__main__":

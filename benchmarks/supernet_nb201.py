@@ -177,25 +177,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     _runs.add_run_args(ap, "supernet_nb201", rewrite=False)  # the saved summary also holds the op marginals
     args = ap.parse_args()
-    if args.summarize:
-        _runs.summarize_file(args.summarize, summarize, print_table, rewrite=False)
-        return
-    partial, saved, runs = _runs.prepare(args, "supernet_nb201", SAME_ON_RESUME)
-    table = load_nb201(args.data_dir)
-    done = {(r["model"], r["seed"]) for r in runs}
-    for seed in args.seeds:
-        for m in args.methods:
-            if (m, seed) not in done:
-                runs.append(one_run(m, seed, args, table))
-                r = runs[-1]
-                print(f"{m} seed {seed}: pick {r['pick_true_acc']:.2f}%, tau {r['tau']}", flush=True)
-                _runs.save_partial(partial, saved, runs)
-    runs = _runs.in_order(runs, args.seeds, [m for m in METHODS if any(r["model"] == m for r in runs)])
-    summary = summarize(runs)
-    summary["marginals"] = marginals(table)
-    _runs.save_result(args.out / "supernet_nb201.json", saved, runs, summary)
-    plot(runs, summary, args.out / "supernet_nb201.png")
-    print_table(runs, summary)
+    table: dict = {}
+
+    def run(runs: _runs.Runs) -> None:
+        table.update(load_nb201(args.data_dir))
+        done = {(r["model"], r["seed"]) for r in runs.runs}
+        for seed in args.seeds:
+            for m in args.methods:
+                if (m, seed) not in done:
+                    r = runs.add(one_run(m, seed, args, table), echo=False)
+                    print(f"{m} seed {seed}: pick {r['pick_true_acc']:.2f}%, tau {r['tau']}", flush=True)
+        runs.runs = _runs.in_order(
+            runs.runs, args.seeds, [m for m in METHODS if any(r["model"] == m for r in runs.runs)]
+        )
+
+    def summary_of(runs: list[dict]) -> dict:
+        # A saved summary also holds the table's op marginals: --summarize (no table loaded) only prints.
+        return {**summarize(runs), "marginals": marginals(table)} if table else summarize(runs)
+
+    _runs.main(args, "supernet_nb201", SAME_ON_RESUME, run, summary_of, print_table,
+               lambda runs, summary: plot(runs, summary, args.out / "supernet_nb201.png"), rewrite=False)  # fmt: skip
 
 
 if __name__ == "__main__":

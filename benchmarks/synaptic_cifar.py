@@ -1,553 +1,443 @@
-"""Synaptic Strength pruning on CIFAR-10 (arXiv 1811.02454, Lin et al. NeurIPS 2018): L1 strengths vs kernel-norm.
+"""Synaptic Strength (arXiv 1811.02454) on a converged CIFAR-10 net against a thinner net of the same latency.
 
-    python benchmarks/synaptic_cifar.py --data-dir DIR                       # 10k subset, 5 + 1 epochs, 2 seeds
-    python benchmarks/synaptic_cifar.py --data-dir DIR --out OUT --resume    # continue: finished runs are skipped
-    python benchmarks/synaptic_cifar.py --summarize OUT/synaptic_cifar.json  # recompute the verdicts, no training
+    python benchmarks/synaptic_cifar.py --baseline benchmarks/baselines/vgg_cifar10_s0/best.pt --data-dir DIR \
+        --out benchmarks/results/synaptic_vgg          # grid on val, 3 rankings x rounding, thin control, 2 seeds
+    python benchmarks/synaptic_cifar.py --baseline ... --out OUT --resume   # continue; finished epochs are kept
+    python benchmarks/synaptic_cifar.py --summarize OUT/synaptic_cifar.json # recompute the summary, no training
+    python benchmarks/latency_pruned.py --results OUT/synaptic_cifar.json --threads 2   # then the latency verdict
 
-DIR holds cifar10/ (or set $LEANVISION_DATA and omit --data-dir). The spec's E2 experiment: a 6-conv VGG
-(leanvision's CifarVGG with --widths 32 32 64 64 128 128: conv3x3-BN-ReLU, max-pool after the first two pairs,
-GAP, linear) converted by SynapticStrength (BN scales removed) and trained --epochs with the Synaptic Strength
-step for every lambda in --lams (SGD nesterov lr 0.05, cosine, wd 5e-4 on kernels only, batch 128, crop + flip),
-on a seeded class-balanced --subset of the training split; --val-size training images are held out.
-Each trained net is pruned globally to every --sparsities value of connections (2-D kernels) and fine-tuned
---ft-epochs with the masks enforced (lr 0.01, cosine, lambda 0): "ss" ranks |s| of a lambda > 0 net,
-"kernel_norm" ranks ||K_ij|| (the kernel the layer applies) of the lambda = 0 net, "random" drops uniformly
-random kernels of the lambda = 0 net; "kernel_norm_layer" (an extra row, not in the verdicts) prunes the same
-share of every layer by ||K_ij||. All go through make_plan -> SynapticStrength.prune -> apply_plan, so they are
-fine-tuned and cut identically. In this re-parameterisation ||K_ij|| = |s_ij| (BN scales are
-absorbed), so "kernel_norm" is the |s| ranking of the unregularised net: it isolates the L1 training.
-Accuracy is on the 10,000-image test set (reporting only); choices use the validation split only: the lambda
-called "best" is the one with the highest mean validation accuracy after fine-tuning at 90%.
-Verdicts (spec 5d E2): (a) on every seed >= 70% of |s| below 1e-2 max|s| for the chosen lambda, and below 70%
-for lambda = 0 on every seed; (b) means over seeds, after fine-tuning at 90%: SS >= dense(lambda=0) - 1.5,
-SS >= kernel_norm, SS - random >= 10 points (our reading of "much better than random"; the spec's only number
-is random's > 10-point loss before fine-tuning). Both need 2 finished seeds.
-Writes JSON + PNGs into --out; every finished run is saved at once to synaptic_cifar.partial.json and the trained
-nets to OUT/models/ (so --resume skips them). For seed 0 and the best lambda at 90% after fine-tuning, OUT/deploy/
-holds the pruned net (plan.json + pruned.pt), the same net unpruned with zero kernels (masked.pt) and the dense
-lambda = 0 net (dense.pt), all as plain BN-unfolded CifarVGG state_dicts, for benchmarks/latency_pruned.py.
+DIR holds cifar10/ (or set $LEANVISION_DATA). The dense net is --baseline, a `leanvision train` checkpoint (its
+registered model, e.g. vgg8_cifar or resnet20, trained on 45,000 images with 5,000 held out); the same split is
+used here (--val-size must match it) and accuracy is on the 10,000 test images (reporting only).
+Per seed: SynapticStrength (BN scales absorbed) trains --reg-epochs with lambda * sum |s| (SGD nesterov --lr,
+cosine, wd 5e-4 on kernels only, batch 128, crop + flip); the strengths' share below 1e-2 / 1e-3 of the largest
+and the L1 budget (lambda x the sum of the learning rates: how far the L1 term alone can shrink one strength) are
+recorded. Each regularised net is pruned with every --ranks x --round-to configuration to each --targets share of
+the dense MACs (the connection sparsity is bisected so that the cut net has at most that many MACs), fine-tuned
+--ft-epochs with the masks enforced (--ft-lr, cosine, lambda 0) and cut. Rankings: "strength" (|s|, the paper),
+"normalized" (|s| over the layer's median), "cost" (normalised |s| per MAC the connection carries); --round-to 16
+keeps a multiple of 16 channels per resized layer (0: widths as they fall).
+The grid: lambda x reg-epochs (--lams, --reg-epochs) is run in the first seed with the first ranking and rounding
+at the first target; the point with the best validation accuracy after fine-tuning is used for every other
+configuration and seed. The thin control: the same registered model with a uniform width multiplier, bisected
+until its measured batch-1 latency (--match-backend, --match-threads; BN folded) equals the pruned net with the
+best validation accuracy at that target (or its MACs, --thin-match macs), trained from scratch with the baseline's
+recipe for the baseline's epochs + reg-epochs + ft-epochs (arXiv 1810.05270), tested with its best-on-val weights.
+Accuracy verdicts here (latency ones in latency_pruned.py): per seed, the chosen pruned net is within 1.5 points
+of dense and at least the thin control + 1.0 point.
+Writes JSON + PNG into --out; every finished run is saved at once to synaptic_cifar.partial.json, every training
+stage keeps its last epoch in OUT/stages/ (--resume continues inside a stage), and every pruned and thin net is a
+leanvision checkpoint in OUT/deploy/ (leanvision evaluate/profile/export --checkpoint load them).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import math
-import shutil
 import statistics
 import time
 from pathlib import Path
 
 import _runs
 import torch
+from _machine import add_load_args, check_quiet
 from torch import nn
 
 from leanvision._io import atomic_write_text
-from leanvision.compress import SynapticStrength, apply_plan, make_plan
+from leanvision.compress import SynapticStrength, apply_plan
+from leanvision.compress.plan import thin_builder
 from leanvision.data import load_dataset, make_loader
-from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler
-from leanvision.models.fsf import CifarVGG
+from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler, model_from_checkpoint, save_checkpoint
+from leanvision.engine.checkpoint import load_weights
+from leanvision.engine.fit import LAST_FILE
+from leanvision.errors import ConfigError
+from leanvision.models import arch_of, create_from_arch
+from leanvision.models.thin import latency_at, macs_at, match_width
 from leanvision.profile import profile
-from leanvision.report import line_panels
+from leanvision.report import bar_panels
 
 NAME = "synaptic_cifar"
-METHODS = ("ss", "kernel_norm", "random", "kernel_norm_layer")
-VERDICT_SPARSITY = 0.9
-STRENGTH_FRACTION = 1e-2  # (a): |s| below this fraction of the largest |s| counts as "near 0"
-MASS_NEAR_ZERO = 0.7  # (a): ... for at least this share of all connections
-DENSE_MARGIN = 1.5  # (b): SS within this many points of the dense model
-RANDOM_MARGIN = 10.0  # (b): "much better than random", in points
-HIST_BINS = 64
-HIST_RANGE = (-6.0, 0.0)  # log10(|s| / max|s|); smaller values (and exact zeros) go into the first bin
-SAME_ON_RESUME = ("widths", "subset", "val_size", "epochs", "ft_epochs", "lr", "ft_lr")
+SIZE = (3, 32, 32)
+DENSE_MARGIN, THIN_MARGIN = 1.5, 1.0  # within 1.5 points of dense; >= thin + 1.0
+HIST_BINS, HIST_RANGE = 48, (-6.0, 0.0)  # log10(|s| / max|s|)
+SAME_ON_RESUME = ("baseline", "subset", "val_size", "lr", "ft_lr", "ft_epochs", "norm", "max_layer_sparsity",
+                  "thin_match", "match_backend", "match_threads", "match_batch", "batch_size")  # fmt: skip
 
 
-# --- model and data -----------------------------------------------------------------------------------------
-
-
-def build_net(widths: list[int]) -> CifarVGG:
-    """CifarVGG with a max-pool after every conv pair but the last (32-32-M-64-64-M-128-128 by default)."""
-    cfg: list[int | str] = []
-    for i, w in enumerate(widths):
-        cfg.append(w)
-        if i % 2 == 1 and i < len(widths) - 1:
-            cfg.append("M")
-    return CifarVGG(cfg)
+# --- data, models, training --------------------------------------------------------------------------------------
 
 
 def load_data(args: argparse.Namespace, seed: int) -> dict:
     split = {"root": args.data_dir, "val_size": args.val_size, "val_seed": 0}
+    test = load_dataset("cifar10", root=args.data_dir, split="test", subset=args.test_subset or None)
+    train = load_dataset("cifar10", split="train", subset=args.subset or None, seed=seed, **split)
     return {
-        "train": load_dataset("cifar10", split="train", subset=args.subset or None, seed=seed, **split),
-        "val": load_dataset("cifar10", split="val", **split),
-        "test": load_dataset("cifar10", root=args.data_dir, split="test"),
+        "train": make_loader(train, batch_size=args.batch_size, shuffle=True, seed=seed),
+        "val": make_loader(load_dataset("cifar10", split="val", **split), batch_size=500, shuffle=False),
+        "test": make_loader(test, batch_size=500, shuffle=False),
     }
 
 
-def accuracy(model: nn.Module, dataset) -> float:
-    return 100 * evaluate(model, make_loader(dataset, batch_size=500, shuffle=False))["acc"]
+def accuracy(model: nn.Module, loader) -> float:
+    return 100 * evaluate(model, loader)["acc"]
 
 
-def plain(model: nn.Module) -> nn.Module:
-    """The plain-conv form of a (masked) SynapticStrength net at full width: pruned kernels are zeros."""
-    return apply_plan(model, make_plan(model)).eval()
+def cost(model: nn.Module) -> dict:
+    prof = profile(model, torch.zeros(1, *SIZE))
+    return {"params": prof.params, "macs": prof.macs}
 
 
-def train(model: nn.Module, ss: SynapticStrength, train_set, *, epochs: int, lr: float, lam: float, seed: int) -> float:
-    """SGD (nesterov, cosine, wd 5e-4 on kernels; strengths get only the L1 term) with ss.train_step(lam)."""
-    loader = make_loader(train_set, batch_size=128, shuffle=True, seed=seed)
+def stage(model: nn.Module, data: dict, out: Path, *, epochs: int, lr: float, step, seed: int) -> float:
+    """One resumable training stage (SGD nesterov, cosine, wd 5e-4; strengths get no decay) in ``out``."""
     opt = make_optimizer(model, "sgd", lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    sched = make_scheduler(opt, "cosine", total_steps=epochs * len(loader))
+    sched = make_scheduler(opt, "cosine", total_steps=epochs * len(data["train"]))
+    last = out / LAST_FILE
     t0 = time.perf_counter()
-    fit(model, loader, epochs=epochs, optimizer=opt, scheduler=sched, train_step=ss.train_step(lam), seed=seed)
+    fit(model, data["train"], epochs=epochs, optimizer=opt, scheduler=sched, train_step=step, out_dir=out,
+        resume=last if last.is_file() else None, seed=seed, progress=False)  # fmt: skip
     return time.perf_counter() - t0
 
 
-# --- dense (lambda) runs --------------------------------------------------------------------------------------
-
-
-def strength_stats(ss: SynapticStrength) -> dict:
-    """Share of |s| near 0 (relative to the largest) and a histogram of log10(|s| / max|s|) over all layers."""
+def strength_record(ss: SynapticStrength) -> dict:
     s = torch.cat([v.flatten() for v in ss.scores().values()]).double()
-    rel = s / s.max()
-    logs = rel.clamp_min(10 ** HIST_RANGE[0]).log10().clamp(*HIST_RANGE)
+    logs = (s / s.max()).clamp_min(10 ** HIST_RANGE[0]).log10().clamp(*HIST_RANGE)
     hist = torch.histc(logs, bins=HIST_BINS, min=HIST_RANGE[0], max=HIST_RANGE[1])
-    return {
-        "connections": s.numel(),
-        "max_abs_s": float(s.max()),
-        "frac_below_1e-2_max": float((rel < 1e-2).double().mean()),
-        "frac_below_1e-3_max": float((rel < 1e-3).double().mean()),
-        "hist_log10_rel": [int(c) for c in hist],
-    }
+    return {**ss.strength_stats(), "hist_log10_rel": [int(c) for c in hist]}
 
 
-def new_ss_net(widths: list[int]) -> tuple[nn.Module, SynapticStrength]:
-    model = build_net(widths)
-    return model, SynapticStrength(model)
+def l1_budget(lam: float, lr: float, steps: int) -> float:
+    """lambda x sum of the cosine learning rates: how far the L1 term alone moves one strength towards 0."""
+    return lam * sum(lr * 0.5 * (1 + math.cos(math.pi * t / steps)) for t in range(steps))
 
 
-def dense_run(lam: float, seed: int, data: dict, args: argparse.Namespace, path: Path) -> dict:
-    """Train one lambda for --epochs; save the net to ``path``; accuracy, |s| statistics, size."""
-    torch.manual_seed(seed)
-    model, ss = new_ss_net(args.widths)
-    train_s = train(model, ss, data["train"], epochs=args.epochs, lr=args.lr, lam=lam, seed=seed)
-    torch.save(model.state_dict(), path)
-    prof = profile(plain(model), torch.zeros(1, 3, 32, 32))
-    return {
-        "kind": "dense",
-        "lam": lam,
-        "seed": seed,
-        "acc": accuracy(model, data["test"]),
-        "val_acc": accuracy(model, data["val"]),
-        "strengths": strength_stats(ss),
-        "params": prof.params,
-        "macs": prof.macs,
-        "train_s": train_s,
-    }
+# --- the runs ------------------------------------------------------------------------------------------------------
 
 
-def load_dense(widths: list[int], path: Path) -> nn.Module:
-    model, _ = new_ss_net(widths)
-    model.load_state_dict(torch.load(path, weights_only=True))
-    return model
+def reg_key(lam: float, epochs: int, seed: int) -> str:
+    return f"reg_lam{lam:g}_e{epochs}_s{seed}"
 
 
-# --- pruning runs ---------------------------------------------------------------------------------------------
+def prune_key(cfg: tuple, target: float, lam: float, epochs: int, seed: int) -> str:
+    rank, round_to = cfg
+    return f"{rank}_r{round_to}_t{target:g}_lam{lam:g}_e{epochs}_s{seed}"
 
 
-def global_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
-    """Drop the ``sparsity`` share of connections with the lowest score, ranked over all layers together."""
-    flat = torch.cat([v.flatten() for v in scores.values()])
-    keep = torch.ones_like(flat, dtype=torch.bool)
-    keep[torch.argsort(flat, stable=True)[: round(sparsity * flat.numel())]] = False
-    parts = keep.split([v.numel() for v in scores.values()])
-    return {n: p.view_as(v) for (n, v), p in zip(scores.items(), parts, strict=True)}
+class Bench:
+    """Runs the stages in order, skipping finished ones (records in the partial JSON, nets in OUT/models)."""
+
+    def __init__(self, args: argparse.Namespace, runs: _runs.Runs) -> None:
+        self.args, self.book = args, runs
+        self.dense, self.ckpt = model_from_checkpoint(args.baseline)
+        self.arch = arch_of(self.dense)
+        if self.arch is None:
+            raise SystemExit(f"{args.baseline} holds no registered model; train the baseline with leanvision train")
+        base_val = (self.ckpt.get("config") or {}).get("val_size")
+        if base_val is not None and int(base_val) != args.val_size:
+            raise SystemExit(f"--val-size {args.val_size} differs from the baseline's val_size {base_val}: the "
+                             "validation images would have been trained on")  # fmt: skip
+        for d in ("models", "stages", "deploy"):
+            (args.out / d).mkdir(exist_ok=True)
+        self.data_seed, self.data = None, None
+
+    def done(self, key: str) -> dict | None:
+        return next((r for r in self.book.runs if r.get("key") == key), None)
+
+    def loaders(self, seed: int) -> dict:
+        if self.data_seed != seed:
+            self.data_seed, self.data = seed, load_data(self.args, seed)
+        return self.data
+
+    def dense_record(self) -> None:
+        if self.done("dense") is None:
+            data = self.loaders(self.args.seeds[0])
+            rec = {"key": "dense", "kind": "dense", "acc": accuracy(self.dense, data["test"]),
+                   "val_acc": accuracy(self.dense, data["val"]), **cost(self.dense)}  # fmt: skip
+            self.book.add(rec)
+
+    def regularised(self, lam: float, epochs: int, seed: int) -> nn.Module:
+        key = reg_key(lam, epochs, seed)
+        path = self.args.out / "models" / f"{key}.pt"
+        model = copy.deepcopy(self.dense).train()
+        ss = SynapticStrength(model)
+        if self.done(key) is not None:
+            model.load_state_dict(torch.load(path, weights_only=True))
+            return model
+        data = self.loaders(seed)
+        torch.manual_seed(seed)
+        print(f"{key}: regularising {epochs} epochs", flush=True)
+        secs = stage(model, data, self.args.out / "stages" / key, epochs=epochs, lr=self.args.lr,
+                     step=ss.train_step(lam), seed=seed)  # fmt: skip
+        torch.save(model.state_dict(), path)
+        steps = epochs * len(data["train"])
+        self.book.add({"key": key, "kind": "reg", "lam": lam, "epochs": epochs, "seed": seed,
+                       "l1_budget": l1_budget(lam, self.args.lr, steps), "val_acc": accuracy(model, data["val"]),
+                       "acc": accuracy(model, data["test"]), "strengths": strength_record(ss),
+                       "train_s": secs})  # fmt: skip
+        return model
+
+    def pruned(self, cfg: tuple, target: float, lam: float, epochs: int, seed: int) -> dict:
+        key = prune_key(cfg, target, lam, epochs, seed)
+        if (rec := self.done(key)) is not None:
+            return rec
+        data, (rank, round_to) = self.loaders(seed), cfg
+        model = self.regularised(lam, epochs, seed)
+        ss = SynapticStrength(model)
+        cap = self.args.max_layer_sparsity
+        kw = {"rank": rank, "norm": self.args.norm, "input_size": SIZE, "round_to": round_to or None,
+              "max_layer_sparsity": cap if cap < 1 else None}  # fmt: skip
+        head = {"key": key, "kind": "prune", "rank": rank, "round_to": round_to, "target": target, "lam": lam,
+                "epochs": epochs, "seed": seed}  # fmt: skip
+        try:
+            sparsity = ss.sparsity_for_macs(target, **kw)
+        except ConfigError as e:  # e.g. rounding and the layer cap keep more than the target: recorded, skipped
+            print(f"{key}: {e}", flush=True)
+            return self.book.add({**head, "unreachable": str(e)})
+        plan = ss.plan(sparsity, **kw)
+        acc_before = accuracy(apply_plan(model, plan), data["test"])
+        ss.prune(plan)
+        torch.manual_seed(seed)
+        print(f"{key}: {sparsity:.3f} of connections pruned, fine-tuning {self.args.ft_epochs} epochs", flush=True)
+        secs = stage(model, data, self.args.out / "stages" / key, epochs=self.args.ft_epochs, lr=self.args.ft_lr,
+                     step=ss.train_step(0.0), seed=seed)  # fmt: skip
+        cut = apply_plan(model, plan).eval()
+        ckpt = self.args.out / "deploy" / f"{key}.pt"
+        save_checkpoint(ckpt, model=cut.state_dict(), arch={**self.arch, "plan": plan, "input_size": list(SIZE)},
+                        meta=self.ckpt.get("meta"))  # fmt: skip
+        rec = {**head, "sparsity": sparsity, "acc_before_ft": acc_before,
+               "acc": accuracy(cut, data["test"]), "val_acc": accuracy(cut, data["val"]), **cost(cut),
+               "widths": [e["out_channels_after"] for e in plan["layers"].values()], "ft_s": secs,
+               "checkpoint": str(ckpt.relative_to(self.args.out))}  # fmt: skip
+        return self.book.add(rec)
+
+    def thin(self, target: float, seed: int, matched: dict, reg_epochs: int) -> None:
+        key = f"thin_t{target:g}_s{seed}"
+        if self.done(key) is not None:
+            return
+        args, build = self.args, thin_builder(self.arch)
+        saved = args.out / "models" / f"{key}_match.json"
+        if saved.is_file():
+            match = json.loads(saved.read_text())
+        else:
+            pruned, _ = model_from_checkpoint(args.out / matched["checkpoint"])
+            if args.thin_match == "latency":
+                check_quiet(args.max_load, args.allow_busy)
+                fn = latency_at(SIZE, batch_size=args.match_batch, backend=args.match_backend,
+                                threads=args.match_threads)  # fmt: skip
+            else:
+                fn = macs_at(SIZE)
+            m = match_width(build, fn(pruned), cost=fn, low=0.05, iters=12 if args.thin_match == "latency" else 40)
+            match = {"width": m.width, "target_cost": m.target, "cost": m.cost, "matched_to": matched["key"],
+                     "matched_on": args.thin_match}  # fmt: skip
+            atomic_write_text(saved, json.dumps(match, indent=2) + "\n")
+        base = self.ckpt.get("config") or {}
+        epochs = int(base.get("epochs") or self.ckpt.get("epochs")) + reg_epochs + args.ft_epochs
+        model = self.train_thin(build(match["width"]), base, epochs, seed, args.out / "stages" / key)
+        data = self.loaders(seed)
+        ckpt = args.out / "deploy" / f"{key}.pt"
+        save_checkpoint(ckpt, model=model.state_dict(), arch={**arch_of(model), "input_size": list(SIZE)},
+                        meta=self.ckpt.get("meta"))  # fmt: skip
+        self.book.add({"key": key, "kind": "thin", "target": target, "seed": seed, **match, "epochs": epochs,
+                       "acc": accuracy(model, data["test"]), "val_acc": accuracy(model, data["val"]),
+                       **cost(model), "checkpoint": str(ckpt.relative_to(args.out))})  # fmt: skip
+
+    def train_thin(self, model: nn.Module, base: dict, epochs: int, seed: int, out: Path) -> nn.Module:
+        """From scratch with the baseline's recipe (optimizer, lr, decay, warm-up); its best-on-val weights."""
+        data = self.loaders(seed)
+        torch.manual_seed(seed)
+        fresh = build_like(model)  # seeded initialisation, the same architecture
+        steps = len(data["train"])
+        opt = make_optimizer(fresh, base.get("optimizer", "sgd"), lr=base.get("lr", 0.1),
+                             momentum=base.get("momentum", 0.9), weight_decay=base.get("weight_decay"))  # fmt: skip
+        sched = make_scheduler(opt, base.get("scheduler", "cosine"), total_steps=epochs * steps,
+                               warmup_steps=int(base.get("warmup_epochs") or 0) * steps)  # fmt: skip
+        last = out / LAST_FILE
+        print(f"{out.name}: thin control, {epochs} epochs from scratch", flush=True)
+        res = fit(fresh, data["train"], epochs=epochs, optimizer=opt, scheduler=sched, val_data=data["val"],
+                  out_dir=out, resume=last if last.is_file() else None, seed=seed, progress=False)  # fmt: skip
+        if res.best_checkpoint is not None:
+            load_weights(fresh, res.best_checkpoint)
+        return fresh.eval()
+
+    def run(self) -> None:
+        args = self.args
+        self.dense_record()
+        configs = list(itertools.product(args.ranks, args.round_to))
+        grid = list(itertools.product(args.lams, args.reg_epochs))
+        for i, seed in enumerate(args.seeds):
+            if i == 0:  # the grid: first configuration, first target
+                for lam, epochs in grid:
+                    self.pruned(configs[0], args.targets[0], lam, epochs, seed)
+            lam, epochs = choose(self.book.runs, args)["chosen"]
+            print(f"seed {seed}: lambda {lam:g}, {epochs} regularisation epochs (chosen on validation)", flush=True)
+            for target in args.targets:
+                recs = [r for cfg in configs if "acc" in (r := self.pruned(cfg, target, lam, epochs, seed))]
+                if recs:
+                    self.thin(target, seed, max(recs, key=lambda r: r["val_acc"]), epochs)
 
 
-def select_plan(method: str, model: nn.Module, ss: SynapticStrength, sparsity: float, seed: int) -> dict:
-    """The pruning plan of one method; every method's plan goes through make_plan (same surgery for all)."""
-    if method == "ss":
-        return ss.plan(sparsity)
-    if method == "random":  # uniform scores from a generator fixed by (seed, sparsity)
-        g = torch.Generator().manual_seed(1000 * seed + round(1000 * sparsity))
-        scores = {n: torch.rand(m.strength.shape, generator=g) for n, m in ss.layers.items()}
-    else:  # ||K_ij|| of the kernel each layer applies
-        scores = {n: m.weight.detach().pow(2).sum((2, 3)).sqrt() for n, m in ss.layers.items()}
-    if method == "kernel_norm_layer":
-        masks = {n: global_masks({n: v}, sparsity)[n] for n, v in scores.items()}
-    else:
-        masks = global_masks(scores, sparsity)
-    scope = "layer" if method == "kernel_norm_layer" else "global"
-    return make_plan(model, masks, selection={"method": method, "sparsity": sparsity, "scope": scope})
+def build_like(model: nn.Module) -> nn.Module:
+    """A freshly initialised copy of a registered (possibly planned) model's architecture."""
+    return create_from_arch(arch_of(model))
 
 
-def conv_positions(widths: list[int]) -> dict[str, int]:
-    """Output positions (H' x W') of every conv of the net at 32x32: the factor of its kernel-sparse MACs."""
-    model, out = build_net(widths).eval(), {}
-    hooks = [
-        m.register_forward_hook(lambda _m, _i, y, n=n: out.__setitem__(n, y.shape[2] * y.shape[3]))
-        for n, m in model.named_modules()
-        if isinstance(m, nn.Conv2d)
-    ]
-    with torch.no_grad():
-        model(torch.zeros(1, 3, 32, 32))
-    for h in hooks:
-        h.remove()
-    return out
+# --- summary and verdicts ----------------------------------------------------------------------------------------
 
 
-def cost_record(plan: dict, phys: nn.Module, positions: dict[str, int], dense: dict) -> dict:
-    """Size of the cut net beside the ideal kernel-sparse cost (spec 5a: sum over kept kernels of k^2 H'W')."""
-    prof = profile(phys, torch.zeros(1, 3, 32, 32))
-    lin = sum(m.in_features * m.out_features for m in phys.modules() if isinstance(m, nn.Linear))
-    sparse_macs = lin + sum(e["kept"] * math.prod(e["shape"][2:]) * positions[n] for n, e in plan["layers"].items())
-    s = plan["summary"]
-    return {
-        "sparsity_effective": s["sparsity"],
-        "params": prof.params,
-        "params_nonzero": s["params_nonzero_after"],
-        "macs": prof.macs,
-        "macs_kernel_sparse": sparse_macs,
-        # share of the ideal (kernel-sparse) saving that channel removal made physical
-        "macs_saving_physical_share": (dense["macs"] - prof.macs) / max(dense["macs"] - sparse_macs, 1),
-        "params_saving_physical_share": (s["params"] - prof.params) / max(s["params"] - s["params_nonzero_after"], 1),
-        "out_channels_after": [e["out_channels_after"] for e in plan["layers"].values()],
-    }
-
-
-def candidate_files(model_dir: Path, lam: float) -> dict[str, Path]:
-    """Where seed 0's SS net at 90% for ``lam`` is kept until the summary picks a lambda for OUT/deploy/."""
-    stem = f"ss_lam{lam:g}_p{round(100 * VERDICT_SPARSITY)}_s0"
-    return {k: model_dir / f"{stem}.{k}" for k in ("plan.json", "pruned.pt", "masked.pt")}
-
-
-def prune_run(method: str, lam: float, sparsity: float, seed: int, dense_model: nn.Module, ctx: dict) -> dict:
-    """Prune a copy of a trained net, fine-tune it with the masks enforced, cut it; accuracies before and after."""
-    args, data = ctx["args"], ctx["data"]
-    model = copy.deepcopy(dense_model)
-    ss = SynapticStrength(model)  # adopts the converted net as it is
-    plan = select_plan(method, model, ss, sparsity, seed)
-    ss.prune(plan)
-    acc_before = accuracy(apply_plan(model, plan), data["test"])
-    torch.manual_seed(seed)
-    ft_s = train(model, ss, data["train"], epochs=args.ft_epochs, lr=args.ft_lr, lam=0.0, seed=seed)
-    phys = apply_plan(model, plan).eval()
-    x = next(iter(make_loader(data["val"], batch_size=256, shuffle=False)))[0]
-    with torch.no_grad():
-        surgery_diff = float((model.eval()(x) - phys(x)).abs().max())
-    record = {
-        "kind": "prune",
-        "method": method,
-        "lam": lam,
-        "sparsity": sparsity,
-        "seed": seed,
-        "acc_before": acc_before,
-        "acc": accuracy(phys, data["test"]),
-        "val_acc": accuracy(phys, data["val"]),
-        "surgery_max_abs_diff": surgery_diff,
-        "ft_s": ft_s,
-        **cost_record(plan, phys, ctx["positions"], ctx["dense_cost"]),
-    }
-    if method == "ss" and seed == 0 and sparsity == VERDICT_SPARSITY:  # candidates for OUT/deploy
-        files = candidate_files(ctx["model_dir"], lam)
-        atomic_write_text(files["plan.json"], json.dumps(plan) + "\n")
-        torch.save(phys.state_dict(), files["pruned.pt"])
-        torch.save(plain(model).state_dict(), files["masked.pt"])
-    return record
-
-
-# --- summary and verdicts -------------------------------------------------------------------------------------
-
-
-def run_key(r: dict) -> tuple:
-    if r["kind"] == "dense":
-        return ("dense", r["lam"], r["seed"])
-    return ("prune", r["method"], r["lam"], r["sparsity"], r["seed"])
-
-
-def label(method: str, lam: float) -> str:
-    return f"SS lam={lam:g}" if method == "ss" else f"{method} (lam=0)"
-
-
-def mean_of(values: list[float]) -> float | None:
-    return statistics.mean(values) if values else None
+def choose(runs: list[dict], args: argparse.Namespace | None = None) -> dict:
+    """(lambda, reg-epochs) with the best validation accuracy after pruning and fine-tuning (first configuration
+    and target, first seed): the grid point every other run uses."""
+    prunes = [r for r in runs if r["kind"] == "prune"]
+    if not prunes:
+        return {"chosen": None, "table": {}}
+    seed = min(r["seed"] for r in prunes)
+    first = prunes[0]
+    cands = [r for r in prunes if r["seed"] == seed and (r["rank"], r["round_to"], r["target"]) ==
+             (first["rank"], first["round_to"], first["target"])]  # fmt: skip
+    if args is not None:
+        expected = len(args.lams) * len(args.reg_epochs)
+        if len(cands) < expected:
+            raise SystemExit(f"the grid is not finished ({len(cands)} of {expected} points); run with --resume")
+    measured = [r for r in cands if "acc" in r]
+    if not measured:
+        raise SystemExit("no grid point reached the first target with the first configuration; lower the target")
+    best = max(measured, key=lambda r: (r["val_acc"], -r["lam"]))
+    table = {f"lam={r['lam']:g} epochs={r['epochs']}": {"val_acc_after_ft": r["val_acc"]} for r in measured}
+    return {"chosen": (best["lam"], best["epochs"]), "config": [first["rank"], first["round_to"]],
+            "target": first["target"], "seed": seed, "table": table}  # fmt: skip
 
 
 def summarize(runs: list[dict]) -> dict:
-    """Per-configuration means and seeds, the lambda chosen on validation, and the spec's E2 verdicts."""
-    dense = {(r["lam"], r["seed"]): r for r in runs if r["kind"] == "dense"}
-    pruned = {(label(r["method"], r["lam"]), r["sparsity"], r["seed"]): r for r in runs if r["kind"] == "prune"}
-    lams = sorted({lam for lam, _ in dense})
-    seeds = sorted({s for _, s in dense})
-    dense_table = {
-        f"{lam:g}": {
-            "acc": [dense[(lam, s)]["acc"] for s in seeds if (lam, s) in dense],
-            "val_acc": [dense[(lam, s)]["val_acc"] for s in seeds if (lam, s) in dense],
-            "frac_below_1e-2_max": [
-                dense[(lam, s)]["strengths"]["frac_below_1e-2_max"] for s in seeds if (lam, s) in dense
-            ],
+    """The grid and its choice, strengths per regularisation run, the configurations per target (seed means),
+    rounding's accuracy effect, and the accuracy verdicts against dense and the thin control per seed."""
+    dense = next((r for r in runs if r["kind"] == "dense"), None)
+    pick = choose(runs)
+    out = {"dense": dense and {k: dense[k] for k in ("acc", "val_acc", "params", "macs")}, "grid": pick}
+    out["regularisation"] = {
+        r["key"]: {"val_acc": r["val_acc"], "l1_budget": r["l1_budget"],
+                   **{k: r["strengths"][k] for k in ("frac_below_1e-2_max", "frac_below_1e-3_max")}}
+        for r in runs if r["kind"] == "reg"
+    }  # fmt: skip
+    if pick["chosen"] is None or dense is None:
+        return {**out, "pass": False, "note": "no pruned run yet"}
+    lam, epochs = pick["chosen"]
+    chosen = [r for r in runs if r["kind"] == "prune" and "acc" in r and (r["lam"], r["epochs"]) == (lam, epochs)]
+    thins = {(r["target"], r["seed"]): r for r in runs if r["kind"] == "thin"}
+    table, verdicts = {}, {}
+    for target in sorted({r["target"] for r in chosen}):
+        at = [r for r in chosen if r["target"] == target]
+        for cfg in sorted({(r["rank"], r["round_to"]) for r in at}):
+            rs = [r for r in at if (r["rank"], r["round_to"]) == cfg]
+            table[f"{cfg[0]} round {cfg[1] or '-'} @ {target:g} MACs"] = {
+                "seeds": [r["seed"] for r in rs],
+                **{k: [r[k] for r in rs] for k in ("acc", "val_acc", "acc_before_ft", "macs", "sparsity")},
+                "acc_mean": statistics.mean(r["acc"] for r in rs),
+                "widths_seed0": rs[0]["widths"],
+            }
+        per_seed = {}
+        for seed in sorted({r["seed"] for r in at}):
+            mine = [r for r in at if r["seed"] == seed]
+            best = max(mine, key=lambda r: r["val_acc"])
+            thin = thins.get((target, seed))
+            per_seed[seed] = {
+                "chosen_on_val": best["key"],
+                "acc": best["acc"],
+                "dense_minus_pruned": dense["acc"] - best["acc"],
+                "within_1_5_of_dense": dense["acc"] - best["acc"] <= DENSE_MARGIN,
+                "thin_acc": thin and thin["acc"],
+                "thin_width": thin and thin["width"],
+                "pruned_minus_thin": thin and best["acc"] - thin["acc"],
+                "beats_thin_by_1": None if thin is None else best["acc"] >= thin["acc"] + THIN_MARGIN,
+            }
+        seeds_done = [s for s, v in per_seed.items() if v["beats_thin_by_1"] is not None]
+        verdicts[f"{target:g}"] = {
+            "per_seed": per_seed,
+            "seeds_complete": seeds_done,
+            "accuracy_pass": len(seeds_done) >= 2
+            and all(per_seed[s]["within_1_5_of_dense"] and per_seed[s]["beats_thin_by_1"] for s in seeds_done),
         }
-        for lam in lams
-    }
-    table = {}
-    for name, sp in sorted({(n, sp) for n, sp, _ in pruned}):
-        rs = [pruned[(name, sp, s)] for s in seeds if (name, sp, s) in pruned]
-        table[f"{name} @ {sp:g}"] = {
-            "seeds": [r["seed"] for r in rs],
-            **{k: [r[k] for r in rs] for k in ("acc_before", "acc", "val_acc")},
-            **{f"{k}_mean": mean_of([r[k] for r in rs]) for k in ("acc_before", "acc", "val_acc")},
-            **{k: rs[0][k] for k in ("sparsity_effective", "params", "params_nonzero", "macs", "macs_kernel_sparse")},
-            **{k: mean_of([r[k] for r in rs]) for k in ("macs_saving_physical_share", "params_saving_physical_share")},
-        }
-    summary = {"seeds": seeds, "dense": dense_table, "pruned": table}
-    return summary | verdicts(dense, pruned, lams, seeds)
-
-
-def verdicts(dense: dict, pruned: dict, lams: list[float], seeds: list[int]) -> dict:
-    """Spec 5d E2 (a) and (b) for the lambda > 0 with the best mean validation accuracy after fine-tuning at 90%."""
-    sp = VERDICT_SPARSITY
-    needed = [label("kernel_norm", 0.0), label("random", 0.0)]
-    full = [
-        s
-        for s in seeds
-        if all((lam, s) in dense for lam in lams)
-        and all((n, sp, s) in pruned for n in needed + [label("ss", lam) for lam in lams if lam > 0])
-    ]
-    cands = [lam for lam in lams if lam > 0]
-    if not full or 0.0 not in lams or not cands:
-        return {"complete_seeds": full, "pass": False, "note": "no seed with every run at 90% finished"}
-    val = {lam: statistics.mean(pruned[(label("ss", lam), sp, s)]["val_acc"] for s in full) for lam in cands}
-    best = max(cands, key=lambda lam: val[lam])
-    m = {  # test accuracy means over the complete seeds
-        n: statistics.mean(pruned[(n, sp, s)]["acc"] for s in full) for n in [label("ss", best), *needed]
-    }
-    ss_acc, dense_acc = m[label("ss", best)], statistics.mean(dense[(0.0, s)]["acc"] for s in full)
-    frac = {lam: [dense[(lam, s)]["strengths"]["frac_below_1e-2_max"] for s in full] for lam in lams}
-    a_by_lam = {f"{lam:g}": all(f >= MASS_NEAR_ZERO for f in frac[lam]) for lam in cands}
-    a = a_by_lam[f"{best:g}"] and all(f < MASS_NEAR_ZERO for f in frac[0.0])
-    random_before = statistics.mean(pruned[(label("random", 0.0), sp, s)]["acc_before"] for s in full)
-    b = {
-        "ss_within_1_5_of_dense": ss_acc >= dense_acc - DENSE_MARGIN,
-        "ss_ge_kernel_norm": ss_acc >= m[label("kernel_norm", 0.0)],
-        "ss_minus_random_ge_10": ss_acc - m[label("random", 0.0)] >= RANDOM_MARGIN,
-    }
-    per_seed = {
-        s: {
-            "ss_minus_dense": pruned[(label("ss", best), sp, s)]["acc"] - dense[(0.0, s)]["acc"],
-            "ss_minus_kernel_norm": pruned[(label("ss", best), sp, s)]["acc"] - pruned[(needed[0], sp, s)]["acc"],
-            "ss_minus_random": pruned[(label("ss", best), sp, s)]["acc"] - pruned[(needed[1], sp, s)]["acc"],
-        }
-        for s in full
-    }
-    layer = label("kernel_norm_layer", 0.0)
-    layer_wise = [pruned[(layer, sp, s)]["acc"] for s in full if (layer, sp, s) in pruned]
-    info_layer = ss_acc - statistics.mean(layer_wise) if len(layer_wise) == len(full) else None
+    rounding = {}
+    for key, row in table.items():
+        if " round - " in key:
+            continue
+        twin = key.split(" round ")[0] + " round - @ " + key.split(" @ ")[1]
+        if twin in table:
+            rounding[key] = {"acc_rounded_minus_unrounded": row["acc_mean"] - table[twin]["acc_mean"],
+                             "macs_rounded_over_unrounded": statistics.mean(table[key]["macs"]) /
+                             statistics.mean(table[twin]["macs"])}  # fmt: skip
     return {
-        "complete_seeds": full,
-        "best_lam_by_val": best,
-        "val_acc_after_ft_at_90": {f"{lam:g}": v for lam, v in val.items()},
-        "criterion_a": f"every seed: >= {MASS_NEAR_ZERO:.0%} of |s| < {STRENGTH_FRACTION:g} max|s| for the chosen "
-        f"lambda, < {MASS_NEAR_ZERO:.0%} for lambda = 0",
-        "criterion_b": f"means over seeds, test acc after fine-tuning at {sp:.0%}: SS(chosen lambda) >= dense(lambda=0)"
-        f" - {DENSE_MARGIN}, SS >= kernel_norm, SS - random >= {RANDOM_MARGIN:g} points",
-        "frac_below_1e-2_max": {f"{lam:g}": v for lam, v in frac.items()},
-        "a_per_lam_gt_0": a_by_lam,
-        "a_lam0_below_70": all(f < MASS_NEAR_ZERO for f in frac[0.0]),
-        "a_pass": a,
-        "means_at_90": {"dense lam=0": dense_acc, **m},
-        "random_loss_before_ft_at_90": dense_acc - random_before,
-        "b": b,
-        "b_pass": all(b.values()),
-        "b_margins_per_seed": per_seed,
-        "info_ss_minus_kernel_norm_layer_at_90": info_layer,  # not part of the verdict
-        "pass": bool(a and all(b.values()) and len(full) >= 2),
+        **out,
+        "configurations": table,
+        "rounding": rounding,
+        "verdicts": verdicts,
+        "rules": f"per seed, the pruned net chosen on val: test acc >= dense - {DENSE_MARGIN} and >= thin + "
+        f"{THIN_MARGIN}; 2 seeds; the >= 2x measured speed-up is checked by latency_pruned.py",
+        "pass": bool(verdicts) and all(v["accuracy_pass"] for v in verdicts.values()),
     }
-
-
-# --- outputs --------------------------------------------------------------------------------------------------
-
-
-def plot_strengths(runs: list[dict], path: Path) -> None:
-    """One histogram panel per lambda of log10(|s| / max|s|), seeds overlaid; the dashed line is 1e-2."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    dense = sorted((r for r in runs if r["kind"] == "dense"), key=lambda r: (r["lam"], r["seed"]))
-    lams = sorted({r["lam"] for r in dense})
-    if not lams:
-        return
-    fig, axes = plt.subplots(1, len(lams), figsize=(4.2 * len(lams), 3.4), squeeze=False)
-    edges = torch.linspace(*HIST_RANGE, HIST_BINS + 1).tolist()
-    for ax, lam in zip(axes[0], lams, strict=True):
-        for r in (r for r in dense if r["lam"] == lam):
-            st = r["strengths"]
-            ax.stairs(st["hist_log10_rel"], edges, label=f"seed {r['seed']}: {st['frac_below_1e-2_max']:.1%} < 1e-2")
-        ax.axvline(math.log10(STRENGTH_FRACTION), color="k", ls="--", lw=0.8)
-        ax.set_title(f"lambda = {lam:g}")
-        ax.set_xlabel("log10(|s| / max|s|)  (<= -6 in the first bin)")
-        ax.set_ylabel("connections")
-        ax.legend(fontsize=8)
-    fig.suptitle("Synaptic strengths after training")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_accuracy(summary: dict, path: Path, title: str) -> None:
-    """Test accuracy (means over seeds) before and after fine-tuning, and MACs of the cut net, vs sparsity."""
-    series: dict[str, list[dict]] = {}
-    for key, row in summary["pruned"].items():
-        name, sp = key.rsplit(" @ ", 1)
-        series.setdefault(name, []).append(
-            {"sparsity": float(sp), "acc_before": row["acc_before_mean"], "acc": row["acc_mean"], "macs": row["macs"]}
-        )
-    dense = summary["dense"].get("0")
-    if dense and dense["acc"] and series:
-        sps = sorted({p["sparsity"] for pts in series.values() for p in pts})
-        series["dense lam=0"] = [{"sparsity": sp, "acc": statistics.mean(dense["acc"])} for sp in sps]
-    metrics = [
-        ("acc_before", "test acc before FT (%)"),
-        ("acc", "test acc after FT (%)"),
-        ("macs", "MACs of the cut net (seed 0)"),
-    ]
-    line_panels(series, metrics, path, x_key="sparsity", title=title)
-
-
-def save_deploy(runs: list[dict], summary: dict, args: argparse.Namespace) -> None:
-    """Copy seed 0's pruned net for the chosen lambda (90%) and the dense lambda = 0 net into OUT/deploy/."""
-    best, models = summary.get("best_lam_by_val"), args.out / "models"
-    files = candidate_files(models, best) if best is not None else {}
-    if not files or not all(f.is_file() for f in files.values()) or not (models / "dense_lam0_s0.pt").is_file():
-        print("deploy: seed 0 has no pruned net for the chosen lambda yet; OUT/deploy/ not written")
-        return
-    deploy = args.out / "deploy"
-    deploy.mkdir(exist_ok=True)
-    for name, src in files.items():
-        shutil.copyfile(src, deploy / name)
-    torch.save(plain(load_dense(args.widths, models / "dense_lam0_s0.pt")).state_dict(), deploy / "dense.pt")
-    by = {run_key(r): r for r in runs}
-    meta = {
-        "paper": "arXiv 1811.02454",
-        "model": "leanvision.models.fsf.CifarVGG (build_net in benchmarks/synaptic_cifar.py)",
-        "widths": args.widths,
-        "seed": 0,
-        "lam": best,
-        "sparsity": VERDICT_SPARSITY,
-        "files": {
-            "dense.pt": "lambda = 0 net, plain convs (BN not folded)",
-            "plan.json": "pruning plan: apply_plan(build_net(widths), plan) gives the pruned architecture",
-            "pruned.pt": "state_dict of that pruned net after fine-tuning",
-            "masked.pt": "the same fine-tuned net at full width, pruned kernels stored as zeros",
-        },
-        "test_acc": {
-            "dense": by[("dense", 0.0, 0)]["acc"],
-            "pruned": by[("prune", "ss", best, VERDICT_SPARSITY, 0)]["acc"],
-        },
-    }
-    atomic_write_text(deploy / "meta.json", json.dumps(meta, indent=2) + "\n")
-    print(f"deploy: wrote {deploy} (seed 0, lambda {best:g}, {VERDICT_SPARSITY:.0%})")
-
-
-def fmt(values: list[float], mean: float | None = None) -> str:
-    if not values:
-        return "-"
-    mean = statistics.mean(values) if mean is None else mean
-    return f"{mean:.2f} ({' / '.join(f'{v:.2f}' for v in values)})"
 
 
 def print_table(runs: list[dict], summary: dict) -> None:
-    print("\n| lambda | test acc, mean (seeds) | val acc, mean (seeds) | |s| < 1e-2 max |\n|---|---|---|---|")
-    for lam, row in summary["dense"].items():
-        frac = " / ".join(f"{f:.1%}" for f in row["frac_below_1e-2_max"])
-        print(f"| {lam} | {fmt(row['acc'])} | {fmt(row['val_acc'])} | {frac} |")
-    print(
-        "\n| method @ sparsity | eff. sparsity | test acc before FT | test acc after FT | val acc after FT "
-        "| params | MACs (cut) | MACs (kernel-sparse) | physical share of MAC saving |\n" + "|---" * 9 + "|"
-    )
-    for key, row in summary["pruned"].items():
-        print(
-            f"| {key} | {row['sparsity_effective']:.3f} | {fmt(row['acc_before'])} | {fmt(row['acc'])} "
-            f"| {fmt(row['val_acc'])} | {row['params']:,} | {row['macs']:,} | {row['macs_kernel_sparse']:,} "
-            f"| {row['macs_saving_physical_share']:.2f} |"
-        )
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("dense", "pruned")}, indent=2))
+    cols = {"run": "key", "val acc": ("val_acc", ".2f"), "test acc": ("acc", ".2f"),
+            "before FT": ("acc_before_ft", ".2f"), "sparsity": ("sparsity", ".3f"),
+            "MACs": lambda r: f"{r['macs'] / 1e6:.1f}M" if "macs" in r else "-",
+            "|s|<1e-2 max": lambda r: f"{r['strengths']['frac_below_1e-2_max']:.1%}" if "strengths" in r
+            else "-"}  # fmt: skip
+    print(_runs.markdown(runs, cols))
+    print(json.dumps({k: v for k, v in summary.items() if k != "regularisation"}, indent=2))
 
 
-# --- main -----------------------------------------------------------------------------------------------------
+def plot(runs: list[dict], summary: dict, path: Path) -> None:
+    """Test accuracy and MACs per run (pruned, thin, dense) at the chosen grid point."""
+    pick = (summary.get("grid") or {}).get("chosen")
+    rows = [{"model": r["key"], "acc": r["acc"], "macs": r["macs"] / 1e6} for r in runs
+            if r["kind"] in ("dense", "thin") or (r["kind"] == "prune" and "acc" in r and pick and
+                                                 (r["lam"], r["epochs"]) == tuple(pick))]  # fmt: skip
+    if rows:
+        bar_panels(rows, [("acc", "test acc (%)"), ("macs", "MACs (M)")], path, title="Synaptic Strength vs thin")
+
+
+# --- main ----------------------------------------------------------------------------------------------------------
 
 
 def parse_args() -> argparse.Namespace:
     ap = _runs.make_parser(__doc__)
-    ap.add_argument("--widths", type=int, nargs="+", default=[32, 32, 64, 64, 128, 128], help="conv widths")
-    ap.add_argument("--subset", type=int, default=10_000, help="seeded class-balanced training subset; 0 = all")
-    ap.add_argument("--val-size", type=int, default=5_000, help="training images held out for validation")
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--ft-epochs", type=int, default=1)
-    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--baseline", type=Path, help="the converged dense net: a leanvision train checkpoint")
+    _runs.add_split_args(ap, 0)
+    ap.add_argument("--test-subset", type=int, default=0, help="evaluate on a seeded test subset (smoke tests)")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lams", type=float, nargs="+", default=[0.0, 5e-4, 2e-3], help="L1 weights of the grid")
+    ap.add_argument("--reg-epochs", type=int, nargs="+", default=[5, 15], help="regularisation epochs of the grid")
+    ap.add_argument("--lr", type=float, default=0.02, help="regularisation learning rate (cosine)")
+    ap.add_argument("--ft-epochs", type=int, default=10)
     ap.add_argument("--ft-lr", type=float, default=0.01)
-    ap.add_argument("--lams", type=float, nargs="+", default=[0.0, 5e-5, 2e-4], help="L1 weights; 0 is required")
-    ap.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.8, 0.95], help="run in this order")
+    ap.add_argument("--ranks", nargs="+", default=["cost", "normalized", "strength"],
+                    choices=["strength", "normalized", "cost"], help="the first one runs the grid")  # fmt: skip
+    ap.add_argument("--norm", default="median", choices=["median", "fan_in"])
+    ap.add_argument("--max-layer-sparsity", type=float, default=0.9,
+                    help="the most of one layer's connections a ranking may prune (cost ranking empties the "
+                    "early layers without it); 1 = no cap")  # fmt: skip
+    ap.add_argument("--round-to", type=int, nargs="+", default=[16, 0], help="channel multiples; 0 = no rounding")
+    ap.add_argument("--targets", type=float, nargs="+", default=[0.3], help="shares of the dense MACs to keep")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--thin-match", default="latency", choices=["latency", "macs"])
+    ap.add_argument("--match-backend", default="eager", choices=["eager", "onnxruntime"])
+    ap.add_argument("--match-threads", type=int, default=2)
+    ap.add_argument("--match-batch", type=int, default=1)
+    add_load_args(ap)
     _runs.add_run_args(ap, NAME)
-    return ap.parse_args()
-
-
-def jobs(args: argparse.Namespace) -> list[tuple]:
-    """Every run in the order it is done: per seed the lambdas, then the first sparsity; then the other sparsities."""
-
-    def prunes(sp: float, seed: int) -> list[tuple]:
-        ss = [("prune", "ss", lam, sp, seed) for lam in args.lams if lam > 0]
-        return ss + [("prune", m, 0.0, sp, seed) for m in METHODS[1:]]
-
-    first = [j for s in args.seeds for j in [("dense", lam, s) for lam in args.lams] + prunes(args.sparsities[0], s)]
-    return first + [j for sp in args.sparsities[1:] for s in args.seeds for j in prunes(sp, s)]
+    args = ap.parse_args()
+    if not args.summarize and args.baseline is None:
+        ap.error("--baseline is required (a converged checkpoint, e.g. benchmarks/baselines/vgg_cifar10_s0/best.pt)")
+    return args
 
 
 def main() -> None:
     args = parse_args()
-    if args.summarize:
-        _runs.summarize_file(args.summarize, summarize, print_table)
-        return
-    if 0.0 not in args.lams:
-        raise SystemExit("--lams must include 0: the kernel-norm and random baselines prune the lambda = 0 net")
-    partial, saved_args, runs = _runs.prepare(args, NAME, SAME_ON_RESUME)
-    model_dir = args.out / "models"
-    model_dir.mkdir(exist_ok=True)
-    done = {run_key(r) for r in runs}
-    if done:
-        print(f"--resume: {len(done)} finished run(s) in {partial}")
-    positions = conv_positions(args.widths)
-    data_seed, data, nets = None, None, {}
-    for job in jobs(args):
-        if job in done:
-            continue
-        seed = job[-1]
-        if data_seed != seed:
-            data_seed, data = seed, load_data(args, seed)
-        if job[0] == "dense":
-            runs.append(dense_run(job[1], seed, data, args, model_dir / f"dense_lam{job[1]:g}_s{seed}.pt"))
-        else:
-            _, method, lam, sp, _ = job
-            path = model_dir / f"dense_lam{lam:g}_s{seed}.pt"
-            if (lam, seed) not in nets:
-                nets[(lam, seed)] = load_dense(args.widths, path)
-            dense_cost = next(r for r in runs if run_key(r) == ("dense", lam, seed))
-            ctx = {"args": args, "data": data, "positions": positions, "dense_cost": dense_cost, "model_dir": model_dir}
-            runs.append(prune_run(method, lam, sp, seed, nets[(lam, seed)], ctx))
-        print(json.dumps({k: v for k, v in runs[-1].items() if k != "strengths"}), flush=True)
-        _runs.save_partial(partial, saved_args, runs)
-
-    summary = summarize(runs)
-    _runs.save_result(args.out / f"{NAME}.json", saved_args, runs, summary)
-    plot_strengths(runs, args.out / f"{NAME}_strengths.png")
-    title = f"Synaptic Strength, VGG-6 CIFAR-10 {args.subset or 'all'} imgs, {args.epochs}+{args.ft_epochs} ep"
-    plot_accuracy(summary, args.out / f"{NAME}.png", title)
-    save_deploy(runs, summary, args)
-    print_table(runs, summary)
+    _runs.main(args, NAME, SAME_ON_RESUME, lambda runs: Bench(args, runs).run(), summarize, print_table,
+               lambda runs, summary: plot(runs, summary, args.out / f"{NAME}.png"))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 
 class LeanVisionError(Exception):
     """Base class: a mistake the user can fix; the message says what is wrong and how to fix it."""
@@ -28,3 +31,34 @@ class CheckpointError(LeanVisionError):
 
 class ExportError(LeanVisionError):
     """An exported model whose outputs do not match PyTorch's (the file was not written)."""
+
+
+class Interrupted(LeanVisionError):
+    """Ctrl-C or SIGTERM stopped a run; the message says what was kept and how to continue.
+
+    Raised while handling the KeyboardInterrupt (or ``leanvision.runs.Terminated``), it takes that signal's number:
+    the CLI exits 128 + signal, i.e. 130 for Ctrl-C and 143 for SIGTERM.
+    """
+
+    def __init__(self, message: str, *, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum if signum is not None else getattr(sys.exc_info()[1], "signum", signal.SIGINT)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum)
+
+
+class WriteError(LeanVisionError, OSError):
+    """A file the library writes could not be written (disk full, quota, read-only, permissions); nothing torn is
+    left behind. The message names the file, the cause and what to do; the CLI exits 74 (EX_IOERR)."""
+
+    exit_code = 74
+
+    def __str__(self) -> str:  # OSError would prefix "[Errno N]"
+        return str(self.args[0]) if self.args else ""
+
+
+def missing_extra(what: str, extra: str) -> ConfigError:
+    """The one-line error for an optional dependency that is not installed: the extra that installs it."""
+    return ConfigError(f"{what} needs the '{extra}' extra: pip install 'leanvision[{extra}]'")

@@ -26,6 +26,30 @@ def unknown_choice(kind: str, value: object, choices: tuple[str, ...] | list[str
     return UnknownNameError(f"unknown {kind} {value!r}; {hint}choose one of: {', '.join(choices)}")
 
 
+class Choices(tuple[str, ...]):
+    """A fixed set of names a user picks from (optimizers, backends, splits...): torch-free, so the CLI can offer them.
+
+    Declared once (``leanvision/names.py`` or a torch-free module of its room); the room dispatches through a table
+    keyed by the same names, and a test checks that table against the choices. ``Literal[CHOICES]`` works in pydantic.
+    """
+
+    kind: str
+
+    def __new__(cls, kind: str, names: tuple[str, ...]) -> Choices:
+        self = super().__new__(cls, names)
+        self.kind = kind
+        return self
+
+    def __getnewargs__(self) -> tuple[str, tuple[str, ...]]:  # type: ignore[override]
+        return self.kind, tuple(self)
+
+    def check(self, value: object) -> str:
+        """``value`` when it is one of the choices, else an UnknownNameError naming the closest and listing all."""
+        if value not in self:
+            raise unknown_choice(self.kind, value, self)
+        return value  # type: ignore[return-value]
+
+
 class Registry(Generic[T]):
     """Maps names to builders plus free-form metadata; raises on duplicates and suggests close matches.
 

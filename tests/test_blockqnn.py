@@ -15,6 +15,7 @@ import torch
 from leanvision.errors import ConfigError
 from leanvision.profile import profile
 from leanvision.search import create_evaluator, create_space, create_strategy, search
+from leanvision.search.evaluators.train import calibrate_reward, redefined_reward
 from leanvision.search.spaces.nsc import (
     RESNEXT_EXPERT,
     NSCBlock,
@@ -24,7 +25,7 @@ from leanvision.search.spaces.nsc import (
     leaves,
     synthetic_reward,
 )
-from leanvision.search.strategies.qlearning import START, epsilon_schedule
+from leanvision.search.strategies.qlearning import START, epsilon_schedule, exploit_share
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def test_valid_blocks_pass(space) -> None:
     blocks = [
         RESNEXT_EXPERT,
         {"layers": [[1, 1, 3, 0, 0], [2, 5, 0, 1, 0]]},  # pred order free, no terminal needed
-        {"layers": [[1, 4, 0, 0, 0]] + [[i, 6, 0, 0, i - 1] for i in range(2, 7)]},  # T layers
+        {"layers": [[1, 1, 3, 0, 0]] + [[i, 6, 0, 0, i - 1] for i in range(2, 7)]},  # T layers
     ]
     for block in blocks:
         assert space.validate(block) is None  # accepted: validate raises ConfigError on a bad block
@@ -95,14 +96,15 @@ def test_valid_blocks_pass(space) -> None:
 def test_actions_follow_the_index(space) -> None:
     assert space.actions(1) == tuple(a for a in space.actions(1) if a[1] in (1, 2, 3, 4))  # no add, concat, end
     assert len(space.actions(1)) == 3 + 2 + 2 + 1
+    structural = create_space("nsc", max_layers=6, require_conv=False)
     for i in range(1, 7):
         acts = space.actions(i)
         assert len(set(acts)) == len(acts)
         assert all(a[0] == i and a[3] < i and a[4] < i for a in acts)
         assert all(a[3] < a[4] for a in acts if a[1] in (5, 6))
         assert ((i, 7, 0, 0, 0) in acts) == (i >= 2)
-        for a in acts:
-            space.validate({"layers": [[j, 4, 0, 0, 0] for j in range(1, i)] + [list(a)]})
+        for a in acts:  # the actions' structure: the conv rule is checked on its own below
+            structural.validate({"layers": [[j, 4, 0, 0, 0] for j in range(1, i)] + [list(a)]})
     assert space.actions(7) == ()
 
 
@@ -151,7 +153,8 @@ BLOCKS = [
 
 
 @pytest.mark.parametrize("block", BLOCKS)
-def test_build_forward_backward(space, block) -> None:
+def test_build_forward_backward(block) -> None:
+    space = create_space("nsc", max_layers=6, require_conv=False)  # the conv-free block builds when allowed
     net = space.build(block, channels=4, N=2, num_classes=7, in_chans=1)
     x = torch.randn(2, 1, 16, 16)
     y = net(x)
@@ -253,7 +256,7 @@ def test_epsilon_schedule_lengths() -> None:
 
 
 def test_epsilon_follows_the_asks(space) -> None:
-    q = create_strategy("blockqnn", space, seed=0, budget=178)
+    q = create_strategy("blockqnn", space, seed=0, budget=178, exploit_share=None)
     assert q.epsilon(0) == 1.0 and q.epsilon(94) == 1.0 and q.epsilon(95) == 0.9
     assert q.epsilon(177) == pytest.approx(0.1) and q.epsilon(10_000) == pytest.approx(0.1)
     q.ask(96)
@@ -398,8 +401,9 @@ def test_short_training_evaluator_on_a_tiny_subset(space) -> None:
     assert out["params"] == sum(p.numel() for p in space.build(RESNEXT_EXPERT, channels=4, in_chans=1).parameters())
     again = ev(RESNEXT_EXPERT)  # seeded: the same numbers
     assert again["val_acc"] == out["val_acc"]
-    # a block without convolutions is charged one 1x1 conv, so the objective stays finite
-    assert math.isfinite(ev({"layers": [[1, 3, 3, 0, 0]]})["objective"])
+    # a block without convolutions is refused before any training (the space's require_conv, on by default)
+    with pytest.raises(ConfigError, match="no convolution"):
+        ev({"layers": [[1, 3, 3, 0, 0]]})
 
 
 def test_evaluator_options_are_checked() -> None:
@@ -411,3 +415,69 @@ def test_evaluator_options_are_checked() -> None:
         create_evaluator("train_cifar", epoch=1)
     ev = create_evaluator("train_cifar", data_dir=Path("/data"), space_kwargs={"max_layers": 4})
     assert json.loads(json.dumps(ev.config))["data_dir"] == "/data"  # journal headers store it
+
+
+# --- the reward, the validity rule, the exploitation share ---------------------------------------------------
+
+
+def test_redefined_reward_matches_a_hand_computation_in_each_unit() -> None:
+    # acc 62% = 0.62; a block of 4.0 MMACs against a 1.0 MMAC reference; density 1.5 edges per node
+    percent = redefined_reward(0.62, 4.0e6, 1.5, flops_ref=1.0e6, acc_scale=100.0)
+    assert percent == pytest.approx(62.0 - 1.3862944 - 8 * 0.4054651)  # 57.3700 points
+    assert percent == pytest.approx(57.36999, abs=1e-4)
+    fraction = redefined_reward(0.62, 4.0e6, 1.5, flops_ref=1.0e6)
+    assert fraction == pytest.approx(0.62 - 1.3862944 - 3.2437209)
+    # the FLOPs unit cancels: MACs in G with the reference in G give the same reward
+    assert redefined_reward(0.62, 4.0e-3, 1.5, flops_ref=1.0e-3, acc_scale=100.0) == pytest.approx(percent)
+    assert redefined_reward(0.5, 2.0, None, mu=0.5, rho=99.0) == pytest.approx(0.5 - 0.5 * math.log(2.0))
+
+
+def test_calibration_recovers_known_constants_with_either_sign() -> None:
+    rng = random.Random(0)
+    acc = [rng.uniform(0.3, 0.6) for _ in range(16)]
+    fl = [rng.uniform(1e6, 3e7) for _ in range(16)]
+    dens = [rng.uniform(1.0, 1.8) for _ in range(16)]
+    # the target rewards FLOPs (mu < 0) and penalises density (rho > 0), on a scale of 2 with an offset
+    target = [2.0 * (100 * a + 3.0 * math.log(f / 1e6) - 5.0 * math.log(d)) + 7.0
+              for a, f, d in zip(acc, fl, dens, strict=True)]
+    fit = calibrate_reward(acc, fl, dens, target, flops_ref=1e6, acc_scale=100.0)
+    assert fit.mu == pytest.approx(-3.0) and fit.rho == pytest.approx(5.0) and fit.acc_weight == pytest.approx(2.0)
+    assert fit.spearman_fit == pytest.approx(1.0) and (fit.paper_mu, fit.paper_rho) == (1.0, 8.0)
+    assert fit.spearman_paper < fit.spearman_fit
+    with pytest.raises(ConfigError, match=">= 5 blocks"):
+        calibrate_reward(acc[:3], fl[:3], dens[:3], target[:3])
+
+
+def test_blocks_without_a_convolution_are_refused(space) -> None:
+    with pytest.raises(ConfigError, match=r"no convolution.*require_conv=False"):
+        space.validate({"layers": [[1, 2, 3, 0, 0], [2, 5, 0, 0, 1], [3, 7, 0, 0, 0]]})
+    create_space("nsc", require_conv=False).validate({"layers": [[1, 2, 3, 0, 0], [2, 7, 0, 0, 0]]})
+    with pytest.raises(ConfigError, match="require_conv needs type 1"):
+        create_space("nsc", types=[2, 4, 7])
+    rng = random.Random(0)
+    samples = [space.sample(rng) for _ in range(300)]
+    for s in samples:
+        space.validate(s)
+    mutated = [space.mutate(s, rng) for s in samples]
+    for s in mutated:
+        space.validate(s)
+    q = create_strategy("blockqnn", space, seed=0, budget=300, exploit_share=None)  # all random at first
+    for s in q.ask(300):
+        space.validate(s)
+    free = create_space("nsc", require_conv=False)
+    assert any(all(r[1] != 1 for r in free.sample(rng)["layers"]) for _ in range(300))
+
+
+@pytest.mark.parametrize("budget", [5, 12, 40, 60, 100, 178, 200, 2000])
+def test_epsilon_schedule_leaves_most_decisions_to_exploitation(budget) -> None:
+    phases = epsilon_schedule(budget, exploit=0.6)
+    counts = [n for _, n in phases]
+    assert sum(counts) == budget and exploit_share(phases) >= 0.6
+    assert [e for e, _ in phases] == pytest.approx([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    assert counts[0] >= 1 and counts[0] == max(counts[:-1]) and counts[-1] == max(counts)  # the paper's shape
+    assert exploit_share(epsilon_schedule(budget)) < 0.35  # the paper's own proportions exploit ~25%
+    nsc_q = create_strategy("blockqnn", create_space("nsc"), budget=budget)
+    cells = create_strategy("blockqnn", create_space("nasbench201"), budget=budget)
+    assert nsc_q.phases == cells.phases == phases
+    with pytest.raises(ConfigError, match="exploit must be a share"):
+        epsilon_schedule(budget, exploit=0.95)

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
+from leanvision.calibrate import CalibrateConfig
 from leanvision.cli import main
-from leanvision.cli.calibrate import load_calibrate_config
 from leanvision.cli.compress import load_compress_config
-from leanvision.cli.config import load_train_config
 from leanvision.cli.search import load_search_config
 from leanvision.cli.shapes import parse_shape
+from leanvision.config import TrainConfig, load_config
 from leanvision.errors import ConfigError
 
 
@@ -49,30 +49,30 @@ def test_train_config_errors_name_the_key(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: resnet20\nepoch: 3\n")
     with pytest.raises(ConfigError, match=r"unknown key 'epoch'\. Did you mean 'epochs'\? Known keys: model, .*epochs"):
-        load_train_config(cfg)
+        load_config(TrainConfig, cfg)
     cfg.write_text("epochs: many\n")
     with pytest.raises(ConfigError, match=r"'epochs': Input should be a valid integer.*got 'many'"):
-        load_train_config(cfg)
+        load_config(TrainConfig, cfg)
     cfg.write_text("lr: -1\n")
     with pytest.raises(ConfigError, match=r"'lr': Input should be greater than 0"):
-        load_train_config(cfg)
+        load_config(TrainConfig, cfg)
     cfg.write_text("optimizer: sgdd\n")
     with pytest.raises(ConfigError, match=r"'optimizer': Input should be 'sgd', 'adamw'.*did you mean 'sgd'\?"):
-        load_train_config(cfg)
+        load_config(TrainConfig, cfg)
     cfg.write_text("epochs: [1\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
-        load_train_config(cfg)
+        load_config(TrainConfig, cfg)
     cfg.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
-        load_train_config(cfg)
+        load_config(TrainConfig, cfg)
     with pytest.raises(ConfigError, match="not found"):
-        load_train_config(tmp_path / "missing.yaml")
+        load_config(TrainConfig, tmp_path / "missing.yaml")
 
 
 def test_flags_override_the_config_file(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: resnet20\nepochs: 3\nlr: 0.05\n")
-    got = load_train_config(cfg, {"epochs": 7, "lr": None})
+    got = load_config(TrainConfig, cfg, {"epochs": 7, "lr": None})
     assert (got.model, got.epochs, got.lr) == ("resnet20", 7, 0.05)
 
 
@@ -103,15 +103,24 @@ def test_input_a_model_cannot_take_is_one_line(capsys, monkeypatch):
 
 
 def test_export_to_unwritable_place_and_existing_file_is_kept(capsys, tmp_path):
-    code, _, err = run(capsys, "export", "quickstart_cnn", "--out", str(tmp_path / "no" / "such" / "dir" / "m.onnx"))
-    assert_one_line_error(code, err, "does not exist", "mkdir -p")
-    keep = tmp_path / "m.onnx"
+    (tmp_path / "a_file").write_text("")
+    code, _, err = run(capsys, "export", "quickstart_cnn", "--out-dir", str(tmp_path / "a_file" / "dir"))
+    assert_one_line_error(code, err, "cannot create output directory", "choose a writable path")
+    keep = tmp_path / "quickstart_cnn.onnx"
     keep.write_text("precious")
-    code, _, err = run(capsys, "export", "quickstart_cnn", "--out", str(keep), "--input", "1x1x8")
+    code, _, err = run(capsys, "export", "quickstart_cnn", "--out-dir", str(tmp_path), "--input", "1x1x8")
     assert_one_line_error(code, err, "bad input shape")
     assert keep.read_text() == "precious"
+    code, _, err = run(capsys, "export", "quickstart_cnn")
+    assert_one_line_error(code, err, "give --out-dir DIR")
+
+
+def test_export_old_out_file_spelling_works_for_one_release_with_a_note(capsys, tmp_path):
+    note = "note: --out FILE is deprecated and will be removed; use --out-dir DIR (writes DIR/MODEL.onnx)"
+    code, _, err = run(capsys, "export", "quickstart_cnn", "--out", str(tmp_path / "m.onnx"))
+    assert code == 0 and (tmp_path / "m.onnx").is_file() and err.strip() == note, err
     code, _, err = run(capsys, "export", "quickstart_cnn", "--out", str(tmp_path / "m.txt"))
-    assert_one_line_error(code, err, "should end in .onnx")
+    assert code == 2 and err.strip().splitlines() == [note, f"error: --out '{tmp_path / 'm.txt'}' should end in .onnx"]
 
 
 def test_list_models_pattern_without_match(capsys):
@@ -153,8 +162,8 @@ def test_list_and_profile_and_export(capsys, tmp_path):
     assert code == 0 and out.split() == ["ghostnet_100", "ghostnet_100_cifar", "ghostnet_130", "ghostnet_130_cifar"]
     code, out, _ = run(capsys, "profile", "resnet20", "--latency", "--backend", "onnxruntime", "--threads", "1")
     assert code == 0 and "MACs" in out and "median" in out and "onnxruntime, 1 threads" in out
-    onnx_path = tmp_path / "m.onnx"
-    code, out, _ = run(capsys, "export", "quickstart_ghost_cnn", "--out", str(onnx_path))
+    onnx_path = tmp_path / "new" / "quickstart_ghost_cnn.onnx"  # --out-dir is created when missing
+    code, out, _ = run(capsys, "export", "quickstart_ghost_cnn", "--out-dir", str(onnx_path.parent))
     assert code == 0 and onnx_path.stat().st_size > 0 and "max |onnxruntime - torch|" in out
 
 
@@ -261,9 +270,9 @@ def test_checkpoint_is_enough_to_evaluate_predict_profile_and_export(capsys, tmp
 
     code, out, err = run(capsys, "profile", "--checkpoint", str(best))
     assert code == 0 and "quickstart_ghost_cnn input 1x1x8x8" in out, err
-    code, out, err = run(capsys, "export", "--checkpoint", str(best), "--out", str(tmp_path / "m.onnx"))
-    assert code == 0 and (tmp_path / "m.onnx").is_file(), err
-    code, _, err = run(capsys, "export", "resnet20", "--checkpoint", str(best), "--out", str(tmp_path / "n.onnx"))
+    code, out, err = run(capsys, "export", "--checkpoint", str(best), "--out-dir", str(tmp_path))
+    assert code == 0 and (tmp_path / "quickstart_ghost_cnn.onnx").is_file(), err
+    code, _, err = run(capsys, "export", "resnet20", "--checkpoint", str(best), "--out-dir", str(tmp_path))
     assert_one_line_error(code, err, "holds a quickstart_ghost_cnn, not a resnet20")
 
 
@@ -315,7 +324,7 @@ def test_shipped_configs_validate_and_name_registered_models():
     from leanvision.calibrate import RULES
     from leanvision.models import list_models
     from leanvision.search import list_evaluators, list_spaces, list_strategies
-    from leanvision.search.oneshot import SUPERNET, list_oneshot
+    from leanvision.search.oneshot import list_oneshot
 
     configs = sorted((REPO / "configs").glob("*.yaml"))
     assert configs
@@ -323,18 +332,18 @@ def test_shipped_configs_validate_and_name_registered_models():
     # `leanvision calibrate` ones (their checkpoint is made by a train config), the rest `train`
     for path in configs:
         if path.name.startswith("calibrate_"):
-            cfg = load_calibrate_config(path)
+            cfg = load_config(CalibrateConfig, path)
             assert cfg.rule in RULES and cfg.data.dataset is not None, path
             continue
         if path.name.startswith("search_"):
             cfg = load_search_config(path)
             assert cfg.space in list_spaces(), path
-            if cfg.strategy in list_oneshot():  # weight-sharing: the supernet scores the cells
-                assert cfg.evaluator == SUPERNET, path
+            if cfg.oneshot is not None:  # weight-sharing: the supernet scores the cells
+                assert cfg.oneshot.method in list_oneshot(), path
             else:
                 assert cfg.strategy in list_strategies() and cfg.evaluator in list_evaluators(), path
             continue
-        load = load_compress_config if path.name.startswith("compress_") else load_train_config
+        load = load_compress_config if path.name.startswith("compress_") else (lambda p: load_config(TrainConfig, p))
         cfg = load(path)
         assert cfg.model in list_models(), path
 
@@ -344,8 +353,74 @@ def test_export_that_onnxruntime_does_not_reproduce_fails_and_keeps_the_old_file
 
     onnx_module = importlib.import_module("leanvision.export.onnx")
     monkeypatch.setattr(onnx_module, "_mismatch", lambda *a, **k: "output contains NaN or inf")
-    keep = tmp_path / "m.onnx"
+    keep = tmp_path / "quickstart_cnn.onnx"
     keep.write_bytes(b"previous export")
-    code, _, err = run(capsys, "export", "quickstart_cnn", "--out", str(keep))
+    code, _, err = run(capsys, "export", "quickstart_cnn", "--out-dir", str(tmp_path))
     assert_one_line_error(code, err, "does not match PyTorch", "NaN", "was not written")
     assert keep.read_bytes() == b"previous export"
+
+
+# ---- what a new user runs into with a trained checkpoint -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_best(tmp_path_factory):
+    """best.pt of a 1-epoch quickstart_cnn on digits (1 channel, 8x8), trained through the library."""
+    from leanvision.engine import train
+
+    out = tmp_path_factory.mktemp("digits_run")
+    train({"model": "quickstart_cnn", "dataset": "digits", "epochs": 1, "batch_size": 64, "lr": 0.05,
+           "out_dir": str(out)}, progress=False)  # fmt: skip
+    return out / "best.pt"
+
+
+def test_predict_a_folder_keeps_going_past_a_bad_file_and_notes_conversions(capsys, tmp_path, digits_best):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(folder / "a_gray.png")
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(folder / "sub" / "c_colour.png")
+    (folder / "b_bad.png").write_bytes(b"definitely not an image")
+    (folder / "notes.txt").write_text("not an image file: skipped")
+    code, out, err = run(capsys, "predict", str(folder), "--checkpoint", str(digits_best))
+    assert code == 1
+    assert [line.split(":")[0] for line in out.strip().splitlines()] == [str(folder / "a_gray.png"),
+                                                                         str(folder / "sub" / "c_colour.png")]
+    errs = err.strip().splitlines()
+    assert errs[0] == f"note: {folder} is a folder: classifying its 3 image files"
+    assert any(e.startswith(f"error: cannot decode image {folder / 'b_bad.png'} (") for e in errs), err
+    assert f"note: {folder / 'sub' / 'c_colour.png'}: colour image converted to grayscale" in err
+    assert len(errs) == 3 and "BytesIO" not in err and "Traceback" not in err
+    code, _, err = run(capsys, "predict", str(tmp_path / "missing"), "--checkpoint", str(digits_best))
+    assert_one_line_error(code, err, "missing' not found")
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "predict", str(tmp_path / "empty"), "--checkpoint", str(digits_best))
+    assert_one_line_error(code, err, "holds no image files")
+
+
+def test_evaluate_a_subset_with_a_progress_bar_and_a_corrupt_checkpoint(capsys, tmp_path, monkeypatch, digits_best):
+    import functools
+
+    import rich.console
+
+    from leanvision.engine import _progress
+
+    code, out, err = run(capsys, "evaluate", "--checkpoint", str(digits_best), "--subset", "50", "--quiet")
+    assert code == 0 and "digits test (50 images): top-1" in out and err == "", err
+    # on a terminal, evaluation shows a bar (and --quiet silences it)
+    monkeypatch.setattr(_progress, "Console", functools.partial(rich.console.Console, force_terminal=True))
+    code, out, err = run(capsys, "evaluate", "--checkpoint", str(digits_best), "--threads", "1")
+    assert code == 0 and "evaluating" in err and "digits test (355 images)" in out
+    bad = tmp_path / "best.pt"
+    bad.write_bytes(b"\x00not a checkpoint")
+    code, _, err = run(capsys, "evaluate", "--checkpoint", str(bad))
+    assert_one_line_error(code, err, f"cannot read checkpoint {bad}", "corrupt", "re-create it")
+    assert "resum" not in err
+
+
+def test_val_size_errors_show_the_value_given(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--dataset", "digits", "--val-size", "1.5", "--out-dir", str(tmp_path / "r"))
+    assert_one_line_error(code, err, "'val_size': got 1.5", "fraction", "< 1", "whole number")
+    assert not (tmp_path / "r").exists()

@@ -127,6 +127,76 @@ def test_a_calibration_file_of_another_model_is_a_one_line_error(checkpoint, cap
         assert_one_line_error(code, err, "was made for other_net", "features of 7 dimensions")
 
 
+def test_evaluate_with_the_calibration_file_reproduces_the_report(checkpoint, tmp_path, capsys):
+    # the operational data are shifted: evaluating on the plain test split would measure other data
+    cfg = _config(tmp_path, checkpoint, data__shift={"kind": "rotate", "degrees": [25, 45]})
+    code, out, err = run(capsys, "calibrate", str(cfg), "--quiet")
+    assert code == 0, err
+    brier, ece = out.split("test examples: ")[1].split(", high")[0].split(", ")  # "Brier a -> b", "ECE c% -> d%"
+    cal = str(tmp_path / "out" / "calibration.npz")
+    code, out, err = run(capsys, "evaluate", "--checkpoint", str(checkpoint), "--calibration", cal)
+    assert code == 0, err
+    assert f"  {brier}\n" in out and f"  {ece}\n" in out, out
+    assert f"digits test, rotate 25-45 deg, held-out test part ({TEST} images)" in out and "note:" not in out
+    code, out, err = run(capsys, "evaluate", "--checkpoint", str(checkpoint), "--calibration", cal, "--split", "val")
+    assert code == 0, err
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "was fitted for digits test, rotate 25-45 deg" in notes[0], out
+    assert "evaluating on digits val, which is other data" in notes[0] and f"  {brier}\n" not in out
+
+
+def test_an_older_calibration_file_without_its_data_loads_with_a_note(split_run, checkpoint, tmp_path, capsys):
+    cal = OperationalCalibrator.load(split_run / "calibration.npz")
+    del cal.meta["operational_data"]
+    old = cal.save(tmp_path / "old.npz", meta=cal.meta)
+    code, out, err = run(capsys, "evaluate", "--checkpoint", str(checkpoint), "--calibration", str(old))
+    assert code == 0, err
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "does not record the data it was fitted for" in notes[0], out
+    assert "digits test (355 images)" in out and "Brier" in out
+
+
+def test_run_from_python_with_an_oracle_equals_the_split_run(split_run, checkpoint, tmp_path):
+    import torch
+
+    from leanvision import calibrate
+    from leanvision.data import load_dataset
+
+    targets = load_dataset("digits", split="test").targets.tolist()
+    asked = []
+
+    def oracle(request: calibrate.LabelRequest) -> int:  # a person who always answers right
+        assert request.image.dtype == torch.uint8 and request.budget == BUDGET and request.done == len(asked)
+        asked.append(request.key)
+        return targets[int(request.key)]
+
+    cfg = yaml.safe_load(_config(tmp_path, checkpoint, labels={"source": "prompt"}).read_text())
+    result = calibrate.run(cfg, oracle=oracle, progress=False)
+    assert len(asked) == BUDGET and result.answers == {"replayed": 0, "new": BUDGET}
+    assert result.calibration == tmp_path / "out" / "calibration.npz" and result.report.name == "report.html"
+    assert set(result.test_metrics) >= {"uncalibrated", "operational calibration"} and len(result.selected) == BUDGET
+    _same_calibration(split_run, tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"labels\.source: prompt asks a person"):
+        calibrate.run(cfg | {"out_dir": str(tmp_path / "other")}, progress=False)
+    assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.slow
+def test_the_docs_python_example_runs(shared_data, monkeypatch, tmp_path, capsys):
+    import re
+
+    from conftest import REPO
+
+    doc = (REPO / "docs" / "calibrate.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", doc, flags=re.S) if "calibrate.run(" in b]
+    monkeypatch.setenv("LEANVISION_DATA", str(shared_data))  # the example reads the user's data directory
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # its work directory
+    namespace: dict = {}
+    exec(compile(block, "docs/calibrate.md", "exec"), namespace)
+    line, check = capsys.readouterr().out.splitlines()
+    assert namespace["check"].images == 1000 and line.split("ECE ")[1].split(",")[0] == check.split("ECE ")[1], check
+
+
 def test_labels_from_a_file_give_the_same_calibration(split_run, checkpoint, tmp_path, capsys):
     from leanvision.data import load_dataset
 
@@ -185,7 +255,7 @@ def test_an_existing_run_is_not_overwritten_without_resume_or_force(split_run, c
     assert_one_line_error(code, err, "already holds a calibration run", "--resume", "--force")
     assert (split_run / "calibration.npz").stat().st_mtime_ns == before
     code, _, err = run(capsys, "calibrate", str(_config(tmp, checkpoint, name="b.yaml", seed=1)), "--resume")
-    assert_one_line_error(code, err, "started with other seed")
+    assert_one_line_error(code, err, "you changed seed 1 (run: 0)")
     code, _, err = run(capsys, "calibrate", str(cfg), "--resume", "--force")
     assert_one_line_error(code, err, "not both")
 
@@ -237,11 +307,12 @@ def test_a_folder_without_class_subfolders_needs_another_label_source(checkpoint
 
 
 def test_parse_errors_name_nested_keys():
-    from leanvision.cli.calibrate import parse_label
+    from leanvision.calibrate.operational import parse_label
 
     assert parse_label("3", ["a", "b", "c", "d"]) == 3 and parse_label("c", ["a", "b", "c"]) == 2
     assert parse_label("x", ["a"]) is None and parse_label("5", ["a"]) is None
     with pytest.raises(ConfigError):
-        from leanvision.cli.calibrate import load_calibrate_config
+        from leanvision.calibrate import CalibrateConfig
+        from leanvision.config import load_config
 
-        load_calibrate_config(Path("missing.yaml"))
+        load_config(CalibrateConfig, Path("missing.yaml"))

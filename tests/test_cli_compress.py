@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ from test_cli import assert_one_line_error, run  # shared CLI helpers (tests/ is
 from leanvision.compress import apply_plan
 from leanvision.engine import evaluate, model_from_checkpoint
 from leanvision.models import create_model
+from leanvision.profile import format_count
 
 BASE = {
     "model": "quickstart_cnn",
@@ -35,20 +40,22 @@ def _config(tmp_path: Path, name: str = "c.yaml", **changes) -> Path:
 
 
 @pytest.fixture(scope="module")
-def compressed(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("compress")
-    torch.manual_seed(0)
-    code = run_plain(_config(tmp))
-    assert code == 0
-    return tmp / "run"
-
-
-def run_plain(config: Path, *extra: str) -> int:
+def compressed_run(tmp_path_factory) -> tuple[Path, str, str]:
+    """One uninterrupted run with progress shown: (run directory, stdout, stderr)."""
     from leanvision.cli import main
 
-    with pytest.raises(SystemExit) as exc:
-        main(["compress", str(config), "--quiet", *extra])
-    return exc.value.code
+    tmp = tmp_path_factory.mktemp("compress")
+    torch.manual_seed(0)
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        main(["compress", str(_config(tmp))])
+    assert exc.value.code == 0, err.getvalue()
+    return tmp / "run", out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def compressed(compressed_run) -> Path:
+    return compressed_run[0]
 
 
 def test_compress_writes_a_smaller_model_that_every_command_can_load(compressed, capsys):
@@ -70,10 +77,49 @@ def test_compress_writes_a_smaller_model_that_every_command_can_load(compressed,
     assert 100 * evaluate(model, test)["acc"] == pytest.approx(results["after"]["acc"], abs=1e-9)
     code, out, _ = run(capsys, "evaluate", "--checkpoint", str(compressed / "compressed.pt"))
     assert code == 0 and f"top-1 {results['after']['acc']:.2f}%" in out
+    code, out, _ = run(capsys, "profile", "--checkpoint", str(compressed / "compressed.pt"), "--top", "0")
+    assert code == 0 and f"{format_count(results['after']['params'])} params" in out
     code, _, _ = run(
         capsys, "export", "--checkpoint", str(compressed / "compressed.pt"), "--out", str(compressed / "m.onnx")
     )
     assert code == 0 and (compressed / "m.onnx").is_file()
+
+
+def test_a_fresh_process_rebuilds_the_compressed_model_through_the_entry_point(compressed, tmp_path):
+    # Nothing below compress imports it: the "plan" arch transform comes from the installed entry point. Run
+    # outside the source tree, where a stale leanvision.egg-info could hide the installed entry points.
+    code = "import sys; from leanvision.cli import main; main(sys.argv[1:])"
+    argv = [sys.executable, "-c", code, "evaluate", "--checkpoint", str(compressed / "compressed.pt")]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    acc = json.loads((compressed / "results.json").read_text())["after"]["acc"]
+    assert done.returncode == 0 and f"top-1 {acc:.2f}%" in done.stdout, done.stderr
+
+
+def test_compress_names_each_stage_and_says_what_connection_sparsity_removed(compressed_run):
+    run_dir, out, err = compressed_run
+    stages = [
+        "dense training: 2 epochs",
+        "measuring the dense model",
+        "L1 regularisation of the connection strengths (lam=0.01): 2 epochs",
+        "accuracy-sparsity curve 1/3: test accuracy with 50% of connections pruned",
+        "accuracy-sparsity curve 3/3",
+        "fine-tuning with 70% of connections held at 0: 1 epoch",
+        "surgery: removing channels left without connections",
+        "writing the report",
+    ]
+    at = [err.find(s) for s in stages]
+    assert -1 not in at and at == sorted(at), err
+    # every epoch line comes after the label of its stage
+    assert err.find("epoch 1/2") > at[0] and err.count("epoch 1/2") == 2 and err.find("epoch 1/1") > at[5]
+    removed = json.loads((run_dir / "results.json").read_text())["removed"]
+    assert removed["connections"] == pytest.approx(0.7, abs=0.01)
+    summary = " ".join(out.split())
+    assert "70% of connections (kernels) pruned; a channel is removed only when all its connections are" in summary
+    assert f"{removed['channels']:.0%} of conv channels, {removed['params']:.0%} of params and " in summary
+    assert f"{removed['macs']:.0%} of MACs were removed" in summary
+    report = (run_dir / "report.md").read_text()
+    assert "Sparsity is over connections" in report and "only when all its connections are pruned" in report
+    assert "| connections kept | conv channels kept |" in report
 
 
 def test_compress_from_a_checkpoint_checks_it_is_the_configured_model(compressed, tmp_path, capsys):
@@ -86,7 +132,66 @@ def test_compress_from_a_checkpoint_checks_it_is_the_configured_model(compressed
 def test_compress_refuses_to_overwrite_a_run(compressed, capsys):
     before = (compressed / "compressed.pt").stat().st_mtime_ns
     code, _, err = run(capsys, "compress", str(_config(compressed.parent, name="again.yaml")))
-    assert_one_line_error(code, err, "already holds a compress run")
+    assert_one_line_error(code, err, "already holds a compress run", "pass --resume")
+    assert (compressed / "compressed.pt").stat().st_mtime_ns == before
+
+
+def _stop_in_second_regularisation_epoch(monkeypatch) -> None:
+    from leanvision.compress.synaptic import SynapticStrength
+
+    real = SynapticStrength.train_step
+
+    def train_step(self, lam):
+        step = real(self, lam)
+
+        def stopped(model, inputs, targets, ctx):
+            if lam and ctx.epoch == 1:
+                raise KeyboardInterrupt  # as Ctrl-C would
+            return step(model, inputs, targets, ctx)
+
+        return stopped
+
+    monkeypatch.setattr(SynapticStrength, "train_step", train_step)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped_and_gives_the_uninterrupted_result(
+    compressed, tmp_path, capsys, monkeypatch
+):
+    with monkeypatch.context() as m:
+        _stop_in_second_regularisation_epoch(m)
+        code, _, err = run(capsys, "compress", str(_config(tmp_path)), "--quiet")
+    run_dir = tmp_path / "run"
+    assert code == 130 and f"continue with: leanvision compress --out-dir {run_dir} --resume" in err
+    assert not (run_dir / "compressed.pt").exists()
+    trained = (run_dir / "baseline" / "last.pt").stat().st_mtime_ns
+
+    code, out, err = run(capsys, "compress", "--out-dir", str(run_dir), "--resume")  # the run's own config
+    assert code == 0, err
+    assert (run_dir / "baseline" / "last.pt").stat().st_mtime_ns == trained  # not trained again
+    assert "dense training: 2 epochs, continuing from" in err and "regularisation" in err
+    assert "epoch 1/2" not in err and "epoch 2/2" in err  # only the unfinished L1 epoch is trained
+    assert "of connections (kernels) pruned" in out
+    resumed, whole = (json.loads((d / "results.json").read_text()) for d in (run_dir, compressed))
+    for key in ("before", "after", "curve", "removed", "plan_summary"):
+        assert resumed[key] == whole[key], key
+    assert (run_dir / "plan.json").read_text() == (compressed / "plan.json").read_text()
+    a, b = (torch.load(d / "compressed.pt", weights_only=True)["model"] for d in (run_dir, compressed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_continues_only_an_existing_run_with_its_settings(compressed, tmp_path, capsys):
+    code, _, err = run(capsys, "compress", str(_config(tmp_path)), "--resume")
+    assert_one_line_error(code, err, "holds no compress run to continue")
+    code, _, err = run(capsys, "compress", "--out-dir", str(tmp_path / "run"), "--resume")
+    assert_one_line_error(code, err, "holds no compress run to continue")
+    changed = _config(tmp_path, sparsity=0.8)
+    code, _, err = run(capsys, "compress", str(changed), "--out-dir", str(compressed), "--resume")
+    assert_one_line_error(code, err, "you changed sparsity 0.8 (run: 0.7)")
+    code, _, err = run(capsys, "compress", "--out-dir", str(compressed))
+    assert_one_line_error(code, err, "give a compress config")
+    before = (compressed / "compressed.pt").stat().st_mtime_ns
+    code, out, _ = run(capsys, "compress", "--out-dir", str(compressed), "--resume")  # finished: nothing to redo
+    assert code == 0 and "of connections (kernels) pruned" in out
     assert (compressed / "compressed.pt").stat().st_mtime_ns == before
 
 
@@ -120,3 +225,42 @@ def test_command_line_threads_and_device_override_the_config_and_are_checked(tmp
     code, _, err = run(capsys, "compress", str(_config(tmp_path)), *flags)
     assert_one_line_error(code, err, message)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_library_call_takes_a_dict_or_a_path_and_returns_the_result(compressed, tmp_path):
+    from leanvision.compress import CompressResult, run
+    from leanvision.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"config: unknown key 'sparsty'\. Did you mean 'sparsity'"):
+        run({**BASE, "sparsty": 0.9, "out_dir": str(tmp_path / "run")})
+    done = run(_config(tmp_path, out_dir=str(compressed)), resume=True)  # a finished run: read back, not redone
+    assert isinstance(done, CompressResult) and done.checkpoint == compressed / "compressed.pt"
+    assert done.after == json.loads((compressed / "results.json").read_text())["after"]
+
+
+def test_cost_ranking_rounded_widths_and_the_thin_control_are_reported(compressed, tmp_path, capsys):
+    best = compressed / "baseline" / "best.pt"
+    cfg = _config(tmp_path, checkpoint=str(best), rank="cost", round_to=4, thin=True, max_layer_sparsity=0.95,
+                  target_macs=0.6)  # fmt: skip
+    code, out, err = run(capsys, "compress", str(cfg), "--quiet")
+    assert code == 0, err
+    run_dir = tmp_path / "run"
+    results = json.loads((run_dir / "results.json").read_text())
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["selection"]["rank"] == "cost" and plan["selection"]["round_to"] == 4
+    assert all(e["out_channels_after"] % 4 == 0 or e["out_channels_after"] == e["shape"][0]
+               for e in plan["layers"].values())  # fmt: skip
+    assert results["after"]["macs"] <= 0.6 * results["before"]["macs"] and results["sparsity"] < 0.999
+    assert 0 <= results["strengths"]["frac_below_1e-2_max"] <= 1
+    assert results["rounding"]["multiple"] == 4
+    assert results["rounding"]["unrounded_before_ft"]["macs"] <= results["rounding"]["rounded_before_ft"]["macs"]
+    thin = results["thin"]
+    assert thin["epochs"] == 2 + 2 + 1  # the checkpoint's epochs + regularisation + fine-tuning
+    assert thin["matched_on"] == "MACs" and 0 < thin["width"] < 1 and abs(thin["cost"] / thin["target"] - 1) < 0.2
+    assert (run_dir / "thin" / "last.pt").is_file() and (run_dir / "thin" / "match.json").is_file()
+    assert f"Thin control at equal MACs: test acc {thin['acc']:.2f}%" in " ".join(out.split())
+    report = (run_dir / "report.md").read_text()
+    assert "thin control (width" in report and "Widths rounded up to multiples of 4" in report
+    assert "of the strengths were below 1e-2 of the largest" in report
+    code, out, _ = run(capsys, "evaluate", "--checkpoint", str(run_dir / "compressed.pt"))
+    assert code == 0 and f"top-1 {results['after']['acc']:.2f}%" in out

@@ -16,24 +16,29 @@ from leanvision.search import Journal
 
 TINY = {"C": 4, "N": 1, "resolution": 8, "subset": 256, "val_size": 128, "batch_size": 64, "bn_images": 64,
         "eval_images": 128}  # fmt: skip
-BASE = {"space": "nasbench201", "strategy": "spos", "strategy_kwargs": {"epochs": 2, "n_eval": 12, "eval_chunk": 4},
-        "evaluator": "supernet", "evaluator_kwargs": TINY, "seed": 3}  # fmt: skip
+SPOS = {"method": "spos", "epochs": 2, "n_eval": 12, "eval_chunk": 4, "supernet": TINY}
+BASE = {"space": "nasbench201", "oneshot": SPOS, "seed": 3}
 
 
 def _config(tmp_path: Path, **changes) -> Path:
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({**BASE, "out_dir": str(tmp_path / "run"), **changes}))
+    data = {**BASE, "out_dir": str(tmp_path / "run"), **changes}
+    path.write_text(yaml.safe_dump({k: v for k, v in data.items() if v is not None}))
     return path
 
 
 @pytest.mark.parametrize(
     ("changes", "fragments"),
     [
-        ({"evaluator": "nasbench201_tabular"}, ("'spos' is a weight-sharing method", "evaluator: supernet")),
-        ({"strategy": "evolution"}, ("evaluator 'supernet' is used by the weight-sharing methods", "spos")),
-        ({"budget": 10}, ("budget counts the trials", "remove budget")),
-        ({"strategy_kwargs": {"epoch": 2}}, ("has no option 'epoch'",)),
-        ({"evaluator_kwargs": {"width": 8}}, ("unknown supernet options ['width']",)),
+        ({"evaluator": "nasbench201_tabular"}, ("a oneshot: search trains one supernet", "remove evaluator")),
+        ({"budget": 10}, ("sized by the method's own options", "remove budget")),
+        ({"oneshot": {**SPOS, "epoch": 2}}, ("has no option 'epoch'",)),
+        ({"oneshot": {**SPOS, "supernet": {"width": 8}}}, ("unknown supernet options ['width']",)),
+        ({"oneshot": {"method": "spso"}}, ("unknown one-shot method 'spso'", "search.oneshot.list_oneshot()")),
+        ({"oneshot": None, "strategy": "spos", "evaluator": "nasbench201_tabular"},
+         ("'spos' is a weight-sharing method", "oneshot: {method: spos")),
+        ({"oneshot": None, "strategy": "evolution", "evaluator": "supernet"},
+         ("evaluator 'supernet' belongs to the weight-sharing methods", "spos")),
     ],
 )
 def test_bad_oneshot_configs_are_one_line_errors(tmp_path, capsys, changes, fragments):
@@ -42,8 +47,26 @@ def test_bad_oneshot_configs_are_one_line_errors(tmp_path, capsys, changes, frag
     assert not (tmp_path / "run" / "journal.jsonl").exists()
 
 
+def test_the_old_oneshot_spelling_is_read_with_a_deprecation_line(tmp_path, capsys):
+    from leanvision.search import load_search_config
+
+    old = {"space": "nasbench201", "strategy": "spos", "strategy_kwargs": {"epochs": 2, "n_eval": 12},
+           "evaluator": "supernet", "evaluator_kwargs": TINY, "seed": 3}  # fmt: skip
+    with pytest.warns(FutureWarning, match=r"deprecated .* 'oneshot: \{method: spos"):
+        cfg = load_search_config(old)
+    assert cfg.oneshot.method == "spos" and cfg.oneshot.options() == {"epochs": 2, "n_eval": 12}
+    assert cfg.oneshot.supernet == TINY and cfg.strategy is None and cfg.evaluator is None
+    # from the command line: one warning line, then the run (here stopped by a bad option after the warning)
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({**old, "strategy_kwargs": {"epoch": 2}, "out_dir": str(tmp_path / "run")}))
+    code, _, err = run(capsys, "search", str(path), "--quiet")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 2 and "deprecated" in lines[0] and "has no option 'epoch'" in lines[1]
+
+
 def test_spos_search_and_report_from_the_command_line(tmp_path, capsys, shared_data):
-    code, out, err = run(capsys, "search", str(_config(tmp_path)), "--data-dir", str(shared_data), "--quiet")
+    cfg = _config(tmp_path)
+    code, out, err = run(capsys, "search", str(cfg), "--data-dir", str(shared_data), "--quiet")
     assert code == 0, err
     assert "spos: 12 cells scored on the supernet; pick" in out and "test_200ep" in out
     journal = Journal.open(tmp_path / "run" / "journal.jsonl")
@@ -53,10 +76,11 @@ def test_spos_search_and_report_from_the_command_line(tmp_path, capsys, shared_d
     best = max(trials, key=lambda t: t["objective"])
     assert result["picks"][0] == best["sample"]  # the pick is the best supernet score, not the best truth
     # A finished run resumes to the same outcome without training again.
-    code, again, err = run(capsys, "search", "--resume", str(tmp_path / "run"), "--data-dir", str(shared_data),
-                           "--quiet")  # fmt: skip
+    code, again, err = run(capsys, "search", str(cfg), "--resume", "--data-dir", str(shared_data), "--quiet")
     assert code == 0 and again == out, err
     assert len(Journal.open(tmp_path / "run" / "journal.jsonl").trials()) == 12
+    code, _, err = run(capsys, "search", str(cfg), "--resume", "--budget", "20", "--quiet")
+    assert_one_line_error(code, err, "remove budget")
     code, _, err = run(capsys, "report", str(tmp_path / "run"))
     assert code == 0, err
     for name in ("report.html", "pareto.png", "tau.png", "op_histogram.png", "best_graph.png"):

@@ -246,7 +246,7 @@ def test_untraceable_models_are_refused():
             h = self.a(x)
             return self.b(h) if h.sum() > 0 else h
 
-    with pytest.raises(ConfigError, match=r"traces DataDependent with torch.fx.*tracing failed"):
+    with pytest.raises(ConfigError, match=r"cannot trace DataDependent with torch\.fx.*instance-wise pruning needs"):
         InstanceSparsity(DataDependent(), theta=0.5)
 
 
@@ -525,3 +525,48 @@ def test_step_checks_its_arguments_and_model():
     with pytest.raises(ConfigError, match="saw 0 of the 2 pruned layers"):
         sp.train_step(0.1)(other, torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1]), _ctx(other))
     assert no_hooks(sp.model)
+
+
+# --- where the gather pays, and the static control ---------------------------------------------------------------
+
+
+def test_layers_that_pay_follow_the_cost_table():
+    from leanvision.compress.instance import layers_that_pay
+
+    table = {  # the gather's mask and index_select cost more than they save in the small late layer
+        "features.3": {"dense_ms": 1.00, "gathered_ms": 0.60},
+        "features.7": {"dense_ms": 0.30, "gathered_ms": 0.29},
+        "features.10": {"dense_ms": 0.10, "gathered_ms": 0.14},
+    }
+    assert layers_that_pay(table) == ["features.3", "features.7"]
+    assert layers_that_pay(table, margin=0.1) == ["features.3"]  # a 3% gain is within the noise margin
+    with pytest.raises(ConfigError, match="margin"):
+        layers_that_pay(table, margin=1.0)
+
+
+def test_gather_costs_time_each_layer_on_its_own_features():
+    from leanvision.compress.instance import gather_costs
+
+    net = identity_net()
+    xs = [constant_maps([[1.0, 2.0, 0.1, 3.0]]), constant_maps([[0.1, 0.1, 4.0, 0.2]])]
+    costs = gather_costs(net, ["2"], xs, theta=0.5, iters=1)
+    assert set(costs) == {"2"} and set(costs["2"]) == {"dense_ms", "gathered_ms", "kept_fraction"}
+    assert costs["2"]["dense_ms"] > 0 and costs["2"]["gathered_ms"] > 0
+    assert costs["2"]["kept_fraction"] == pytest.approx((3 / 4 + 1 / 4) / 2)  # >= 0.5 x mean: 3 kept, then 1
+
+
+def test_static_control_keeps_the_strongest_inputs_for_every_image_and_surgery_removes_their_producers():
+    from leanvision.compress import apply_plan, make_plan, static_masks
+
+    net = identity_net()
+    data = [constant_maps([[1.0, 2.0, 0.1, 3.0], [1.2, 0.1, 0.2, 2.0]])]  # mean norms order: 3, 0, 1, 2
+    masks = static_masks(net, data, ["2"], keep=0.5)
+    assert masks["2"].tolist() == [[True, False, False, True]] * 2
+    plan = make_plan(net, masks)
+    assert plan["layers"]["0"]["out_channels_after"] == 2  # nothing reads channels 1 and 2 any more
+    x = constant_maps([[0.5, 0.7, 0.9, 1.1]])
+    with torch.no_grad():
+        masked = net[2](x * torch.tensor([1.0, 0, 0, 1.0], dtype=torch.float64)[None, :, None, None])
+        torch.testing.assert_close(apply_plan(net, plan)[:3](x), masked)
+    with pytest.raises(ConfigError, match="keep"):
+        static_masks(net, data, ["2"], keep=0)

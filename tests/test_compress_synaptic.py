@@ -551,3 +551,150 @@ def test_full_vgg16_bn_prunes_to_its_predicted_size():
     assert count_params(pruned) == plan["summary"]["params_after"] < plan["summary"]["params"]
     assert pruned.classifier[0].in_features < 512 * 49 and pruned.classifier[0].in_features % 49 == 0
     torch.testing.assert_close(pruned(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+# --- rankings that aim at channels where time is spent ---------------------------------------------------------
+
+
+def _two_layer_toy() -> tuple[SynapticStrength, dict]:
+    """conv a (1->2, 3x3) at 4x4, max-pool, conv b (2->2, 3x3) at 2x2: 144 and 36 MACs per connection."""
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(2, 2, 3, padding=1, bias=False), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2),
+    )  # fmt: skip
+    ss = SynapticStrength(model)
+    with torch.no_grad():  # a small early layer (as wide layers are initialised), a strong late one
+        ss.layers["0"].strength.copy_(torch.tensor([[0.4], [0.2]]))
+        ss.layers["3"].strength.copy_(torch.tensor([[1.0, 0.5], [3.0, 2.5]]))
+    return ss, {"input_size": (1, 4, 4)}
+
+
+def _kept(masks: dict) -> dict:
+    return {n: m.int().tolist() for n, m in masks.items()}
+
+
+@pytest.mark.parametrize(
+    ("kw", "expected"),
+    [
+        # raw |s|: 0.2 and 0.4 are the smallest -> the early layer is emptied
+        ({"rank": "strength"}, {"0": [[0], [0]], "3": [[1, 1], [1, 1]]}),
+        # |s| / layer median (0.3 and 1.75): a 1.33, 0.67; b 0.57, 0.29, 1.71, 1.43 -> b's 0.29 and 0.57
+        ({"rank": "normalized"}, {"0": [[1], [1]], "3": [[0, 0], [1, 1]]}),
+        # |s| * sqrt(fan_in): a (fan_in 9) 1.2, 0.6; b (fan_in 18) 4.24, 2.12, 12.7, 10.6 -> a's two
+        ({"rank": "normalized", "norm": "fan_in"}, {"0": [[0], [0]], "3": [[1, 1], [1, 1]]}),
+        # normalised / (MACs per connection / mean 72): a x 1/2 -> 0.67, 0.33; b x 2 -> 1.14, 0.57, 3.43, 2.86
+        ({"rank": "cost"}, {"0": [[1], [0]], "3": [[1, 0], [1, 1]]}),
+        # raw |s| with at most half of a layer pruned: a loses 0.2 only, then b's 0.5
+        ({"rank": "strength", "max_layer_sparsity": 0.5}, {"0": [[1], [0]], "3": [[1, 0], [1, 1]]}),
+    ],
+)
+def test_rankings_select_the_hand_worked_connections(kw, expected):
+    ss, size = _two_layer_toy()
+    assert _kept(ss.masks(2 / 6, **kw, **size)) == expected
+    plan = ss.plan(2 / 6, **kw, **size)
+    assert plan["selection"]["rank"] == kw["rank"]
+
+
+def test_normalized_and_cost_scores_are_the_hand_worked_numbers():
+    ss, size = _two_layer_toy()
+    norm = ss.rank_scores("normalized")
+    torch.testing.assert_close(norm["0"], torch.tensor([[0.4], [0.2]]) / 0.3)
+    torch.testing.assert_close(norm["3"], torch.tensor([[1.0, 0.5], [3.0, 2.5]]) / 1.75)
+    cost = ss.rank_scores("cost", **size)
+    torch.testing.assert_close(cost["0"], norm["0"] / 2)
+    torch.testing.assert_close(cost["3"], norm["3"] * 2)
+    fan_in = ss.rank_scores("normalized", norm="fan_in")
+    torch.testing.assert_close(fan_in["3"], torch.tensor([[1.0, 0.5], [3.0, 2.5]]) * 18**0.5)
+
+
+def test_ranking_errors_are_clear():
+    ss, _ = _two_layer_toy()
+    with pytest.raises(ConfigError, match="input_size"):
+        ss.masks(0.5, rank="cost")
+    with pytest.raises(UnknownNameError, match="rank"):
+        ss.masks(0.5, rank="magnitude")
+    with pytest.raises(ConfigError, match="max_layer_sparsity"):
+        ss.masks(0.5, max_layer_sparsity=0)
+
+
+# --- hardware-friendly widths ------------------------------------------------------------------------------------
+
+
+def _vgg(widths=(8, 8, "M", 16, 16)) -> nn.Module:
+    from leanvision.models.fsf import CifarVGG
+
+    return _randomise_bn(CifarVGG(widths, num_classes=4)).eval()
+
+
+@pytest.mark.parametrize("multiple", [4, 8])
+def test_rounded_widths_are_multiples_and_surgery_stays_exact(multiple):
+    model = _vgg()
+    ss = SynapticStrength(model)
+    _weaken_rows(ss, 0.4, seed=3)
+    plain = ss.plan(0.6)
+    plan = ss.plan(0.6, round_to=multiple)
+    sizes = {n: e["shape"][0] for n, e in plan["layers"].items()}
+    widths = {n: e["out_channels_after"] for n, e in plan["layers"].items()}
+    assert all(w % multiple == 0 or w == sizes[n] for n, w in widths.items()), widths
+    assert all(widths[n] >= e["out_channels_after"] for n, e in plain["layers"].items())  # rounded up, never down
+    assert any(widths[n] > e["out_channels_after"] for n, e in plain["layers"].items())
+    assert plan["selection"]["round_to"] == multiple
+    ss.prune(plan)
+    x = torch.randn(3, 3, 32, 32)
+    pruned = apply_plan(model, plan)
+    assert [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)] == list(widths.values())
+    torch.testing.assert_close(pruned(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_rounding_changes_nothing_where_nothing_was_dropped():
+    model = _vgg()
+    ss = SynapticStrength(model)
+    plan = ss.plan(threshold=0.0, round_to=16)
+    assert plan["layers"] == make_plan(model)["layers"]
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(apply_plan(model, plan)(x), model(x))
+
+
+def test_rounding_up_keeps_the_strongest_removed_channels():
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(),
+        nn.Conv2d(4, 2, 3, padding=1, bias=False), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2),
+    )  # fmt: skip
+    keep_only_0 = {"0": torch.tensor([[True], [False], [False], [False]])}
+    scores = {"0": torch.tensor([[1.0], [0.5], [0.9], [0.1]])}  # channel 2 is the strongest removed one
+    plan = make_plan(model, keep_only_0, round_to=2, channel_scores=scores)
+    assert plan["layers"]["0"]["out_channels_after"] == 2
+    assert decode_mask(plan["layers"]["0"]["mask"], (4, 1)).flatten().tolist() == [True, False, True, False]
+    # the returned channel is read again by the next conv
+    assert decode_mask(plan["layers"]["2"]["mask"], (2, 4)).tolist() == [[True, False, True, False]] * 2
+    assert make_plan(model, keep_only_0, round_to=4)["layers"]["0"]["out_channels_after"] == 4
+    with pytest.raises(ConfigError, match="round_to"):
+        make_plan(model, keep_only_0, round_to=0)
+
+
+def test_sparsity_for_a_mac_target_is_the_smallest_that_reaches_it():
+    model = _vgg()
+    ss = SynapticStrength(model)
+    _weaken_rows(ss, 0.4, seed=3)
+    x = torch.zeros(1, 3, 32, 32)
+    dense = profile(model, x).macs
+    kw = {"rank": "cost", "round_to": 4}
+    s = ss.sparsity_for_macs(0.5, input_size=(3, 32, 32), **kw)
+    macs = [profile(apply_plan(model, ss.plan(v, input_size=(3, 32, 32), **kw)), x).macs for v in (s, s - 0.001)]
+    assert macs[0] <= 0.5 * dense < macs[1]
+    with pytest.raises(ConfigError, match="fraction"):
+        ss.sparsity_for_macs(1.5, input_size=(3, 32, 32))
+
+
+def test_thin_builder_uses_the_family_width_else_uniform_surgery():
+    from leanvision.compress.plan import thin_builder, uniform_plan
+
+    convs = lambda m: [c.out_channels for c in m.modules() if isinstance(c, nn.Conv2d)]  # noqa: E731
+    assert convs(thin_builder({"name": "resnet20", "kwargs": {}})(0.5))[:3] == [8, 8, 8]  # its widths argument
+    assert convs(thin_builder({"name": "vgg8_cifar", "kwargs": {}})(0.5))[:3] == [16, 16, 32]  # its width argument
+    thin = thin_builder({"name": "tv_resnet18_cifar", "kwargs": {}})(0.5)  # no width argument: surgery
+    assert convs(thin)[:6] == [32, 32, 32, 32, 32, 64] and arch_of(thin)["plan"]["selection"]["method"] == "uniform"
+    x = torch.randn(1, 3, 32, 32)
+    assert thin(x).shape == (1, 10)
+    with pytest.raises(ConfigError, match="width"):
+        uniform_plan(create_model("resnet20"), 1.5)

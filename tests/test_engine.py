@@ -489,7 +489,7 @@ def test_missing_and_corrupt_checkpoints(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"checkpoint not found: .*missing\.pt; check the path"):
         load_checkpoint(tmp_path / "missing.pt")
     (tmp_path / "garbage.pt").write_bytes(b"\x00not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*garbage\.pt .*corrupt.*start fresh"):
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*garbage\.pt .*corrupt.*re-create it"):
         load_checkpoint(tmp_path / "garbage.pt")
     good = save_checkpoint(tmp_path / "good.pt", model=_model().state_dict())
     (tmp_path / "cut.pt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
@@ -739,3 +739,52 @@ def test_a_models_own_train_step_is_the_default() -> None:
     assert max(m.weight.abs().max() for m in model.modules() if isinstance(m, BinaryConv2d)) > 1.0
     plain = create_model("vgg8_cifar", width=0.25)
     assert plain.default_train_step is None  # the dense twin trains with the standard step
+
+
+# --- choices and the tables that dispatch them ----------------------------------------------------------------------
+
+
+def test_choices_are_the_keys_of_the_tables_that_dispatch_them() -> None:
+    import pickle
+
+    from leanvision.engine import optim
+    from leanvision.names import LATENCY_BACKENDS, OPTIMIZERS, SCHEDULERS
+    from leanvision.profile import timing
+    from leanvision.registry import Choices
+
+    assert set(optim._OPTIMIZERS) == set(OPTIMIZERS)
+    assert set(optim._PHASES) | {"onecycle"} == set(SCHEDULERS)
+    assert set(timing.RUNNERS) == set(LATENCY_BACKENDS)
+    splits = Choices("split", ("train", "val", "test"))
+    assert splits.check("val") == "val" and pickle.loads(pickle.dumps(splits)).kind == "split"
+    with pytest.raises(UnknownNameError, match=r"unknown split 'tset'; did you mean 'test'\? choose one of: train"):
+        splits.check("tset")
+
+
+# --- workflows: train, evaluate_checkpoint, predict as library calls ------------------------------------------------
+
+
+def test_train_is_a_library_call_whose_numbers_evaluate_checkpoint_reproduces(tmp_path: Path) -> None:
+    from leanvision.config import TrainConfig
+    from leanvision.engine import evaluate_checkpoint, predict, train
+
+    cfg = TrainConfig(model="quickstart_cnn", dataset="digits", epochs=1, batch_size=64, lr=0.05,
+                      out_dir=str(tmp_path / "run"))  # fmt: skip
+    result = train(cfg, progress=False)
+    assert result.epochs_trained == 1 and result.best_epoch == 1 and result.best_checkpoint == tmp_path / "run/best.pt"
+    assert json.loads(result.results_file.read_text())["test_acc"] == result.test_acc
+    again = evaluate_checkpoint(result.best_checkpoint, progress=False)
+    assert (again.images, again.acc) == (result.test_images, pytest.approx(result.test_acc))
+    assert evaluate_checkpoint(result.best_checkpoint, subset=30, progress=False).images == 30
+    # the shared run rule: a started run is resumed, not overwritten, and a resume cannot change what it computes
+    with pytest.raises(ConfigError, match=r"already holds a run: pass --resume"):
+        train(cfg, progress=False)
+    with pytest.raises(ConfigError, match=r"--resume continues the run in .* you changed lr 0.5 \(run: 0.05\)"):
+        train(cfg.model_copy(update={"lr": 0.5}), resume=True)
+    with pytest.raises(ConfigError, match=r"--resume: '.*other' holds no run to continue"):
+        train({"out_dir": str(tmp_path / "other")}, resume=True)
+    done = train({"out_dir": str(tmp_path / "run")}, resume=True)  # a YAML-like dict: out_dir names the run
+    assert done.epochs_trained == 0 and done.test_acc == result.test_acc and "already finished" in done.summary()
+    [missing] = predict(result.best_checkpoint, [tmp_path / "nope.png"])
+    assert missing.top == [] and "not found" in (missing.error or "")
+

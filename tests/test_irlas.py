@@ -31,6 +31,7 @@ from leanvision.search.strategies.irlas import (
     nb201_state_features,
     nsc_state_features,
     projection_step,
+    top_blocks,
 )
 
 # conv3x3 <- in; concat(in, 1); add(1, 2); max-pool <- in; terminal
@@ -270,7 +271,7 @@ def test_irlas_options_are_checked(nsc) -> None:
     with pytest.raises(ConfigError, match="expert is not in this search space"):
         create_strategy("irlas", create_space("nasbench201", ops=["none", "skip_connect", "avg_pool_3x3"]))
     with pytest.raises(ConfigError, match="expert is not in this search space"):
-        create_strategy("irlas", create_space("nsc", types=[2, 3, 4, 5, 6, 7]))
+        create_strategy("irlas", create_space("nsc", types=[2, 3, 4, 5, 6, 7], require_conv=False))
     with pytest.raises(ConfigError, match="irl_every"):
         create_strategy("irlas", nsc, irl_every=0)
     with pytest.raises(ConfigError, match="norm_window"):
@@ -282,3 +283,24 @@ def test_irlas_options_are_checked(nsc) -> None:
     assert len(short.expert["layers"]) == 4
     custom = create_strategy("irlas", create_space("nasbench201"), expert=RESNET_CELL.replace("3x3", "1x1"))
     assert custom.expert["1<-0"] == "nor_conv_1x1"
+
+
+def test_top_blocks_break_ties_by_macs_then_trial_order() -> None:
+    scores = [0.5, 0.4, 0.5, 0.5, 0.5, 0.5]
+    macs = [900, 10, 300, 300, 100, 300]
+    keys = ["a", "b", "c", "d", "e", "c"]  # trial 5 repeats block c
+    assert top_blocks(scores, macs, keys, 3) == [4, 2, 3]  # 0.5 at 100 MACs, then 300 (trial 2 before 3)
+    assert top_blocks(scores, macs, keys, 10) == [4, 2, 3, 0, 1]  # each block once, at its first trial
+
+
+def test_irlas_lambda_in_units_of_the_objectives_range(nsc) -> None:
+    strat = create_strategy("irlas", nsc, seed=0, replay=0, lam=0.5, lam_scale="range")
+    blocks = [expert_block(), {"layers": [[1, 4, 0, 0, 0], [2, 1, 1, 0, 1]]}, {"layers": [[1, 1, 3, 0, 0]]}]
+    for b, r in zip(blocks, (0.1, 0.3, 0.5), strict=True):
+        strat.tell(b, {"status": "ok", "objective": r})
+    msf = [strat.mirror_stimuli(b) for b in blocks]
+    lo, hi = min(msf), max(msf)
+    want = [r + 0.5 * 0.4 * (m - lo) / (hi - lo) for r, m in zip((0.1, 0.3, 0.5), msf, strict=True)]
+    assert strat._rewards() == pytest.approx(want)  # the MSF moves a block by at most half of 0.5 - 0.1
+    with pytest.raises(ConfigError, match="lam_scale"):
+        create_strategy("irlas", nsc, lam_scale="percent")

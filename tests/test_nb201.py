@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from leanvision.dist import ProcessExecutor, map_unordered
 from leanvision.errors import ConfigError, DataError, UnknownNameError
+from leanvision.executors import ProcessExecutor, map_unordered
 from leanvision.models import arch_of, create_model
 from leanvision.models.nasbench201 import NB201Net
 from leanvision.ops import fuse_bn
@@ -217,3 +217,69 @@ def test_search_on_the_table_reports_test_accuracy(evaluator, table) -> None:
         row = table[space.key(t.sample)]
         assert t.objective == row["cifar10_val_12ep"] and t.report == {"test_200ep": row["cifar10_test_200ep"]}
         assert "test_200ep" not in t.visible()
+
+
+def test_canonical_classes_match_the_published_count() -> None:
+    from leanvision.models.nasbench201_arch import canonical_archs, is_connected
+
+    nats = set(canonical_archs().values())
+    assert len(nats) == 6466  # NAS-Bench-201's unique cells on CIFAR-10 (arXiv 2001.00326)
+    assert sum(not is_connected(a) for a in nats) == 5
+    strict = set(canonical_archs(zero="strict").values())
+    assert len(strict) == 5390 and sum(not is_connected(a) for a in strict) == 1
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [  # skip on edge 1<-0 then conv on 2<-1 == conv on 2<-0 when the other inputs match
+        ("|skip_connect~0|+|none~0|nor_conv_3x3~1|+|none~0|none~1|skip_connect~2|",
+         "|nor_conv_1x1~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|skip_connect~2|"),
+        # a conv whose node only feeds 'none' edges is dead
+        ("|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|",
+         "|avg_pool_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"),
+    ],
+)  # fmt: skip
+def test_isomorphic_pairs_map_to_one_cell(a, b) -> None:
+    from leanvision.models.nasbench201_arch import canonical_arch, unique_str
+
+    assert unique_str(a) == unique_str(b)
+    assert canonical_arch(a) == canonical_arch(b) == min(canonical_arch(a), a, b)
+    assert unique_str(a) != unique_str(ALL_CONV3)
+
+
+def test_strict_rule_drops_zero_terms_the_benchmark_keeps() -> None:
+    from leanvision.models.nasbench201_arch import unique_str
+
+    # nodes 1 and 2 swap roles: the same function, but the benchmark's string keeps node 2's zero term in place
+    a = "|nor_conv_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|skip_connect~1|skip_connect~2|"
+    b = "|nor_conv_1x1~0|+|nor_conv_3x3~0|none~1|+|none~0|skip_connect~1|skip_connect~2|"
+    assert unique_str(a, zero="strict") == unique_str(b, zero="strict")
+    assert unique_str(a) != unique_str(b)
+    with pytest.raises(ConfigError, match="zero must be one of"):
+        unique_str(a, zero="full")
+
+
+def test_disconnected_cells_are_recognised() -> None:
+    from leanvision.models.nasbench201_arch import is_connected
+
+    assert not is_connected(ALL_NONE)
+    assert not is_connected("|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|none~2|")
+    assert is_connected("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|")
+    assert is_connected("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
+    assert is_connected(ALL_CONV3)
+
+
+def test_canonical_space_samples_connected_representatives() -> None:
+    from leanvision.models.nasbench201_arch import canonical_arch, is_connected
+
+    space = create_space("nasbench201", canonical=True)
+    assert len(space.cells()) == 6461
+    rng = random.Random(0)
+    for _ in range(50):
+        s = space.sample(rng)
+        arch = space.to_string(s)
+        assert is_connected(arch) and canonical_arch(arch) == arch
+        child = space.to_string(space.mutate(s, rng))
+        assert is_connected(child) and canonical_arch(child) == child != arch
+    with pytest.raises(ConfigError, match="no connected cell"):
+        NB201Space(ops=["none"], canonical=True)

@@ -213,7 +213,7 @@ def _spos(tiny: dict[str, Any]) -> SPOS:
 
 def _betanas(tiny: dict[str, Any]) -> BETANAS:
     return create_oneshot("betanas", NB201Space(), seed=1, supernet=tiny, epochs=4, R=2, max_final=12,
-                          eval_chunk=5)  # fmt: skip
+                          eval_chunk=5, first_drop=None)  # fmt: skip (equal stages)
 
 
 def _greedy(tiny: dict[str, Any]) -> GreedyAlpha:
@@ -270,6 +270,19 @@ def test_betanas_balances_training_drops_per_stage_and_scores_the_rest(tiny: dic
     drops = [c for r in out for c in r if c["stage"] == 1]
     assert len(drops) == 2 * 5  # R balanced super-steps of K = 5 paths
     assert res["picks"][0] == max(final, key=lambda c: c["objective"])["sample"]
+
+
+def test_training_paths_stay_uniform_per_edge_on_a_canonical_space() -> None:
+    plain, canonical = uniform_sampler(NB201Space()), uniform_sampler(NB201Space(canonical=True))
+    assert [canonical(random.Random(k)) for k in range(20)] == [plain(random.Random(k)) for k in range(20)]
+
+
+def test_betanas_first_drop_after_half_the_budget(tiny: dict[str, Any]) -> None:
+    # 32 path passes: 16 before the first drop, then 8 and 8, at K = 5, 4, 3 paths per step
+    bn = create_oneshot("betanas", NB201Space(), seed=1, supernet=tiny, epochs=4, R=2, max_final=12, eval_chunk=5)
+    assert bn.stage_steps == [3, 2, 3]
+    with pytest.raises(ConfigError, match="first_drop is the share of the budget"):
+        create_oneshot("betanas", NB201Space(), supernet=tiny, first_drop=1.0)
 
 
 def test_greedy_baseline_follows_its_alpha(tiny: dict[str, Any]) -> None:

@@ -16,6 +16,8 @@ from torch import nn
 from leanvision.errors import ConfigError, UnknownNameError
 from leanvision.profile import (
     Profile,
+    batchnorms_computed,
+    check_deploy_form,
     compare_latency,
     count_params,
     format_count,
@@ -23,6 +25,7 @@ from leanvision.profile import (
     latency,
     profile,
     register_op_macs,
+    thread_counts,
 )
 from leanvision.profile import macs as lv_macs
 from leanvision.profile import timing as lv_timing
@@ -651,3 +654,60 @@ def test_latency_pauses_gc_and_restores_it(enabled: bool) -> None:
 class _Raise(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("boom")
+
+
+# --- thread counts and deploy forms (latency comparisons judged at 1 thread and at all cores, BN folded) ---------
+
+
+def test_thread_counts_parse_one_and_all(monkeypatch) -> None:
+    monkeypatch.setattr(lv_timing, "cpu_count", lambda: 4)
+    assert thread_counts("1,all") == [1, 4] and thread_counts("all,1,4") == [4, 1] and thread_counts(2) == [2]
+    assert thread_counts([1, "2"]) == [1, 2]
+    monkeypatch.setattr(lv_timing, "cpu_count", lambda: 1)
+    assert thread_counts("1,all") == [1]  # one core: one column
+    for bad in ("0", "1,five", "8"):
+        with pytest.raises(ConfigError, match="thread counts are integers from 1 to the 1 cores"):
+            thread_counts(bad)
+
+
+class _FunctionalBN(nn.Module):
+    """A BatchNorm run as a function (as torch.fx leaves timm's BatchNormAct2d): no BatchNorm module to find."""
+
+    def __init__(self, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        self.bn = bn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.bn
+        return nn.functional.batch_norm(x, b.running_mean, b.running_var, b.weight, b.bias, False, 0.0, b.eps)
+
+
+def test_a_folded_candidate_is_never_timed_beside_an_unfolded_baseline() -> None:
+    from leanvision.ops import fuse_bn
+
+    x = torch.randn(1, 3, 32, 32)
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    assert batchnorms_computed(net, x) == 20 and batchnorms_computed(fuse_bn(net), x) == 0  # stem BN included
+    hidden = nn.Sequential(nn.Conv2d(3, 4, 3), _FunctionalBN(nn.BatchNorm2d(4)))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in hidden.children()) and batchnorms_computed(hidden, x) == 1
+    with pytest.raises(ConfigError) as err:
+        check_deploy_form({"candidate (deploy)": fuse_bn(net), "baseline": hidden}, x)
+    assert str(err.value).startswith("'baseline' still runs 1 BatchNorms while 'candidate (deploy)' is folded")
+    assert "\n" not in str(err.value)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    check_deploy_form({"a": fuse_bn(net), "b": fuse_bn(plain)}, x)  # all in deploy form
+    check_deploy_form({"a": net, "b": hidden}, x)  # all in training form: comparable, not refused
+
+
+def test_cli_profile_latency_times_one_thread_and_all_cores(capsys) -> None:
+    from leanvision.cli import main
+    from leanvision.config import cpu_count
+
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", "quickstart_cnn", "--latency"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    counts = sorted({1, cpu_count()})
+    assert [line.split("(")[1].split(",")[1].strip() for line in out.splitlines() if line.startswith("latency")] == [
+        f"{n} threads" for n in counts
+    ]

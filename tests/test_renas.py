@@ -263,3 +263,51 @@ def test_strategy_refuses_other_spaces_and_bad_options() -> None:
         create_strategy("renas", space, batch=0)
     with pytest.raises(ConfigError, match="loss must be one of pairwise, mse"):
         create_strategy("renas", space, loss="hinge")
+
+
+# --- the one-hot / live-edge encoding and the exploring acquisition ----------------------------------------------
+
+
+def test_onehot_encoding_by_hand_and_round_trip() -> None:
+    from leanvision.search.predictors.renas import ONEHOT_DIM, encode_onehot, live_edges, nb201_onehot
+    from leanvision.search.spaces.nasbench201 import OPS, format_arch
+
+    # CELL_B: 0 -pool-> 2 -conv3-> 3 and 0 -skip-> 3 are live; 1 is never reached (0->1 is none), so 1->2 is dead
+    assert live_edges(CELL_B) == [False, True, False, True, False, True]
+    assert live_edges(CELL_A) == [True] * 6
+    X = encode_onehot([CELL_A, CELL_B])
+    assert X.shape == (2, ONEHOT_DIM) == (2, 36) and X.dtype == np.float32
+    for arch, row in zip([CELL_A, CELL_B], X, strict=True):
+        blocks = row[:30].reshape(6, 5)
+        assert (blocks.sum(1) == 1).all()
+        assert format_arch({e: OPS[int(b.argmax())] for e, b in zip(EDGES, blocks, strict=True)}) == arch
+    table = nb201_onehot()
+    assert table.shape == (15625, 36) and not table.flags.writeable
+    for arch in (CELL_A, CELL_B):
+        assert np.array_equal(table[arch_code(parse_arch(arch))], encode_onehot([arch])[0])
+    model = fit_predictor(table[:40], np.arange(40.0), epochs=2)
+    assert type(model.net).__name__ == "ReNASMLP" and model.predict(table[:5]).shape == (5,)
+
+
+@pytest.mark.parametrize("explore, want", [(0.0, 0), (0.5, 5), (1.0, 10)])
+def test_acquisition_mixes_predictor_picks_with_neighbours_of_the_incumbent(explore, want) -> None:
+    _, strategy, h = _search(0, budget=20, explore=explore)
+    assert strategy.explored == want and strategy.fits == 1
+    best = max(h.trials[:10], key=lambda t: t.objective).sample
+    near = [sum(t.sample[e] != best[e] for e in EDGES) == 1 for t in h.trials[10:]]
+    assert near[10 - want :] == [True] * want  # the round's last `want` asks are one edge from the incumbent
+    assert trace(_search(0, budget=20, explore=explore)[2]) == trace(h)
+
+
+def test_strategy_encoding_options_and_canonical_space() -> None:
+    from leanvision.models.nasbench201_arch import canonical_arch, is_connected
+
+    space = create_space("nasbench201", canonical=True)
+    strategy = create_strategy("renas", space, seed=0, epochs=2, n_init=5, batch=5, encoding="paper")
+    h = search(space, strategy, conv_count, budget=10)
+    assert all(canonical_arch(space.key(t.sample)) == space.key(t.sample) for t in h.trials)
+    assert all(is_connected(space.key(t.sample)) for t in h.trials)
+    with pytest.raises(ConfigError, match="encoding must be one of onehot, paper"):
+        create_strategy("renas", space, encoding="lenet")
+    with pytest.raises(ConfigError, match=r"explore must be a fraction in \[0, 1\]"):
+        create_strategy("renas", space, explore=1.5)

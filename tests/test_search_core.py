@@ -12,8 +12,8 @@ import textwrap
 import pytest
 from search_helpers import conv_count, resumed_after_kill, trace
 
-from leanvision.dist import Failure, InProcessExecutor, ProcessExecutor, make_executor, map_unordered
 from leanvision.errors import ConfigError, DataError, UnknownNameError
+from leanvision.executors import Failure, InProcessExecutor, ProcessExecutor, make_executor, map_unordered
 from leanvision.search import Journal, create_evaluator, create_space, create_strategy, search
 
 CHOICE_STRATEGIES = ["random", "evolution", "tpe", "local", "blockqnn"]
@@ -146,6 +146,21 @@ def test_executor_survives_a_worker_that_dies(kind, request):
     dead = got[json.dumps(samples[0])]
     assert isinstance(dead, Failure) and dead.kind == "crash"
     assert all(isinstance(got[json.dumps(s)], dict) for s in samples[1:])
+
+
+def test_a_pool_started_by_an_unguarded_script_says_to_add_the_main_guard(tmp_path):
+    script = tmp_path / "unguarded.py"  # no `if __name__ == "__main__":`: each spawned worker re-runs this file
+    script.write_text(textwrap.dedent("""
+        from leanvision.executors import ProcessExecutor, map_unordered
+        with ProcessExecutor(2) as ex:
+            print(list(map_unordered(ex, abs, [-1, -2])))
+    """))
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("leanvision.errors.LeanVisionError: worker processes re-import your script")
+    assert 'under `if __name__ == "__main__":`' in last
+    assert "bootstrapping phase" not in run.stderr and run.stderr.count("Traceback") == 1  # workers stay silent
 
 
 def test_search_on_a_process_pool_records_crashes_and_finishes(tmp_path):
@@ -290,3 +305,114 @@ def test_space_graphs_for_the_report(tmp_path):
     assert nodes == ["input", "conv 1x1", "conv 3x3", "add", "output"]
     assert sorted(edges) == [(0, 1, ""), (0, 3, ""), (1, 2, ""), (2, 3, ""), (3, 4, "")]
     assert dag_plot(nodes, edges, tmp_path / "g.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------------------------------- the workflow, extras and names
+def test_run_and_resume_from_python_equal_one_uninterrupted_run(tmp_path):
+    import leanvision.search as lvs
+
+    config = {"space": "synthetic", "strategy": "evolution", "evaluator": "synthetic", "budget": 12, "seed": 2,
+              "executor": "inprocess", "out_dir": str(tmp_path / "a")}  # fmt: skip
+    first = lvs.run(config)
+    assert isinstance(first, lvs.SearchResult) and len(first.history) == 12 and first.method == "evolution"
+    more = lvs.resume(tmp_path / "a", budget=20)
+    straight = lvs.run({**config, "budget": 20, "out_dir": str(tmp_path / "b")})
+    assert trace(more.history) == trace(straight.history)
+    assert more.picks == [straight.best.sample] and more.arch == straight.arch
+    assert trace(Journal.open(tmp_path / "a" / "journal.jsonl").history()) == trace(straight.history)
+    with pytest.raises(ConfigError, match="already has 20 finished trials, more than the budget of 5"):
+        lvs.resume(tmp_path / "a", budget=5)
+
+
+class _TwoRounds:
+    """A one-shot method stand-in (no torch): two rounds of two scored cells."""
+
+    name = "stub"
+
+    def rounds(self):
+        return 2
+
+    def run_round(self, r):
+        return [{"sample": {"x0": r, "x1": i}, "objective": float(r + i), "params": 10 * i} for i in range(2)]
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def result(self):
+        return {"picks": [{"x0": 1, "x1": 1}]}
+
+
+def test_both_drivers_write_one_journal_format(tmp_path):
+    from leanvision.search.journal import Trial
+    from leanvision.search.oneshot import run_oneshot
+
+    space = create_space("synthetic", dims=2)
+    asktell = Journal.create(tmp_path / "a" / "journal.jsonl", {})
+    search(space, create_strategy("random", space), create_evaluator("synthetic", dims=2), budget=3, journal=asktell)
+    oneshot = Journal.create(tmp_path / "o" / "journal.jsonl", {})
+    run_oneshot(_TwoRounds(), oneshot, tmp_path / "o", ground_truth=lambda s: {"truth": 1.0})
+    records = {}
+    for name in ("a", "o"):
+        journal = Journal.open(tmp_path / name / "journal.jsonl")
+        tells = [e["result"] for e in journal.events if e["kind"] == "tell"]
+        records[name] = {frozenset(r) for r in tells}
+        history = journal.history()  # the one reader
+        assert [Trial.from_record(t.trial, t.sample, t.record()) for t in history.trials] == history.trials
+        assert [t.record() for t in history.trials] == tells
+    assert records["a"] == records["o"] == {frozenset({"status", "objective", "metrics", "report", "seconds"})}
+    assert [t.metrics for t in Journal.open(tmp_path / "o" / "journal.jsonl").history().trials][:2] == [
+        {"params": 0}, {"params": 10}]  # fmt: skip
+
+
+def test_missing_extras_are_one_line_errors_naming_them(monkeypatch):
+    from leanvision.search.oneshot import create_oneshot
+    from leanvision.search.oneshot.nsga import non_dominated_fronts
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"^the ray executor needs the 'ray' extra: pip install 'leanvision\[ray\]'$"):
+        make_executor("ray")
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(ConfigError, match=r"^the tpe strategy needs the 'search' extra: pip install 'leanvision\["):
+        create_strategy("tpe", create_space("synthetic"))
+    monkeypatch.setitem(sys.modules, "pymoo", None)
+    with pytest.raises(ConfigError, match=r"^CARS needs the 'search' extra"):
+        create_oneshot("cars", create_space("nasbench201"))  # before any data is read or trained
+    with pytest.raises(ConfigError, match=r"needs the 'search' extra: pip install 'leanvision\[search\]'"):
+        non_dominated_fronts([[1.0, 2.0]])
+
+
+def test_the_search_command_names_a_missing_extra_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    import yaml
+    from test_cli import assert_one_line_error, run
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    config = tmp_path / "s.yaml"
+    config.write_text(yaml.safe_dump({"space": "synthetic", "evaluator": "synthetic", "budget": 3,
+                                      "out_dir": str(tmp_path / "run")}))  # fmt: skip
+    code, _, err = run(capsys, "search", str(config), "--executor", "ray", "--quiet")
+    assert_one_line_error(code, err, "the ray executor needs the 'ray' extra")
+    assert not (tmp_path / "run" / "journal.jsonl").exists()
+
+
+def test_unknown_name_hints_name_functions_that_exist():
+    import importlib
+    import re
+
+    from leanvision.search import EVALUATORS, SPACES, STRATEGIES
+    from leanvision.search.oneshot import ONESHOT
+
+    for registry in (EVALUATORS, SPACES, STRATEGIES, ONESHOT):
+        with pytest.raises(UnknownNameError) as err:
+            registry.get("nope")
+        named = re.search(r"see (leanvision[\w.]*)\.(\w+)\(\)", str(err.value))
+        assert named, str(err.value)
+        assert callable(getattr(importlib.import_module(named[1]), named[2])), named[0]
+
+
+def test_every_executor_choice_has_a_builder():
+    from leanvision import executors
+
+    assert set(executors._MAKE) == set(executors.EXECUTORS)

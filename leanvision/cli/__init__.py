@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from typing import NoReturn
 
 import typer
 
-from leanvision.errors import LeanVisionError
+from leanvision.errors import Interrupted, LeanVisionError
+
+
+def _exit(code: int, line: str) -> NoReturn:
+    with contextlib.suppress(OSError):  # stderr may be a file on the full disk: the exit code still tells
+        typer.echo(line, err=True)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: a user's mistake ends in one line on stderr and a non-zero exit, never a traceback."""
-    from leanvision.cli.app import app
+    """Console entry point: a user's mistake, a write the disk refused, Ctrl-C or SIGTERM end in one line on stderr,
+    never a traceback; exit 2 for a mistake, 74 for a refused write, 130 for Ctrl-C and 143 for SIGTERM."""
+    from leanvision.runs import sigterm_interrupts
 
-    try:
-        code = app(args=argv, prog_name="leanvision", standalone_mode=False)
-    except LeanVisionError as e:
-        code = getattr(e, "exit_code", 2)
-        typer.echo(f"{e}" if code == 130 else f"error: {e}", err=True)  # 130: Ctrl-C, with how to continue
-        sys.exit(code)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except typer.TyperException as e:  # usage errors: typer prints the usage line and the problem
-        e.show()
-        sys.exit(e.exit_code)
-    if code == 130:  # typer turns Ctrl-C into this exit code without a word
-        typer.echo("interrupted", err=True)
+    with sigterm_interrupts() as stop:  # SIGTERM takes Ctrl-C's path: the run stops cleanly and says how to resume
+        try:
+            from leanvision.cli.app import app
+
+            code = app(args=argv, prog_name="leanvision", standalone_mode=False)
+        except Interrupted as e:  # the message says what was kept and how to continue
+            _exit(e.exit_code, str(e))
+        except LeanVisionError as e:
+            _exit(getattr(e, "exit_code", 2), f"error: {e}")
+        except (typer.Abort, KeyboardInterrupt):
+            code = 130
+        except typer.TyperException as e:  # usage errors: typer prints the usage line and the problem
+            e.show()
+            sys.exit(e.exit_code)
+        if code == 130:  # typer turns Ctrl-C (and so SIGTERM) inside a command into this code without a word
+            _exit(128 + (stop.signum or signal.SIGINT), "interrupted")
     sys.exit(code if isinstance(code, int) else 0)

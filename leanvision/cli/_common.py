@@ -1,64 +1,57 @@
-"""Checks shared by the commands: output directories, thread counts and devices given on the command line."""
+"""The shared command-line grammar: options every command declares the same way, and the checks they run."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
 
-from leanvision.errors import ConfigError, LeanVisionError
+import typer
 
+# Re-exported: the commands check their options with the same functions the library runs with.
+from leanvision.config import check_device, check_threads, cpu_count, writable_dir  # noqa: F401
+from leanvision.errors import Interrupted  # noqa: F401
 
-def writable_dir(path: Path) -> Path:
-    """Create ``path`` if needed; an unusable location is a one-line ConfigError, not a traceback."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create output directory '{path}' ({e.strerror}): choose a writable path") from None
-    if not os.access(path, os.W_OK):
-        raise ConfigError(f"output directory '{path}' is not writable: choose a writable path")
-    return path
-
-
-def cpu_count() -> int:
-    """CPU cores this process may run on (the affinity mask, not the whole machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+# ---- the shared grammar: every command that takes one of these options declares it with these helpers, so the
+# name, type and help text are the same everywhere (tests/test_cli_grammar.py walks every command to check).
+CHECKPOINT_HELP = "a checkpoint written by leanvision (best.pt, last.pt or compressed.pt)"
+OUT_DIR_HELP = "the run directory: where this command writes its files (default: the config's out_dir)"
+THREADS_HELP = "CPU threads for PyTorch (default: torch's choice; at most the cores available)"
+DEVICE_HELP = "cpu, cuda or cuda:N (default: the config's device, else cpu)"
+DATA_DIR_HELP = "your data directory, holding the dataset in torchvision's layout (default: $LEANVISION_DATA)"
+RESUME_HELP = "continue the interrupted run in --out-dir with the settings it was started with"
+QUIET_HELP = "no progress bars"
 
 
-def check_threads(threads: int | None) -> int | None:
-    """Refuse more threads than cores: oversubscribed PyTorch runs many times slower, which nobody wants."""
-    cores = cpu_count()
-    if threads is not None and threads > cores:
-        raise ConfigError(
-            f"--threads {threads} is more than the {cores} CPU cores available here; oversubscribed threads make "
-            f"PyTorch much slower: pass --threads {cores} or fewer"
-        )
-    return threads
+def checkpoint_option(*, required: bool = False) -> Any:
+    """``--checkpoint PATH``."""
+    return typer.Option(... if required else None, "--checkpoint", help=CHECKPOINT_HELP)
 
 
-def check_device(device: str) -> str:
-    """A torch device string that exists on this machine (cpu, cuda, cuda:N, mps)."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device}: not a device name; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"--device {device}: MPS is not available on this machine; use --device cpu")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"--device {device}: unsupported device type '{dev.type}'; use cpu, cuda or cuda:N")
-    return device
+def out_dir_option(default: Path | None = None) -> Any:
+    """``--out-dir PATH``."""
+    return typer.Option(default, "--out-dir", help=OUT_DIR_HELP)
 
 
-class Interrupted(LeanVisionError):
-    """The user pressed Ctrl-C; the message says what was kept and how to continue."""
+def threads_option() -> Any:
+    """``--threads N``."""
+    return typer.Option(None, "--threads", min=1, help=THREADS_HELP)
 
-    exit_code = 130
+
+def device_option() -> Any:
+    """``--device NAME`` (checked with :func:`check_device` before anything runs)."""
+    return typer.Option(None, "--device", help=DEVICE_HELP)
+
+
+def data_dir_option() -> Any:
+    """``--data-dir PATH``."""
+    return typer.Option(None, "--data-dir", help=DATA_DIR_HELP)
+
+
+def resume_option() -> Any:
+    """``--resume`` (a flag: the run is named by --out-dir or the config)."""
+    return typer.Option(False, "--resume", help=RESUME_HELP)
+
+
+def quiet_option() -> Any:
+    """``--quiet``."""
+    return typer.Option(False, "--quiet", help=QUIET_HELP)

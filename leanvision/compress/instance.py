@@ -13,6 +13,8 @@ import copy
 import difflib
 import itertools
 import math
+import statistics
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from torch import Tensor, nn
 
 from leanvision._torch import eval_mode
 from leanvision.errors import ConfigError
-from leanvision.models import replace_modules
+from leanvision.models.surgery import replace_modules, trace
 from leanvision.profile import profile
 
 RULES = ("mean", "max", "top")
@@ -115,6 +117,13 @@ def layer_cv(
 
     ``layers`` defaults to ``prunable_layers(model)``; the result is in the model's order (arXiv 1907.11840).
     """
+    return {name: feature_cv(n) for name, n in _collect_norms(model, data, layers, max_batches).items()}
+
+
+def _collect_norms(
+    model: nn.Module, data: Iterable[Any], layers: list[str] | None, max_batches: int | None
+) -> dict[str, Tensor]:
+    """(instances, channels) input-channel norms of every layer over ``data``, unpruned, in eval mode."""
     sp = InstanceSparsity(model, layers, theta=0.0)
     norms: dict[str, list[Tensor]] = {name: [] for name in sp.layers}
     with eval_mode(sp.model), sp._hooked(mask=False, record_norms=True) as state:
@@ -122,7 +131,86 @@ def layer_cv(
             sp.model(x)
             for name in sp.layers:
                 norms[name].append(state.norms.pop(name).double().cpu())
-    return {name: feature_cv(torch.cat(chunks)) for name, chunks in norms.items()}
+    return {name: torch.cat(chunks) for name, chunks in norms.items()}
+
+
+def static_masks(
+    model: nn.Module, data: Iterable[Any], layers: list[str], *, keep: float, max_batches: int | None = None
+) -> dict[str, Tensor]:
+    """The static control of instance-wise pruning: each conv keeps the same inputs for every image.
+
+    Each of ``layers`` keeps its ``max(1, round(keep·C))`` input channels with the largest mean ℓ2 norm over
+    ``data`` (held-out); the masks (``[out, in]``, True = keep) go to ``make_plan``, whose surgery then also
+    removes the producing channels nothing reads any more (arXiv 1907.11840 compares against static pruning).
+    """
+    if not 0 < keep <= 1:
+        raise ConfigError(f"keep is the fraction of input channels each layer keeps, in (0, 1]; got {keep!r}")
+    masks = {}
+    for name, norms in _collect_norms(model, data, layers, max_batches).items():
+        conv = model.get_submodule(name)
+        order = torch.argsort(-norms.mean(0), stable=True)  # strongest first; ties: the lower index
+        cols = torch.zeros(conv.in_channels, dtype=torch.bool)
+        cols[order[: max(1, round(keep * conv.in_channels))]] = True
+        masks[name] = cols.expand(conv.out_channels, -1).clone()
+    return masks
+
+
+def gather_costs(
+    model: nn.Module,
+    layers: list[str],
+    images: Iterable[Tensor],
+    *,
+    theta: float,
+    rule: str = "mean",
+    iters: int = 10,
+) -> dict[str, dict[str, float]]:
+    """Measured per-layer cost at batch 1: median ms of each conv dense vs gathered (``GatheredConv2d``).
+
+    Each conv runs on the features it receives for ``images`` (each ``(1, C, H, W)``), the two paths interleaved,
+    ``iters`` calls per image. The gathered time includes the norms, the mask and the ``index_select`` the
+    decision needs, so it pays only where the skipped channels save more than that. Time on a quiet machine.
+    """
+    sp = InstanceSparsity(model, layers, theta=theta, rule=rule)
+    inputs: dict[str, list[Tensor]] = {name: [] for name in sp.layers}
+    hooks = [
+        conv.register_forward_pre_hook(lambda _m, args, n=name: inputs[n].append(args[0].detach().clone()))
+        for name, conv in sp._convs.items()
+    ]
+    try:
+        with eval_mode(model):
+            for x in images:
+                model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    costs = {}
+    with torch.inference_mode():
+        for name, conv in sp._convs.items():
+            paths = {"dense": conv, "gathered": GatheredConv2d(conv, theta=theta, rule=rule)}
+            times: dict[str, list[float]] = {k: [] for k in paths}
+            kept = []
+            for x in inputs[name]:
+                for path, fn in paths.items():
+                    fn(x)  # warm-up
+                    for _ in range(iters):
+                        t0 = time.perf_counter()
+                        fn(x)
+                        times[path].append(1e3 * (time.perf_counter() - t0))
+                kept.append(paths["gathered"].last_kept.numel() / conv.in_channels)
+            costs[name] = {f"{k}_ms": statistics.median(v) for k, v in times.items()}
+            costs[name]["kept_fraction"] = statistics.mean(kept)
+    return costs
+
+
+def layers_that_pay(costs: dict[str, dict[str, float]], *, margin: float = 0.0) -> list[str]:
+    """The layers where the gathered path is faster than the dense conv by more than ``margin`` (a fraction).
+
+    ``costs`` as ``gather_costs`` returns it (``dense_ms`` and ``gathered_ms`` per layer), or any table of the
+    same shape; the order is kept.
+    """
+    if not 0 <= margin < 1:
+        raise ConfigError(f"margin is a fraction of the dense time, in [0, 1); got {margin!r}")
+    return [n for n, c in costs.items() if c["gathered_ms"] < (1 - margin) * c["dense_ms"]]
 
 
 def select_layers(
@@ -154,22 +242,11 @@ def select_layers(
 # --- which convs can be pruned -------------------------------------------------------------------------------
 
 
-class _ConvLeafTracer(fx.Tracer):
+def _trace(model: nn.Module) -> fx.Graph:
     # Conv subclasses (e.g. masked or binary convs) stay single nodes, so they are refused by name below
     # instead of failing the whole trace inside their weight computation.
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, nn.Conv2d) or super().is_leaf_module(m, qualname)
-
-
-def _trace(model: nn.Module) -> fx.Graph:
-    try:
-        return _ConvLeafTracer().trace(model)
-    except Exception as e:  # tracing raises many types; any of them means the graph cannot be checked
-        raise ConfigError(
-            f"instance-wise pruning traces {type(model).__name__} with torch.fx to check that each pruned feature "
-            f"feeds only its conv, and tracing failed ({type(e).__name__}: {e}); make the forward traceable "
-            "(no Python control flow, int() or iteration on tensor values)"
-        ) from None
+    why = "instance-wise pruning needs the graph to check that each pruned feature feeds only its conv"
+    return trace(model, leaf=lambda m: isinstance(m, nn.Conv2d), why=why)
 
 
 def _describe(node: fx.Node) -> str:

@@ -11,10 +11,11 @@ understand is kept, so surgery never changes what the masked model computes.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import operator
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from leanvision.errors import ConfigError
-from leanvision.models._registry import ARCH_ATTR
-from leanvision.models.surgery import replace_modules
+from leanvision.models._registry import ARCH_ATTR, MODELS, create_model, register_arch_transform
+from leanvision.models.surgery import replace_modules, trace
 
 PLAN_FORMAT = "leanvision.prune_plan"
 PLAN_VERSION = 1
@@ -62,21 +63,9 @@ def is_conv(module: nn.Module) -> bool:
     return type(module) is nn.Conv2d or callable(getattr(module, "as_conv2d", None))
 
 
-class _Tracer(fx.Tracer):
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return is_conv(m) or super().is_leaf_module(m, qualname)
-
-
 def trace_model(model: nn.Module) -> fx.Graph:
     """The model's ``torch.fx`` graph with every conv a leaf; a ``ConfigError`` says why it cannot be traced."""
-    try:
-        return _Tracer().trace(model)
-    except Exception as e:  # fx raises many types (TraceError, TypeError on data-dependent control flow, ...)
-        raise ConfigError(
-            f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); channel surgery needs "
-            "the graph to know which layers share channels. Make forward free of data-dependent Python control "
-            "flow (or wrap that part in a module torch.fx treats as a leaf)."
-        ) from None
+    return trace(model, leaf=is_conv, why="channel surgery needs the graph to know which layers share channels")
 
 
 def scale_passes(node: fx.Node, modules: Mapping[str, nn.Module], value: fx.Node) -> bool:
@@ -330,7 +319,7 @@ def _drop_inputs(mask: torch.Tensor, groups: int, drop: torch.Tensor) -> None:
 def solve(graph: ChannelGraph, masks: Mapping[str, torch.Tensor]) -> Solution:
     """Propagate ``masks`` to a fixed point: kernels that read all-zero channels or write unread ones are dropped
     too; then every channel that is all-zero or unread (and shared by nothing opaque) is removed."""
-    m = {n: masks[n].clone() if n in masks else torch.ones(_mask_shape(c), dtype=torch.bool) for n, c in _convs(graph)}
+    m = _full_masks(graph, masks)
     while True:
         dead, unused = _dead_unused(graph, m)
         before = sum(int(v.sum()) for v in m.values())
@@ -372,6 +361,12 @@ def _couple(graph: ChannelGraph, removable: dict[int, torch.Tensor]) -> None:
             changed = True
 
 
+def _full_masks(graph: ChannelGraph, masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of ``masks`` with an all-True mask for every conv it does not name."""
+    full = {n: torch.ones(_mask_shape(c), dtype=torch.bool) for n, c in _convs(graph)}
+    return {n: masks[n].clone() if n in masks else m for n, m in full.items()}
+
+
 def _convs(graph: ChannelGraph) -> list[tuple[str, nn.Module]]:
     return [(n, mod) for n, mod in graph.modules.items() if is_conv(mod)]
 
@@ -399,6 +394,68 @@ def _dead_unused(
                 u &= ~_col_use(masks[q], graph.modules[q].groups)
             unused[r] = u
     return dead, unused
+
+
+# --- hardware-friendly widths ---------------------------------------------------------------------------------
+
+
+def _channel_strength(graph: ChannelGraph, root: int, scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Per channel of a space: the summed score of the kernels that write it (its convs' rows)."""
+    total = torch.zeros(graph.space(root).size, dtype=torch.float64)
+    for p in graph.space(root).producers:
+        score = scores.get(p)
+        if score is None:
+            w = graph.modules[p].weight.detach()
+            score = w.pow(2).sum((2, 3)).sqrt()
+        total += score.double().cpu().sum(1)
+    return total
+
+
+def _restore(graph: ChannelGraph, work: dict[str, torch.Tensor], sol: Solution, root: int, extra: torch.Tensor,
+             seen: set[int]) -> None:  # fmt: skip
+    """Give channels ``extra`` of a space back their kernels from and to kept channels (depthwise: both sides)."""
+    if root in seen:
+        return
+    seen.add(root)
+    for name, (sin, sout) in graph.conv_io.items():
+        conv, mk = graph.modules[name], work[name]
+        sin, sout = graph.root(sin), graph.root(sout)
+        if root not in (sin, sout):
+            continue
+        if _depthwise(conv):
+            mk[extra, 0] = True
+            _restore(graph, work, sol, sin if root == sout else sout, extra, seen)
+        elif conv.groups == 1 and root == sout:
+            cols = sol.keep.get(sin, torch.arange(conv.in_channels))
+            mk[extra[:, None], cols[None, :]] = True
+        elif conv.groups == 1:
+            rows = sol.keep.get(sout, torch.arange(conv.out_channels))
+            mk[rows[:, None], extra[None, :]] = True
+
+
+def _round_widths(graph: ChannelGraph, masks: dict[str, torch.Tensor], sol: Solution, multiple: int,
+                  scores: Mapping[str, torch.Tensor] | None) -> Solution:  # fmt: skip
+    """Round every shrunk space up to a multiple of ``multiple`` kept channels: the strongest removed ones return."""
+    work = _full_masks(graph, masks)
+    strength = {r: _channel_strength(graph, r, scores or {}) for r in sol.keep}
+    for _ in range(len(graph.roots()) + 1):  # restoring only links kept channels, so this settles quickly
+        changed, seen = False, set()
+        for r, keep in sol.keep.items():
+            size = graph.space(r).size
+            want = min(size, -(-len(keep) // multiple) * multiple)
+            if want == len(keep) or r in seen:
+                continue
+            removed = torch.ones(size, dtype=torch.bool)
+            removed[keep] = False
+            idx = removed.nonzero().flatten()
+            s = strength.get(r, _channel_strength(graph, r, scores or {}))[idx]
+            order = torch.argsort(-s, stable=True)  # strongest first; ties: the lower index
+            _restore(graph, work, sol, r, idx[order[: want - len(keep)]].sort().values, seen)
+            changed = True
+        if not changed:
+            return sol
+        sol = solve(graph, work)
+    return sol
 
 
 # --- plans --------------------------------------------------------------------------------------------------
@@ -430,22 +487,39 @@ def _describe(x: Any) -> str:
 
 
 def make_plan(
-    model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, *, selection: dict[str, Any] | None = None
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    *,
+    selection: dict[str, Any] | None = None,
+    round_to: int | None = None,
+    channel_scores: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """A JSON-ready plan for ``model``: every conv with its kept kernels (all of them where ``masks`` is silent).
 
     ``masks`` maps conv names to bool ``[out, in/groups]`` tensors (True = keep). The plan stores the effective
     masks (including kernels that the removal of a channel makes useless) and a summary of what surgery will do.
+    ``round_to`` (e.g. 8 or 16): every set of channels that surgery shrinks keeps a multiple of it (or all), by
+    keeping the strongest of the channels it would remove, with their kernels from and to kept channels;
+    strength = the sum of ``channel_scores`` (``[out, in/groups]`` per conv, e.g. |s|) over the kernels that write
+    the channel, by default their weight norms.
     """
     graph = ChannelGraph(model)
     convs = dict(_convs(graph))
     masks = dict(masks or {})
-    for name, mk in masks.items():
-        if name not in convs:
-            raise ConfigError(f"mask for {name!r}, which is not a Conv2d of this model; known: {_first(convs)}")
-        if tuple(mk.shape) != _mask_shape(convs[name]):
-            raise ConfigError(f"mask for {name!r} has shape {tuple(mk.shape)}, expected {_mask_shape(convs[name])}")
-    sol = solve(graph, {n: mk.bool().cpu() for n, mk in masks.items()})
+    for what, given in (("mask", masks), ("channel score", channel_scores or {})):
+        for name, mk in given.items():
+            if name not in convs:
+                raise ConfigError(f"{what} for {name!r}, which is not a Conv2d of this model; known: {_first(convs)}")
+            if tuple(mk.shape) != _mask_shape(convs[name]):
+                shape = _mask_shape(convs[name])
+                raise ConfigError(f"{what} for {name!r} has shape {tuple(mk.shape)}, expected {shape}")
+    masks = {n: mk.bool().cpu() for n, mk in masks.items()}
+    sol = solve(graph, masks)
+    if round_to is not None:
+        if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+            raise ConfigError(f"round_to must be a positive int (a channel multiple such as 8 or 16), got {round_to!r}")
+        sol = _round_widths(graph, masks, sol, round_to, channel_scores)
+        selection = {**(selection or {}), "round_to": round_to}
     layers = {}
     for name, conv in convs.items():
         mk = sol.masks[name]
@@ -471,6 +545,50 @@ def make_plan(
     }
     plan = {"format": PLAN_FORMAT, "version": PLAN_VERSION, "selection": selection or {}, "summary": summary}
     return {**plan, "layers": layers}
+
+
+def uniform_plan(model: nn.Module, width: float) -> dict[str, Any]:
+    """A plan keeping the first ``max(1, round(width·C))`` channels of every set of C channels surgery can resize.
+
+    Replayed on a freshly built model (``apply_plan``) it gives a uniformly thinner net of the same family, for
+    any traceable model (the thin control of a pruning claim, arXiv 1810.05270). Channels shared with something
+    surgery cannot resize (a channel-padding shortcut, a concatenation, the input) keep their width: a family
+    with its own width argument thins those too.
+    """
+    if not 0 < width <= 1:
+        raise ConfigError(f"width must be in (0, 1], got {width!r}")
+    graph = ChannelGraph(model)
+    masks = {}
+    for name, (_, sout) in graph.conv_io.items():
+        conv, space = graph.modules[name], graph.space(sout)
+        if space.opaque or space.source or (conv.groups > 1 and not _depthwise(conv)):
+            continue
+        mask = torch.ones(_mask_shape(conv), dtype=torch.bool)
+        mask[max(1, round(width * conv.out_channels)) :] = False
+        masks[name] = mask
+    return make_plan(model, masks, selection={"method": "uniform", "width": width})
+
+
+def thin_builder(arch: Mapping[str, Any]) -> Callable[[float], nn.Module]:
+    """``build(width)``: a freshly initialised, uniformly thinner net of a registered model (``arch_of`` record).
+
+    Uses the family's own width argument (``width``, or ``widths`` scaled) where it has one, which also thins what
+    surgery cannot (a channel-padding shortcut); else ``uniform_plan`` surgery on a fresh build.
+    """
+    name, kw = arch["name"], dict(arch.get("kwargs") or {})
+    params = inspect.signature(MODELS.get(name)).parameters
+    if "width" in params:
+        base = kw.get("width", params["width"].default)
+        return lambda w: create_model(name, **{**kw, "width": base * w})
+    if "widths" in params:
+        base = kw.get("widths", params["widths"].default)
+        return lambda w: create_model(name, **{**kw, "widths": tuple(max(1, round(c * w)) for c in base)})
+
+    def build(width: float) -> nn.Module:
+        model = create_model(name, **kw)
+        return apply_plan(model, uniform_plan(model, width), inplace=True) if width < 1 else model
+
+    return build
 
 
 def _first(names: Mapping[str, Any] | list[str], n: int = 5) -> str:
@@ -670,3 +788,13 @@ def _shrink_bn(bn: nn.Module, keep: torch.Tensor) -> bool:
             setattr(bn, attr, getattr(bn, attr)[keep].clone())
     bn.num_features = len(keep)
     return True
+
+
+def replay_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
+    """Rebuild a pruned model from its registered build (the arch transform behind checkpoints of pruned nets)."""
+    return apply_plan(model, plan, inplace=True)
+
+
+# Also found through the "leanvision.arch_transforms" entry point; registered here so a source checkout that was
+# never pip-installed rebuilds pruned checkpoints too, once compress is imported.
+register_arch_transform("plan", replay_plan)

@@ -4,22 +4,27 @@ A connection is the 2-D kernel K[j, i] from input channel i to output channel j;
 channel has exactly one. Training writes it as ``s[j, i] * K[j, i] / ||K[j, i]||`` with a learnable strength
 ``s`` under an L1 penalty, with the BatchNorm scales removed (a positive BN scale before a ReLU moves into the
 strengths of the next conv). Connections with the smallest |s| are then pruned, globally, to a target sparsity.
+Beside the paper's raw |s| ranking, two rankings aim the pruning at whole channels where the time is spent:
+``"normalized"`` (|s| over a per-layer scale, so layers initialised small are not emptied first) and ``"cost"``
+(normalised |s| per MAC the connection carries).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from leanvision.compress.plan import make_plan, read_plan, scale_passes, silence_targets, trace_model
+from leanvision.compress.plan import apply_plan, make_plan, read_plan, scale_passes, silence_targets, trace_model
 from leanvision.errors import ConfigError
 from leanvision.models.surgery import replace_modules
 from leanvision.ops.fuse import plain_conv2d
+from leanvision.profile import profile
 from leanvision.registry import unknown_choice
 
 if TYPE_CHECKING:  # the engine imports compress, never the other way round
@@ -27,6 +32,8 @@ if TYPE_CHECKING:  # the engine imports compress, never the other way round
 
 EPS = 1e-12  # kernels with a smaller norm count as zero (their direction is undefined)
 SCOPES = ("global", "layer")
+RANKS = ("strength", "normalized", "cost")
+NORMS = ("median", "fan_in")
 BN_SCALES = ("remove", "keep")
 
 
@@ -139,33 +146,131 @@ class SynapticStrength:
         return step
 
     def scores(self) -> dict[str, Tensor]:
-        """|s| per connection, ``[out, in/groups]`` per layer (0 where pruned): what pruning ranks by."""
+        """|s| per connection, ``[out, in/groups]`` per layer (0 where pruned): what the paper ranks by."""
         return {n: (m.strength.detach() * m.mask).abs().float().cpu() for n, m in self.layers.items()}
 
+    def rank_scores(
+        self, rank: str = "strength", *, norm: str = "median", input_size: Sequence[int] | None = None
+    ) -> dict[str, Tensor]:
+        """The score each connection is ranked by (0 where pruned); the smallest go first.
+
+        ``"strength"``: |s| (the paper). ``"normalized"``: |s| over a per-layer scale: the median |s| of the layer's
+        live connections (``norm="median"``) or the init scale 1/sqrt(fan_in) (``norm="fan_in"``), because strengths
+        keep their layer's init scale and a raw global ranking empties the wide, cheap layers first.
+        ``"cost"``: the normalised score divided by the MACs one connection carries (k_h·k_w·H'·W', relative to the
+        mean over connections) for one ``input_size`` (C, H, W) image, so the connections pruned first are those
+        that save the most time per unit of strength lost.
+        """
+        if rank not in RANKS:
+            raise unknown_choice("rank", rank, RANKS)
+        if norm not in NORMS:
+            raise unknown_choice("norm", norm, NORMS)
+        scores = self.scores()
+        if rank == "strength":
+            return scores
+        for name, m in self.layers.items():
+            if norm == "median":
+                live = scores[name][m.mask.cpu()]
+                scale = live.quantile(0.5) if live.numel() else torch.tensor(1.0)
+            else:
+                scale = torch.tensor(float(m.kernel[0].numel())).rsqrt()  # (in/groups)·k_h·k_w inputs per output
+            scores[name] = scores[name] / scale.clamp_min(EPS)
+        if rank == "cost":
+            per_conn = self._macs_per_connection(input_size)
+            total = sum(per_conn[n] * scores[n].numel() for n in scores)
+            mean = total / sum(v.numel() for v in scores.values())
+            scores = {n: v * (mean / per_conn[n]) for n, v in scores.items()}
+        return scores
+
+    def _macs_per_connection(self, input_size: Sequence[int] | None) -> dict[str, float]:
+        if input_size is None:
+            raise ConfigError("rank='cost' needs input_size=(C, H, W): a connection's MACs depend on the image size")
+        prof = profile(self.model, torch.zeros(1, *input_size, device=next(self.model.parameters()).device))
+        return {n: max(prof.by_module.get(n, 0), 1) / m.strength.numel() for n, m in self.layers.items()}
+
     def masks(
-        self, sparsity: float | None = None, *, threshold: float | None = None, scope: str = "global"
+        self,
+        sparsity: float | None = None,
+        *,
+        threshold: float | None = None,
+        scope: str = "global",
+        rank: str = "strength",
+        norm: str = "median",
+        input_size: Sequence[int] | None = None,
+        max_layer_sparsity: float | None = None,
     ) -> dict[str, Tensor]:
         """Bool masks (True = keep) that prune the weakest connections; already pruned ones stay pruned.
 
-        ``sparsity`` prunes that fraction of connections by rank of |s| (rank-based, so unaffected by the overall
-        scale of the strengths, which the L1 term keeps shrinking); ``threshold`` instead prunes |s| below that
-        fraction of the largest |s|. ``scope="global"`` ranks all layers together (the paper), ``"layer"``
-        prunes each layer by itself.
+        ``sparsity`` prunes that fraction of connections by rank (rank-based, so unaffected by the overall scale of
+        the strengths, which the L1 term keeps shrinking); ``threshold`` instead prunes scores below that fraction
+        of the largest score. ``scope="global"`` ranks all layers together (the paper), ``"layer"`` prunes each
+        layer by itself. ``rank``/``norm``/``input_size``: what is ranked (``rank_scores``). ``max_layer_sparsity``
+        caps the share of any one layer's connections a global ranking may prune (the rest comes from other layers),
+        so a ranking cannot empty a layer.
         """
-        masks, _ = self._select(sparsity, threshold, scope)
+        scores = self.rank_scores(rank, norm=norm, input_size=input_size)
+        masks, _ = self._select(sparsity, threshold, scope, scores, max_layer_sparsity)
         return masks
 
-    def plan(self, sparsity: float | None = None, *, threshold: float | None = None, scope: str = "global") -> dict:
-        """A JSON-ready pruning plan from ``masks(...)`` (see ``leanvision.compress.plan.make_plan``)."""
-        masks, cut = self._select(sparsity, threshold, scope)
-        selection = {"method": "synaptic_strength", "paper": "arXiv 1811.02454", "scope": scope}
+    def plan(
+        self,
+        sparsity: float | None = None,
+        *,
+        threshold: float | None = None,
+        scope: str = "global",
+        rank: str = "strength",
+        norm: str = "median",
+        input_size: Sequence[int] | None = None,
+        max_layer_sparsity: float | None = None,
+        round_to: int | None = None,
+    ) -> dict:
+        """A JSON-ready pruning plan from ``masks(...)`` (see ``leanvision.compress.plan.make_plan``).
+
+        ``round_to`` (e.g. 8 or 16) rounds every resized layer's kept channels up to a multiple, keeping the
+        strongest of the channels it would have removed (fast kernels want such widths).
+        """
+        scores = self.rank_scores(rank, norm=norm, input_size=input_size)
+        masks, cut = self._select(sparsity, threshold, scope, scores, max_layer_sparsity)
+        selection = {"method": "synaptic_strength", "paper": "arXiv 1811.02454", "scope": scope, "rank": rank}
+        if rank != "strength":
+            selection["norm"] = norm
+        if max_layer_sparsity is not None:
+            selection["max_layer_sparsity"] = max_layer_sparsity
         selection |= {"sparsity": sparsity} if sparsity is not None else {"relative_threshold": threshold}
         if cut is not None:
-            selection["strength_cut"] = cut
-        return make_plan(self.model, masks, selection=selection)
+            selection["strength_cut" if rank == "strength" else "score_cut"] = cut
+        return make_plan(self.model, masks, selection=selection, round_to=round_to, channel_scores=scores)
+
+    def sparsity_for_macs(
+        self, fraction: float, *, input_size: Sequence[int], iters: int = 14, **plan_kw: Any
+    ) -> float:
+        """The smallest connection sparsity whose plan (``plan(s, **plan_kw)``) leaves at most ``fraction`` of the
+        dense MACs after surgery, by bisection: channels go only when all their connections do, so a MAC (or
+        latency) target needs this search rather than a sparsity."""
+        if not 0 < fraction < 1:
+            raise ConfigError(f"fraction is the share of the dense MACs to keep, in (0, 1); got {fraction!r}")
+        x = torch.zeros(1, *input_size, device=next(self.model.parameters()).device)
+        dense = profile(self.model, x).macs
+
+        def macs(s: float) -> int:
+            return profile(apply_plan(self.model, self.plan(s, input_size=input_size, **plan_kw)), x).macs
+
+        lo, hi = 0.0, 0.999
+        if macs(hi) > fraction * dense:
+            raise ConfigError(f"the most this ranking prunes (99.9% of the connections, less under max_layer_sparsity, "
+                              f"widths rounded up) leaves more than {fraction:.0%} of the MACs")  # fmt: skip
+        for _ in range(iters):  # invariant: macs(hi) <= target < macs(lo)
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if macs(mid) <= fraction * dense else (mid, hi)
+        return hi
 
     def _select(
-        self, sparsity: float | None, threshold: float | None, scope: str
+        self,
+        sparsity: float | None,
+        threshold: float | None,
+        scope: str,
+        scores: dict[str, Tensor],
+        max_layer_sparsity: float | None = None,
     ) -> tuple[dict[str, Tensor], float | None]:
         if scope not in SCOPES:
             raise unknown_choice("scope", scope, SCOPES)
@@ -174,8 +279,10 @@ class SynapticStrength:
         if sparsity is not None and not 0 <= sparsity < 1:
             raise ConfigError(f"sparsity is the fraction of connections to prune, in [0, 1); got {sparsity!r}")
         if threshold is not None and not 0 <= threshold <= 1:
-            raise ConfigError(f"threshold is relative to the largest |strength|, in [0, 1]; got {threshold!r}")
-        scores = self.scores()
+            raise ConfigError(f"threshold is relative to the largest score, in [0, 1]; got {threshold!r}")
+        if max_layer_sparsity is not None and not 0 < max_layer_sparsity <= 1:
+            raise ConfigError(f"max_layer_sparsity is a fraction of a layer's connections, in (0, 1]; got "
+                              f"{max_layer_sparsity!r}")  # fmt: skip
         groups = [list(scores)] if scope == "global" else [[n] for n in scores]
         masks, cut = {}, None
         for names in groups:
@@ -184,6 +291,9 @@ class SynapticStrength:
             if sparsity is not None:
                 n_prune = round(sparsity * flat.numel())
                 order = torch.argsort(flat, stable=True)  # ties (e.g. already pruned zeros) go in a fixed order
+                if max_layer_sparsity is not None:  # a layer's weakest beyond its cap leave the ranking
+                    order = order[~_beyond_cap(order, [scores[n].numel() for n in names], max_layer_sparsity)]
+                    n_prune = min(n_prune, order.numel())  # the caps may leave fewer to prune
                 keep[order[:n_prune]] = False
                 if n_prune and scope == "global":
                     cut = float(flat[order[n_prune - 1]])
@@ -192,6 +302,17 @@ class SynapticStrength:
             for n, part in zip(names, keep.split([scores[n].numel() for n in names]), strict=True):
                 masks[n] = part.view_as(scores[n]) & self.layers[n].mask.cpu()
         return masks, cut
+
+    def strength_stats(self) -> dict[str, float]:
+        """How bimodal the L1 term made the strengths: the share of live |s| below 1e-2 and 1e-3 of the largest."""
+        s = torch.cat([v[self.layers[n].mask.cpu()] for n, v in self.scores().items()]).double()
+        rel = s / s.max().clamp_min(EPS)
+        return {
+            "connections": s.numel(),
+            "max_abs_s": float(s.max()) if s.numel() else 0.0,
+            "frac_below_1e-2_max": float((rel < 1e-2).double().mean()),
+            "frac_below_1e-3_max": float((rel < 1e-3).double().mean()),
+        }
 
     @torch.no_grad()
     def prune(self, plan: Mapping[str, Any]) -> None:
@@ -213,6 +334,15 @@ class SynapticStrength:
             _zero(layer.strength, ~layer.mask, optimizer)
         for module, attr, idx in self._silenced:
             _zero(getattr(module, attr), idx, optimizer)
+
+
+def _beyond_cap(order: Tensor, sizes: list[int], cap: float) -> Tensor:
+    """For a global ascending ``order`` over layers of ``sizes``: whether each entry is past its layer's cap."""
+    layer = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))[order]
+    rank_in_layer = torch.zeros_like(order)
+    for i, n in enumerate(sizes):
+        rank_in_layer[layer == i] = torch.arange(n)
+    return rank_in_layer >= torch.tensor([math.floor(cap * n + 1e-9) for n in sizes])[layer]
 
 
 def _zero(t: Tensor, where: Tensor, optimizer: torch.optim.Optimizer | None) -> None:

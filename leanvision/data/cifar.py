@@ -149,7 +149,7 @@ def _load_archive(archive: Path, split: str) -> tuple[torch.Tensor, torch.Tensor
                     f"{archive} holds no CIFAR-10 layout (train/<class>/*.jpg + test/<class>/*.jpg or "
                     f"cifar-10-batches-py/); replace the archive"
                 )
-            return _load_pickles(inner[1], split) if inner[0] == "pickle" else _load_folder(inner[1], split)
+            return _LOADERS[inner[0]](inner[1], split)
         if not (d / f"{split}.npz").is_file():
             raise DataError(f"{archive} has no {split}/<class>/ images; use an archive holding both splits")
         arrays = load_arrays(d / f"{split}.npz", ("images", "targets"))
@@ -158,6 +158,10 @@ def _load_archive(archive: Path, split: str) -> tuple[torch.Tensor, torch.Tensor
         if attempt == 0:  # a damaged cache (disk full, manual edits): rebuild it once
             shutil.rmtree(d, ignore_errors=True)
     raise DataError(f"cannot read the decoded cache of {archive} under {d}; delete {d} and retry")
+
+
+# How each layout that _locate finds is read.
+_LOADERS = {"pickle": _load_pickles, "folder": _load_folder, "archive": _load_archive}
 
 
 def _locate(root: Path, *, archives: bool) -> tuple[str, Path] | list[str]:
@@ -189,13 +193,7 @@ def load_cifar10(*, root: Path, split: str, image_size: tuple[int, int] | None) 
         raise DataError(
             f"CIFAR-10 not found under {root}; tried {', '.join(found)}. Accepted layouts: {CIFAR10_LAYOUTS}"
         )
-    layout, path = found
-    if layout == "archive":
-        images, targets, classes = _load_archive(path, split)
-    elif layout == "pickle":
-        images, targets, classes = _load_pickles(path, split)
-    else:
-        images, targets, classes = _load_folder(path, split)
+    images, targets, classes = _LOADERS[found[0]](found[1], split)
     return ImageDataset(
         images,
         targets,

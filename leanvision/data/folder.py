@@ -50,8 +50,10 @@ def decode_file(path: Path, *, mode: str = "rgb", data: bytes | None = None) -> 
     try:
         return _decode_pil(data, mode)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        reason = str(e).split(" <_io.", 1)[0]  # PIL names the in-memory buffer, which tells the user nothing
         raise DataError(
-            f"cannot decode image {path} ({e}): the file is truncated, corrupt or not an image; replace or remove it"
+            f"cannot decode image {path} ({reason}): the file is truncated, corrupt or not an image; "
+            "replace or remove it"
         ) from None
 
 

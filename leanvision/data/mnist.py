@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import struct
@@ -76,9 +77,17 @@ def _find(root: Path, folder: str, split: str, dataset: str) -> tuple[Path, Path
 
 
 def load_idx_dataset(
-    root: Path, *, dataset: str, folder: str, split: str, classes: list[str], mean: float, std: float
+    root: Path,
+    *,
+    dataset: str,
+    folder: str,
+    split: str,
+    classes: list[str],
+    mean: tuple[float],
+    std: tuple[float],
+    image_size: tuple[int, int] | None = None,
 ) -> ImageDataset:
-    """Read one split of an MNIST-style dataset from ``root`` (see :func:`_layouts`)."""
+    """Read one split of an MNIST-style dataset from ``root`` (see :func:`_layouts`); ``load_dataset`` resizes."""
     image_path, label_path = _find(root, folder, split, dataset)
     images = read_idx(image_path, ndim=3)
     labels = read_idx(label_path, ndim=1)
@@ -98,39 +107,19 @@ def load_idx_dataset(
         classes=classes,
         name=dataset,
         split=split,
-        mean=(mean,),
-        std=(std,),
+        mean=mean,
+        std=std,
     )
 
 
-@DATASETS.register("mnist", needs_root=True, splits=("train", "test"), layouts=_layouts("MNIST"))
-def load_mnist(*, root: Path, split: str, image_size: tuple[int, int] | None) -> ImageDataset:
-    """MNIST handwritten digits, 28x28 grayscale, 60,000 train / 10,000 test."""
-    return load_idx_dataset(
-        root,
-        dataset="mnist",
-        folder="MNIST",
-        split=split,
-        classes=[str(i) for i in range(10)],
-        mean=MNIST_MEAN[0],
-        std=MNIST_STD[0],
-    )
+def _register(name: str, folder: str, classes: list[str], mean: tuple[float], std: tuple[float]) -> None:
+    load = functools.partial(load_idx_dataset, dataset=name, folder=folder, classes=classes, mean=mean, std=std)
+    DATASETS.register(name, needs_root=True, splits=("train", "test"), layouts=_layouts(folder))(load)
 
 
 FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]  # fmt: skip
-
-
-@DATASETS.register("fashion_mnist", needs_root=True, splits=("train", "test"), layouts=_layouts("FashionMNIST"))
-def load_fashion_mnist(*, root: Path, split: str, image_size: tuple[int, int] | None) -> ImageDataset:
-    """Fashion-MNIST (Zalando), 28x28 grayscale, 60,000 train / 10,000 test."""
-    return load_idx_dataset(
-        root,
-        dataset="fashion_mnist",
-        folder="FashionMNIST",
-        split=split,
-        classes=FASHION_CLASSES,
-        mean=FASHION_MNIST_MEAN[0],
-        std=FASHION_MNIST_STD[0],
-    )
+# Both 28x28 grayscale, 60,000 train / 10,000 test: MNIST handwritten digits and Zalando's Fashion-MNIST.
+_register("mnist", "MNIST", [str(i) for i in range(10)], MNIST_MEAN, MNIST_STD)
+_register("fashion_mnist", "FashionMNIST", FASHION_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD)

@@ -1,9 +1,11 @@
-"""Training progress: rich bars on a terminal, one short plain line per epoch in a log, or nothing."""
+"""Progress: rich bars on a terminal, one short plain line per epoch in a log, or nothing."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Sized
 from types import TracebackType
+from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -14,6 +16,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+T = TypeVar("T")
 
 
 def epoch_summary(row: dict[str, float]) -> str:
@@ -83,3 +87,20 @@ class TrainProgress:
             self._bar.update(self._epochs, advance=1, info=info)
         else:
             self._console.print(f"epoch {epoch + 1}/{self._epochs_total} {info}", soft_wrap=True, highlight=False)
+
+
+def track(items: Iterable[T], *, description: str, enabled: bool, total: int | None = None) -> Iterator[T]:
+    """``items`` with a bar on a terminal that disappears when done; nothing in a log or when not ``enabled``."""
+    console = Console(stderr=True)
+    if not (enabled and console.is_terminal):
+        yield from items
+        return
+    if total is None and isinstance(items, Sized):
+        total = len(items)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)  # fmt: skip
+    with bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)

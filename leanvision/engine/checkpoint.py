@@ -108,7 +108,8 @@ def save_checkpoint(path: str | os.PathLike[str], **state: Any) -> Path:
     """Write ``state`` (plus library ``versions``) to ``path`` atomically: a crash never leaves half a file.
 
     Values must be weights-only loadable (tensors, dicts, lists, str, int, float, bool, None); anything
-    else raises ConfigError before the file is touched.
+    else raises ConfigError before the file is touched. A write the disk refuses (full, read-only, ...) raises
+    WriteError naming the file and the cause, and leaves the previous checkpoint as it was.
     """
     state.setdefault("versions", library_versions())
     _check_loadable(state, "")
@@ -120,16 +121,15 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"checkpoint not found: {path}; check the path (fit writes <out_dir>/last.pt and best.pt) "
-            "or start without resume."
+            f"checkpoint not found: {path}; check the path (a run writes <out_dir>/last.pt and best.pt)."
         )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated / foreign / unsafe files
         reason = _load_error_reason(e)
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({reason}): it is corrupt or not a weights-only checkpoint; "
-            "resume from another checkpoint (e.g. best.pt) or start fresh."
+            f"cannot read checkpoint {path} ({reason}): the file is corrupt or not a weights-only checkpoint; "
+            "re-create it with the run that wrote it, or use another one (e.g. best.pt)."
         ) from e
     if not isinstance(state, dict):
         raise CheckpointError(
@@ -196,11 +196,6 @@ def model_from_checkpoint(
             f"checkpoint {path} does not say which model it holds (no 'arch'): it was written for a model not built "
             "with create_model, or by an older leanvision; build the model yourself and use load_weights(model, path)."
         )
-    if "plan" in arch:  # a pruned model: the registered build, then the pruning plan that made it smaller
-        from leanvision.compress import apply_plan
-
-        model = apply_plan(create_from_arch({k: v for k, v in arch.items() if k != "plan"}), arch["plan"], inplace=True)
-    else:
-        model = create_from_arch(arch)
+    model = create_from_arch(arch)  # a pruned model replays its plan through the transform compress registers
     load_model_state(model, state, source=path)
     return model.eval(), state

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leanvision.engine._dist import all_reduce_sum
+from leanvision.engine._progress import track
 from leanvision.errors import ConfigError, DataError
 
 LossFn = Callable[[Any, torch.Tensor, Any], torch.Tensor]
@@ -56,12 +57,14 @@ def evaluate(
     device: torch.device | str = "cpu",
     topk: Sequence[int] = (1,),
     all_reduce: bool = False,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Mean loss and accuracy of ``model`` over ``data`` in eval mode without gradients.
 
     Returns ``{"loss", "acc", "n"}`` plus ``"top{k}"`` for every k > 1 in ``topk``. ``loss_fn(outputs,
     targets, inputs)`` must return the batch mean (default cross-entropy). The training flag is restored.
     ``all_reduce=True`` sums the counts over a torch.distributed group (every rank must call it then).
+    ``progress=True`` shows a batch bar on a terminal.
     """
     ks = sorted({1, *topk})
     if ks[0] < 1:
@@ -74,7 +77,7 @@ def evaluate(
     n = 0
     try:
         with torch.no_grad():
-            for inputs, targets in data:
+            for inputs, targets in track(data, description="evaluating", enabled=progress):
                 inputs, targets = to_device(inputs, device), to_device(targets, device)
                 outputs = model(inputs)
                 b = targets.shape[0]

@@ -385,6 +385,8 @@ def fit(
             row["lr"] = stats.lr
             row["epoch_time_s"] = time.perf_counter() - t0
             row["images_per_s"] = stats.samples / train_time if train_time > 0 else math.inf
+            row.update(ctx.metrics)  # what the train step reported for this epoch (e.g. a diagnostic)
+            ctx.metrics = {}
             history.append(row)
             is_best = val_data is not None and (best_val_acc is None or row["val_acc"] > best_val_acc)
             if is_best:

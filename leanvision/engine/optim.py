@@ -12,7 +12,6 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
 from leanvision.errors import ConfigError
 from leanvision.names import OPTIMIZERS, SCHEDULERS
-from leanvision.registry import unknown_choice
 
 # Per-optimizer weight decay when none is given: the usual values of the CIFAR/ImageNet recipes.
 _DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "rmsprop": 1e-5, "adam": 0.0, "adamw": 0.05}
@@ -24,30 +23,44 @@ def param_groups(model: nn.Module, *, weight_decay: float, norm_bias_decay: bool
     A module may also name parameters that must never be decayed (e.g. the real-valued proxies of binary
     masks, which decay would pull to 0 and so flip at random) with a ``no_weight_decay()`` method returning
     their names relative to that module (timm's convention); these stay undecayed even with ``norm_bias_decay``.
+    Likewise ``lr_scale()`` returning ``{name: factor}`` puts those parameters in groups whose ``"lr_scale"`` key
+    ``make_optimizer`` multiplies the learning rate by (e.g. the coefficient layer of a dynamic conv).
     """
-    if weight_decay == 0:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
-    exempt = _declared_no_weight_decay(model)
-    decay, no_decay = [], []
+    exempt = _declared_no_weight_decay(model) if weight_decay else set()
+    scales = _declared_lr_scales(model)
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for p in model.parameters():
         if not p.requires_grad:
             continue
         # 0/1-d parameters are biases, norm scales/shifts and scalar gates: decaying them only hurts.
-        skip = id(p) in exempt or (p.ndim <= 1 and not norm_bias_decay)
-        (no_decay if skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+        skip = weight_decay == 0 or id(p) in exempt or (p.ndim <= 1 and not norm_bias_decay)
+        groups.setdefault((not skip, scales.get(id(p), 1.0)), []).append(p)
+    return [
+        {"params": params, "weight_decay": weight_decay if decay else 0.0, **({"lr_scale": s} if s != 1 else {})}
+        for (decay, s), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))
+    ]
+
+
+def _declared(model: nn.Module, method: str) -> dict[int, object]:
+    """``id(param) -> value`` from every module's ``method()`` (a set of names, or a dict of name -> value)."""
+    found: dict[int, object] = {}
+    for module in model.modules():
+        names = getattr(module, method, None)
+        if callable(names):
+            own = dict(module.named_parameters())
+            declared = names()
+            values = declared if isinstance(declared, dict) else dict.fromkeys(declared, True)
+            # Unknown names are skipped: timm models list optional tokens that a given config may not have.
+            found.update({id(own[n]): v for n, v in values.items() if n in own})
+    return found
 
 
 def _declared_no_weight_decay(model: nn.Module) -> set[int]:
-    ids = set()
-    for module in model.modules():
-        names = getattr(module, "no_weight_decay", None)
-        if callable(names):
-            own = dict(module.named_parameters())
-            # Unknown names are skipped: timm models list optional tokens that a given config may not have.
-            ids.update(id(own[n]) for n in names() if n in own)
-    return ids
+    return set(_declared(model, "no_weight_decay"))
+
+
+def _declared_lr_scales(model: nn.Module) -> dict[int, float]:
+    return {k: float(v) for k, v in _declared(model, "lr_scale").items()}
 
 
 def make_optimizer(
@@ -63,12 +76,11 @@ def make_optimizer(
     """Build a named optimizer over ``model``'s trainable parameters.
 
     ``weight_decay=None`` takes the per-optimizer default (sgd 5e-4, rmsprop 1e-5, adam 0, adamw 0.05).
-    Norm weights and biases get no weight decay unless ``norm_bias_decay=True``. ``momentum`` is used by
-    sgd and rmsprop (adam/adamw keep their default betas); ``nesterov`` applies to sgd when momentum > 0.
+    Norm weights and biases get no weight decay unless ``norm_bias_decay=True``; parameters a module declares in
+    ``no_weight_decay()`` never do, and those in ``lr_scale()`` train at that multiple of ``lr``. ``momentum`` is
+    used by sgd and rmsprop (adam/adamw keep their default betas); ``nesterov`` applies to sgd when momentum > 0.
     """
-    key = name.lower()
-    if key not in OPTIMIZERS:
-        raise unknown_choice("optimizer", name, OPTIMIZERS)
+    key = OPTIMIZERS.check(name.lower())
     if not lr > 0:
         raise ConfigError(f"learning rate must be > 0, got lr={lr}; pass a positive lr such as 0.1 for sgd.")
     if not 0 <= momentum < 1:
@@ -79,14 +91,20 @@ def make_optimizer(
     groups = param_groups(model, weight_decay=wd, norm_bias_decay=norm_bias_decay)
     if not groups:
         raise ConfigError("the model has no trainable parameters; unfreeze some (requires_grad=True).")
-    if key == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
-    if key == "rmsprop":
-        # alpha=0.9 as in the MobileNet/EfficientNet recipes (torch's default 0.99 adapts too slowly).
-        return torch.optim.RMSprop(groups, lr=lr, alpha=0.9, momentum=momentum)
-    if key == "adam":
-        return torch.optim.Adam(groups, lr=lr)
-    return torch.optim.AdamW(groups, lr=lr)
+    for g in groups:
+        if "lr_scale" in g:
+            g["lr"] = lr * g["lr_scale"]
+    return _OPTIMIZERS[key](groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+
+
+# Keyed by OPTIMIZERS (a test checks). adam/adamw keep their default betas.
+_OPTIMIZERS = {
+    "sgd": lambda g, *, lr, momentum, nesterov: torch.optim.SGD(g, lr=lr, momentum=momentum, nesterov=nesterov),
+    # alpha=0.9 as in the MobileNet/EfficientNet recipes (torch's default 0.99 adapts too slowly).
+    "rmsprop": lambda g, *, lr, momentum, nesterov: torch.optim.RMSprop(g, lr=lr, alpha=0.9, momentum=momentum),
+    "adam": lambda g, *, lr, momentum, nesterov: torch.optim.Adam(g, lr=lr),
+    "adamw": lambda g, *, lr, momentum, nesterov: torch.optim.AdamW(g, lr=lr),
+}
 
 
 @dataclass
@@ -106,13 +124,17 @@ class _Schedule:
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
-        if self.name == "constant":
-            return 1.0
-        if self.name == "step":
-            done = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-            return self.gamma ** sum(done >= m for m in self.milestones)
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
-        return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+        done = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        return _PHASES[self.name](self, min(1.0, done))
+
+
+# What follows the warm-up, by schedule name, as a function of the fraction of post-warm-up steps done; with
+# onecycle (torch's own) these are keyed by SCHEDULERS (a test checks).
+_PHASES = {
+    "constant": lambda s, done: 1.0,
+    "step": lambda s, done: s.gamma ** sum(done >= m for m in s.milestones),
+    "cosine": lambda s, done: s.min_factor + (1 - s.min_factor) * 0.5 * (1 + math.cos(math.pi * done)),
+}
 
 
 def make_scheduler(
@@ -131,9 +153,7 @@ def make_scheduler(
     fraction in ``milestones`` of the post-warmup steps. constant: warmup, then flat. onecycle: torch's
     OneCycleLR peaking at the optimizer's lr after ``warmup_steps`` (30 % of the steps when 0).
     """
-    key = name.lower()
-    if key not in SCHEDULERS:
-        raise unknown_choice("scheduler", name, SCHEDULERS)
+    key = SCHEDULERS.check(name.lower())
     if total_steps < 1:
         raise ConfigError(
             f"total_steps must be >= 1, got {total_steps}; pass epochs * len(train_loader) "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -17,7 +17,8 @@ class StepContext:
     """What a train step needs besides the model and the batch; ``epoch`` and ``step`` count from 0.
 
     ``step`` is the global batch index over the whole run (it continues across a resume), so a step function
-    may schedule things (a penalty warm-up, a temperature) from it.
+    may schedule things (a penalty warm-up, a temperature) from it. What a step puts in ``metrics`` (plain data,
+    e.g. a diagnostic of the model) is added to the epoch's row of metrics.jsonl, then cleared.
     """
 
     optimizer: torch.optim.Optimizer
@@ -26,6 +27,7 @@ class StepContext:
     epoch: int
     step: int
     params: list[nn.Parameter]
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     def update(self, loss: torch.Tensor) -> None:
         """Zero the gradients, backpropagate ``loss``, clip the gradient norm if asked, and step the optimizer."""

@@ -14,6 +14,7 @@ from leanvision.models.ghostnet import GhostNet, ghostnet_from_timm, load_timm_s
 from leanvision.models.quick import QuickCNN
 from leanvision.models.resnet_cifar import CifarResNet
 from leanvision.models.surgery import replace_modules
+from leanvision.models.thin import WidthMatch, match_width
 
 __all__ = [
     "BinaryResNet",
@@ -27,6 +28,7 @@ __all__ = [
     "GhostStep",
     "ModelCard",
     "QuickCNN",
+    "WidthMatch",
     "arch_of",
     "create_from_arch",
     "create_model",
@@ -35,6 +37,7 @@ __all__ = [
     "ghostnet_from_timm",
     "list_models",
     "load_timm_state_dict",
+    "match_width",
     "model_card",
     "register_model",
     "render_model_table",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,7 +17,7 @@ from leanvision.data.constants import (  # noqa: F401  (re-exported for the mode
     MNIST_STD,
 )
 from leanvision.errors import ConfigError
-from leanvision.registry import Registry
+from leanvision.registry import Registry, close_matches
 
 MODELS: Registry[nn.Module] = Registry("model", hint="Run `leanvision list-models` to see all.")
 
@@ -72,16 +72,14 @@ def create_model(name: str, *, num_classes: int | None = None, **kw: Any) -> nn.
     """
     builder = MODELS.get(name)
     kwargs = {k: v for k, v in {"num_classes": num_classes, **kw}.items() if v is not None}
-    try:
-        model = builder(**kwargs)
-    except TypeError as err:
-        bad = re.search(r"unexpected keyword argument '(\w+)'", str(err))
-        if bad is None:
-            raise
-        raise ConfigError(
-            f"model '{name}' does not accept the argument '{bad.group(1)}'; "
-            f"see `help(leanvision.models.{MODELS.get(name).__name__})` for the ones it takes"
-        ) from err
+    # Checked against the signature before the call, so a TypeError raised inside a builder stays a bug report.
+    params = inspect.signature(builder).parameters
+    takes = [n for n, p in params.items() if p.kind is not p.VAR_KEYWORD]
+    bad = [] if len(takes) < len(params) else sorted(set(kwargs) - set(takes))
+    if bad:
+        raise ConfigError(f"model '{name}' does not accept the argument {', '.join(map(repr, bad))}."
+                          f"{close_matches(bad[0], takes, n=1)} It takes: {', '.join(takes)}")  # fmt: skip
+    model = builder(**kwargs)
     # Recorded so checkpoints describe themselves: fit saves it and `create_from_arch` rebuilds the model.
     setattr(model, ARCH_ATTR, {"name": name, "kwargs": kwargs})
     return model
@@ -102,13 +100,38 @@ def arch_of(model: nn.Module) -> dict[str, Any] | None:
     return {"name": arch["name"], "kwargs": dict(arch["kwargs"])} | ({"plan": arch["plan"]} if "plan" in arch else {})
 
 
+# Rooms above models that change a registered build (a pruning plan, ...) register how to replay that change under
+# a key of the arch description. They are found through the "leanvision.arch_transforms" entry-point group, so
+# a checkpoint of a pruned model rebuilds without any lower room importing the room that pruned it.
+ARCH_TRANSFORMS: dict[str, Callable[[nn.Module, Any], nn.Module]] = {}
+_ENTRY_POINT_GROUP = "leanvision.arch_transforms"
+
+
+def register_arch_transform(key: str, fn: Callable[[nn.Module, Any], nn.Module]) -> None:
+    """Let :func:`create_from_arch` replay ``arch[key]`` on the registered build with ``fn(model, arch[key])``."""
+    ARCH_TRANSFORMS[key] = fn
+
+
+def _arch_transform(key: str, name: str) -> Callable[[nn.Module, Any], nn.Module]:
+    if key not in ARCH_TRANSFORMS:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=_ENTRY_POINT_GROUP, name=key):
+            ARCH_TRANSFORMS[key] = ep.load()
+            break
+        else:
+            raise ConfigError(
+                f"this '{name}' was changed by a '{key}' that no installed package knows how to replay: reinstall "
+                "leanvision (pip install -e .) so its entry points are registered"
+            )
+    return ARCH_TRANSFORMS[key]
+
+
 def create_from_arch(arch: dict[str, Any]) -> nn.Module:
-    """Rebuild a model from the ``{"name", "kwargs"}`` description that :func:`arch_of` returns."""
+    """Rebuild a model from the description :func:`arch_of` returns (registered build, then any recorded change)."""
     if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
         raise ConfigError(f"a model description needs a 'name' and 'kwargs', got {arch!r}")
-    if "plan" in arch:  # models cannot prune (compress builds on models): refuse rather than build the unpruned net
-        raise ConfigError(
-            f"this '{arch['name']}' was pruned by a plan: rebuild it with leanvision.engine.model_from_checkpoint or "
-            "leanvision.compress.apply_plan(create_model(name), plan)"
-        )
-    return create_model(arch["name"], **dict(arch.get("kwargs") or {}))
+    model = create_model(arch["name"], **dict(arch.get("kwargs") or {}))
+    for key in sorted(set(arch) - {"name", "kwargs", "input_size"}):  # input_size: data, not a change
+        model = _arch_transform(key, arch["name"])(model, arch[key])
+    return model

@@ -7,10 +7,12 @@ Model cards report the binary OPs (``bops``) apart from the float MACs (stem, ga
 
 from __future__ import annotations
 
+import functools
+
 from torch import Tensor, nn
 
 from leanvision.errors import ConfigError
-from leanvision.models._base import Classifier, make_classifier
+from leanvision.models._base import Classifier, cifar_resnet_blocks, resnet_stages
 from leanvision.models._registry import CIFAR10_MEAN, CIFAR10_STD, register_model
 from leanvision.ops.binary import BinaryGatedLayer, binary_train_step
 from leanvision.ops.conv_bn_act import ConvBnAct
@@ -25,16 +27,18 @@ def _float_stem(in_chans: int, chs: int) -> ConvBnAct:
     return stem
 
 
-class BinaryVGG(Classifier):
+class _BinaryNet(Classifier):
+    # fit and `leanvision train` use it unless given another step: latent weights stay in [-1, 1].
+    default_train_step = staticmethod(binary_train_step)
+
+
+class BinaryVGG(_BinaryNet):
     """VGG-style binary CNN without skip connections: float stem, binary 3x3 layers, max-pools, GAP, linear.
 
     ``widths`` lists the binary layers' output channels, ``"M"`` a 2x2 max-pool. ``residual="gate"`` adds BBG's
     gated residual to every binary layer (the float path that lets deep no-skip BNNs train, arXiv 1909.12117);
     ``residual="none"`` with ``balanced=False`` is the XNOR-Net baseline (arXiv 1603.05279).
     """
-
-    # fit and `leanvision train` use it unless given another step: latent weights stay in [-1, 1].
-    default_train_step = staticmethod(binary_train_step)
 
     def __init__(
         self,
@@ -50,7 +54,6 @@ class BinaryVGG(Classifier):
         super().__init__()
         if not any(isinstance(w, int) for w in widths) or any(w != "M" and not isinstance(w, int) for w in widths):
             raise ConfigError(f"widths must be channel counts (int) and 'M' (max-pool), got {widths!r}")
-        self.num_classes = num_classes
         self.stem = _float_stem(in_chans, stem_chs)
         layers: list[nn.Module] = []
         prev = stem_chs
@@ -62,22 +65,19 @@ class BinaryVGG(Classifier):
             prev = w
         self.features = nn.Sequential(*layers)
         self.head_chs = self.num_features = prev
-        self.classifier = make_classifier(prev, num_classes)
+        self.reset_classifier(num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(self.stem(x))
 
 
-class BinaryResNet(Classifier):
+class BinaryResNet(_BinaryNet):
     """CIFAR ResNet (depth 6n+2) with every block conv binary and its own (gated) shortcut (arXiv 1909.12117).
 
     Each 3x3 conv of a basic block is a :class:`BinaryGatedLayer`, so the shortcut wraps every binary conv
     (the Bi-Real Net layout, arXiv 1808.00278) and the shape-changing ones use the parameter-free average-pool +
     channel-repeat shortcut. ``residual="identity"`` gives the ungated baseline.
     """
-
-    # fit and `leanvision train` use it unless given another step: latent weights stay in [-1, 1].
-    default_train_step = staticmethod(binary_train_step)
 
     def __init__(
         self,
@@ -91,25 +91,18 @@ class BinaryResNet(Classifier):
         detach_alpha: bool = False,
     ) -> None:
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ConfigError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110...), got {depth}")
-        n = (depth - 2) // 6
-        self.num_classes = num_classes
+        n = cifar_resnet_blocks(depth)
         self.stem = _float_stem(in_chans, widths[0])
-        prev, stages = widths[0], []
-        for i, w in enumerate(widths):
-            blocks = []
-            for j in range(n):
-                stride = 2 if i > 0 and j == 0 else 1
-                kw = {"balanced": balanced, "residual": residual, "detach_alpha": detach_alpha}
-                blocks.append(
-                    nn.Sequential(BinaryGatedLayer(prev, w, stride=stride, **kw), BinaryGatedLayer(w, w, **kw))
-                )
-                prev = w
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-        self.head_chs = self.num_features = prev
-        self.classifier = make_classifier(prev, num_classes)
+        kw = {"balanced": balanced, "residual": residual, "detach_alpha": detach_alpha}
+
+        def block(in_chs: int, out_chs: int, *, stride: int) -> nn.Sequential:
+            return nn.Sequential(
+                BinaryGatedLayer(in_chs, out_chs, stride=stride, **kw), BinaryGatedLayer(out_chs, out_chs, **kw)
+            )
+
+        self.stages = resnet_stages(widths[0], widths, [n] * len(widths), block)
+        self.head_chs = self.num_features = widths[-1]
+        self.reset_classifier(num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))
@@ -120,27 +113,18 @@ _OPS = "MACs = float MACs (stem, gates, FC), BOPs = 1-bit x 1-bit MACs, OPs = MA
 _VGG = "float stem 64 + 6 binary 3x3 (64-64-M-128-128-M-256-256-M), GAP, FC"
 
 
-@register_model(**_CIFAR, paper="1909.12117", notes=f"BBG: {_VGG}; balanced weights + gated residual; {_OPS}")
-def bbg_vgg_cifar(
-    *,
-    num_classes: int = 10,
-    in_chans: int = 3,
-    stem_chs: int = 64,
-    widths: tuple[int | str, ...] = VGG_WIDTHS,
-    balanced: bool = True,
-    residual: str = "gate",
-    detach_alpha: bool = False,
-) -> BinaryVGG:
-    """BBG VGG-small-style binary net for CIFAR: balanced weights + gated residual on every binary layer."""
-    return BinaryVGG(
-        num_classes=num_classes,
-        in_chans=in_chans,
-        stem_chs=stem_chs,
-        widths=widths,
-        balanced=balanced,
-        residual=residual,
-        detach_alpha=detach_alpha,
-    )
+# The BBG builders are the classes (depth 20 for the ResNet): their keyword arguments and defaults are the models'.
+register_model(
+    "bbg_vgg_cifar", **_CIFAR, paper="1909.12117", notes=f"BBG: {_VGG}; balanced weights + gated residual; {_OPS}"
+)(BinaryVGG)
+register_model(
+    "bbg_resnet20_cifar",
+    **_CIFAR,
+    paper="1909.12117",
+    family="binary",  # a partial has no module of its own
+    notes=f"BBG ResNet-20: float stem, 18 binary 3x3 convs each with a gated shortcut (avg-pool + channel repeat "
+    f"when the shape changes), GAP, FC; {_OPS}",
+)(functools.partial(BinaryResNet, 20))
 
 
 @register_model(
@@ -156,31 +140,4 @@ def xnor_vgg_cifar(
     """XNOR-Net-style baseline of ``bbg_vgg_cifar``: plain sign(W)*mean(abs(W)) weights, no residual path."""
     return BinaryVGG(
         num_classes=num_classes, in_chans=in_chans, stem_chs=stem_chs, widths=widths, balanced=False, residual="none"
-    )
-
-
-@register_model(
-    **_CIFAR,
-    paper="1909.12117",
-    notes=f"BBG ResNet-20: float stem, 18 binary 3x3 convs each with a gated shortcut (avg-pool + channel repeat "
-    f"when the shape changes), GAP, FC; {_OPS}",
-)
-def bbg_resnet20_cifar(
-    *,
-    num_classes: int = 10,
-    in_chans: int = 3,
-    widths: tuple[int, int, int] = (16, 32, 64),
-    balanced: bool = True,
-    residual: str = "gate",
-    detach_alpha: bool = False,
-) -> BinaryResNet:
-    """BBG ResNet-20 for CIFAR: every block conv binary with a balanced binariser and a gated shortcut."""
-    return BinaryResNet(
-        20,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        widths=widths,
-        balanced=balanced,
-        residual=residual,
-        detach_alpha=detach_alpha,
     )

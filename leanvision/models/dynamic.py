@@ -20,7 +20,7 @@ from leanvision.errors import ConfigError
 from leanvision.models._base import Classifier, make_classifier
 from leanvision.models._registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 from leanvision.models.resnet_cifar import CifarResNet, ZeroPadShortcut
-from leanvision.ops import ConvBnAct, make_divisible
+from leanvision.ops import ConvBnAct, init_convs, make_divisible
 from leanvision.ops.dynamic_conv import MODES, DynamicCoefficients, DynamicConvBnAct
 
 # --- blocks ---------------------------------------------------------------------------------------------------
@@ -195,9 +195,7 @@ class DynamicNet(Classifier):
         self.drop_rate = drop_rate
         self.num_classes = num_classes
         self.classifier = make_classifier(head_chs, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_convs(self)  # static and dynamic convs by one rule
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.blocks(self.stem(x))

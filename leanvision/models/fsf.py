@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
 from leanvision.errors import ConfigError
-from leanvision.models._base import Classifier, make_classifier
+from leanvision.models._base import Classifier, variant
 from leanvision.models._registry import CIFAR10_MEAN, CIFAR10_STD, register_model
 from leanvision.ops.fullstack import FSFStep, MaskConv2d
+from leanvision.ops.init import init_convs
 
 # Widths of the 3x3 convs, "M" = 2x2 max-pool. vgg16 is the official FSF code's CIFAR VGG-16; vgg8 is a small
 # CIFAR net (7 convs + the classifier) sized for CPU experiments.
@@ -55,9 +56,9 @@ class CifarVGG(Classifier):
             layers += [conv, nn.BatchNorm2d(item), nn.ReLU(inplace=True)]
             prev = item
         self.features = nn.Sequential(*layers)
-        self.num_classes = num_classes
         self.head_chs = self.num_features = prev
-        self.classifier = make_classifier(prev, num_classes)
+        self.reset_classifier(num_classes)
+        init_convs(self)  # dense and full-stack convs by one rule
 
     @property
     def default_train_step(self) -> FSFStep | None:
@@ -102,43 +103,28 @@ def vgg16_cifar(*, num_classes: int = 10, in_chans: int = 3, width: float = 1.0)
     return CifarVGG(scaled_cfg("vgg16", width), num_classes=num_classes, in_chans=in_chans)
 
 
-@register_model(**_CIFAR, paper="1908.02023", notes=FSF_VGG8_NOTE)
-def fsf_vgg8_cifar(
-    *,
-    num_classes: int = 10,
-    in_chans: int = 3,
-    ratio: int = 4,
-    shared_masks: bool = False,
-    width: float = 1.0,
-    ortho_weight: float = 0.05,
-) -> CifarVGG:
-    """``vgg8_cifar`` with full-stack filters (arXiv 1908.02023): every conv a MaskConv2d with ``ratio`` = s."""
-    return CifarVGG(
-        scaled_cfg("vgg8", width),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        fsf_ratio=ratio,
-        shared_masks=shared_masks,
-        ortho_weight=ortho_weight,
-    )
+def _fsf_vgg(cfg: str, notes: str) -> Callable[..., CifarVGG]:
+    def build(
+        *,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        ratio: int = 4,
+        shared_masks: bool = False,
+        width: float = 1.0,
+        ortho_weight: float = 0.05,
+    ) -> CifarVGG:
+        return CifarVGG(
+            scaled_cfg(cfg, width),
+            num_classes=num_classes,
+            in_chans=in_chans,
+            fsf_ratio=ratio,
+            shared_masks=shared_masks,
+            ortho_weight=ortho_weight,
+        )
+
+    doc = f"``{cfg}_cifar`` with full-stack filters (arXiv 1908.02023): every conv a MaskConv2d with ``ratio`` = s."
+    return register_model(**_CIFAR, paper="1908.02023", notes=notes)(variant(build, f"fsf_{cfg}_cifar", doc))
 
 
-@register_model(**_CIFAR, paper="1908.02023", notes=FSF_VGG16_NOTE)
-def fsf_vgg16_cifar(
-    *,
-    num_classes: int = 10,
-    in_chans: int = 3,
-    ratio: int = 4,
-    shared_masks: bool = False,
-    width: float = 1.0,
-    ortho_weight: float = 0.05,
-) -> CifarVGG:
-    """``vgg16_cifar`` with full-stack filters (arXiv 1908.02023); the official release used ``ratio=64``."""
-    return CifarVGG(
-        scaled_cfg("vgg16", width),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        fsf_ratio=ratio,
-        shared_masks=shared_masks,
-        ortho_weight=ortho_weight,
-    )
+fsf_vgg8_cifar = _fsf_vgg("vgg8", FSF_VGG8_NOTE)
+fsf_vgg16_cifar = _fsf_vgg("vgg16", FSF_VGG16_NOTE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -12,9 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from leanvision.errors import ConfigError
-from leanvision.models._base import Classifier, make_classifier
+from leanvision.models._base import Classifier, resnet_stages
 from leanvision.models._registry import IMAGENET_MEAN, IMAGENET_STD, register_model
-from leanvision.models.surgery import replace_modules
+from leanvision.models.surgery import replace_modules, trace
 from leanvision.ops import ConvBnAct, GhostModule
 
 # Activations recognised right after a conv's BatchNorm, mapped to "applying it twice equals applying it once".
@@ -65,17 +66,6 @@ def _check_args(ratio: object, dw_size: object, include: object) -> None:
         raise ConfigError(f"ghostify: include must be a predicate (name, conv) -> bool or None, got {include!r}")
 
 
-def _trace(model: nn.Module) -> fx.Graph:
-    try:
-        return fx.Tracer().trace(model)
-    except Exception as err:  # fx raises many types (TraceError, TypeError, ...) for data-dependent forwards
-        raise ConfigError(
-            f"ghostify needs a model that torch.fx can trace, to see which BatchNorm and activation follow each "
-            f"conv; tracing {type(model).__name__} failed ({type(err).__name__}: {err}). Wrap the data-dependent "
-            "part with torch.fx.wrap, or convert by hand with replace_modules and GhostModule"
-        ) from err
-
-
 def ghostify_plan(
     model: nn.Module,
     *,
@@ -94,7 +84,9 @@ def ghostify_plan(
     the last conv when ``keep_head``, and convs for which ``include(name, conv)`` is false.
     """
     _check_args(ratio, 3, include)
-    graph = _trace(model)
+    why = "ghostify needs the graph to see which BatchNorm and activation follow each conv (or convert by hand "
+    why += "with replace_modules and GhostModule)"
+    graph = trace(model, why=why)
     modules = dict(model.named_modules())
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
     conv_nodes = [n for n in graph.nodes if n.op == "call_module" and isinstance(modules[n.target], nn.Conv2d)]
@@ -279,20 +271,12 @@ class GhostResNet(Classifier):
     ) -> None:
         super().__init__()
         _check_args(ratio, dw_size, None)
-        self.num_classes = num_classes
         self.stem = nn.Sequential(ConvBnAct(in_chans, 64, 7, stride=2), nn.MaxPool2d(3, 2, 1))
-        prev, stages = 64, []
-        for i, n in enumerate(layers):
-            width = 64 * 2**i
-            blocks = []
-            for j in range(n):
-                stride = 2 if i > 0 and j == 0 else 1
-                blocks.append(GhostResNetBottleneck(prev, width, stride=stride, ratio=ratio, dw_size=dw_size))
-                prev = width * 4
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-        self.head_chs = self.num_features = prev
-        self.classifier = make_classifier(prev, num_classes)
+        widths = [64 * 2**i for i in range(len(layers))]
+        block = functools.partial(GhostResNetBottleneck, ratio=ratio, dw_size=dw_size)
+        self.stages = resnet_stages(64, widths, layers, block, expansion=4)
+        self.head_chs = self.num_features = widths[-1] * 4
+        self.reset_classifier(num_classes)
         # PyTorch's default init, as the official GhostNet code (no custom init). torchvision's fan_out Kaiming
         # init multiplies the variance by c_in/c_out at each reducing 1x1 conv, which an untrained (or
         # BN-folded) net in eval mode never undoes: its logits reach ~1e3, where float32 rounding alone moves

@@ -7,7 +7,7 @@ official code (huawei-noah/Efficient-AI-Backbones ``ghostnet_pytorch``) and timm
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanvision.errors import CheckpointError, ConfigError
-from leanvision.models._base import Classifier, make_classifier
+from leanvision.models._base import Classifier, variant
 from leanvision.models._registry import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -73,7 +73,6 @@ class GhostNet(Classifier):
         drop_rate: float = 0.2,
     ) -> None:
         super().__init__()
-        self.num_classes = num_classes
         self.drop_rate = drop_rate
         stem_chs = make_divisible(16 * width, 4)
         self.stem = ConvBnAct(in_chans, stem_chs, 3, stride=stem_stride)
@@ -91,7 +90,7 @@ class GhostNet(Classifier):
         self.head_chs = head_chs
         self.conv_head = nn.Conv2d(self.num_features, head_chs, 1, bias=True)
         self.head_act = nn.ReLU(inplace=True)
-        self.classifier = make_classifier(head_chs, num_classes)
+        self.reset_classifier(num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.final_conv(self.blocks(self.stem(x)))
@@ -114,64 +113,24 @@ _CIFAR = {"input_size": (3, 32, 32), "mean": CIFAR10_MEAN, "std": CIFAR10_STD, "
 _CIFAR_NOTE = "32x32 layout: stem and first stride-2 bottleneck at stride 1"
 
 
-@register_model(**_IMAGENET, paper="1911.11907", paper_params=2_600_000, paper_macs=42_000_000)
-def ghostnet_050(
-    *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, head_chs: int = 1280
-) -> GhostNet:
-    """GhostNet-0.5x for 224x224 ImageNet."""
-    return _ghostnet(
-        0.5, cifar=False, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, head_chs=head_chs
-    )
+def _ghostnet_variant(name: str, width: float, *, cifar: bool, **meta: Any) -> Callable[..., GhostNet]:
+    def build(
+        *, num_classes: int = 10 if cifar else 1000, in_chans: int = 3, drop_rate: float = 0.2, head_chs: int = 1280
+    ) -> GhostNet:
+        return _ghostnet(
+            width, cifar=cifar, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, head_chs=head_chs
+        )
+
+    doc = f"GhostNet-{width}x for {'32x32 inputs' if cifar else '224x224 ImageNet'}."
+    return register_model(**(_CIFAR if cifar else _IMAGENET), paper="1911.11907", **meta)(variant(build, name, doc))
 
 
-@register_model(**_IMAGENET, paper="1911.11907", paper_params=5_200_000, paper_macs=141_000_000)
-def ghostnet_100(
-    *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, head_chs: int = 1280
-) -> GhostNet:
-    """GhostNet-1.0x for 224x224 ImageNet."""
-    return _ghostnet(
-        1.0, cifar=False, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, head_chs=head_chs
-    )
-
-
-@register_model(**_IMAGENET, paper="1911.11907", paper_params=7_300_000, paper_macs=226_000_000)
-def ghostnet_130(
-    *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2, head_chs: int = 1280
-) -> GhostNet:
-    """GhostNet-1.3x for 224x224 ImageNet."""
-    return _ghostnet(
-        1.3, cifar=False, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, head_chs=head_chs
-    )
-
-
-@register_model(**_CIFAR, paper="1911.11907", notes=_CIFAR_NOTE)
-def ghostnet_050_cifar(
-    *, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.2, head_chs: int = 1280
-) -> GhostNet:
-    """GhostNet-0.5x for 32x32 inputs."""
-    return _ghostnet(
-        0.5, cifar=True, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, head_chs=head_chs
-    )
-
-
-@register_model(**_CIFAR, paper="1911.11907", notes=_CIFAR_NOTE)
-def ghostnet_100_cifar(
-    *, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.2, head_chs: int = 1280
-) -> GhostNet:
-    """GhostNet-1.0x for 32x32 inputs."""
-    return _ghostnet(
-        1.0, cifar=True, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, head_chs=head_chs
-    )
-
-
-@register_model(**_CIFAR, paper="1911.11907", notes=_CIFAR_NOTE)
-def ghostnet_130_cifar(
-    *, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.2, head_chs: int = 1280
-) -> GhostNet:
-    """GhostNet-1.3x for 32x32 inputs."""
-    return _ghostnet(
-        1.3, cifar=True, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, head_chs=head_chs
-    )
+ghostnet_050 = _ghostnet_variant("ghostnet_050", 0.5, cifar=False, paper_params=2_600_000, paper_macs=42_000_000)
+ghostnet_100 = _ghostnet_variant("ghostnet_100", 1.0, cifar=False, paper_params=5_200_000, paper_macs=141_000_000)
+ghostnet_130 = _ghostnet_variant("ghostnet_130", 1.3, cifar=False, paper_params=7_300_000, paper_macs=226_000_000)
+ghostnet_050_cifar = _ghostnet_variant("ghostnet_050_cifar", 0.5, cifar=True, notes=_CIFAR_NOTE)
+ghostnet_100_cifar = _ghostnet_variant("ghostnet_100_cifar", 1.0, cifar=True, notes=_CIFAR_NOTE)
+ghostnet_130_cifar = _ghostnet_variant("ghostnet_130_cifar", 1.3, cifar=True, notes=_CIFAR_NOTE)
 
 
 # --- deploy form for blocked-layout runtimes -----------------------------------------------------------------

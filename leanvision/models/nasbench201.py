@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from leanvision.errors import ConfigError
 from leanvision.models._base import Classifier, make_classifier
 from leanvision.models._registry import CIFAR10_MEAN, CIFAR10_STD, register_model
+from leanvision.models.nasbench201_arch import BEST_CIFAR10_ARCH, EDGES, OPS, edge, format_arch, parse_arch
 from leanvision.ops.fuse import bn_affine
-from leanvision.search.spaces.nasbench201 import BEST_CIFAR10_ARCH, EDGES, OPS, edge, format_arch, parse_arch
 
 
 class ReLUConvBN(nn.Sequential):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from leanvision.models._base import Classifier, make_classifier
+from leanvision.models._base import Classifier
 from leanvision.models._registry import MNIST_MEAN, MNIST_STD, register_model
 from leanvision.ops import ConvBnAct, GhostModule
 
@@ -26,7 +26,6 @@ class QuickCNN(Classifier):
         ghost_ratio: int | None = None,
     ) -> None:
         super().__init__()
-        self.num_classes = num_classes
         layers: list[nn.Module] = []
         prev = in_chans
         for w, s in zip(widths, strides, strict=True):
@@ -37,7 +36,7 @@ class QuickCNN(Classifier):
             prev = w
         self.features = nn.Sequential(*layers)
         self.head_chs = self.num_features = prev
-        self.classifier = make_classifier(prev, num_classes)
+        self.reset_classifier(num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(x)
@@ -77,14 +76,13 @@ class LeNet5(Classifier):
 
     def __init__(self, *, num_classes: int = 10, in_chans: int = 1) -> None:
         super().__init__()
-        self.num_classes = num_classes
         self.features = nn.Sequential(
             nn.Conv2d(in_chans, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
         )  # fmt: skip
         self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU())
         self.head_chs = self.num_features = 84
-        self.classifier = make_classifier(84, num_classes)
+        self.reset_classifier(num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(x)

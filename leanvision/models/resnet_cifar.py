@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leanvision.errors import ConfigError
-from leanvision.models._base import Classifier, make_classifier
+from leanvision.models._base import Classifier, cifar_resnet_blocks, resnet_stages, variant
 from leanvision.models._registry import CIFAR10_MEAN, CIFAR10_STD, register_model
-from leanvision.ops import ConvBnAct, GhostModule
+from leanvision.ops import ConvBnAct, GhostModule, init_convs
 
 SHORTCUTS = ("A", "B")
 
@@ -75,27 +79,15 @@ class CifarResNet(Classifier):
         ghost_ratio: int | None = None,
     ) -> None:
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ConfigError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110...), got {depth}")
+        n = cifar_resnet_blocks(depth)
         if shortcut not in SHORTCUTS:
             raise ConfigError(f"shortcut must be 'A' (zero-padding) or 'B' (1x1 projection), got {shortcut!r}")
-        n = (depth - 2) // 6
-        self.num_classes = num_classes
         self.stem = ConvBnAct(in_chans, widths[0], 3)
-        prev, stages = widths[0], []
-        for i, w in enumerate(widths):
-            blocks = []
-            for j in range(n):
-                stride = 2 if i > 0 and j == 0 else 1
-                blocks.append(BasicBlock(prev, w, stride=stride, shortcut=shortcut, ghost_ratio=ghost_ratio))
-                prev = w
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-        self.head_chs = self.num_features = prev
-        self.classifier = make_classifier(prev, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        block = functools.partial(BasicBlock, shortcut=shortcut, ghost_ratio=ghost_ratio)
+        self.stages = resnet_stages(widths[0], widths, [n] * len(widths), block)
+        self.head_chs = self.num_features = widths[-1]
+        self.reset_classifier(num_classes)
+        init_convs(self)  # plain and Ghost convs by one rule
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))
@@ -108,59 +100,36 @@ _GHOST_NOTE = _NOTE + "; block convs = GhostModule(k=3, s=2, d=3)"
 _PAPER_GHOST_NOTE = "; paper numbers from 1911.11907's CIFAR-10 table (unverified)"
 
 
-@register_model(**_CIFAR, paper="1512.03385", paper_params=270_000, notes=_NOTE)
-def resnet20(
-    *, num_classes: int = 10, in_chans: int = 3, shortcut: str = "A", widths: tuple[int, int, int] = (16, 32, 64)
-) -> CifarResNet:
-    """ResNet-20 for CIFAR."""
-    return CifarResNet(20, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut, widths=widths)
+def _resnet(name: str, depth: int, **meta: Any) -> Callable[..., CifarResNet]:
+    def build(
+        *, num_classes: int = 10, in_chans: int = 3, shortcut: str = "A", widths: tuple[int, int, int] = (16, 32, 64)
+    ) -> CifarResNet:
+        return CifarResNet(depth, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut, widths=widths)
+
+    return register_model(**_CIFAR, paper="1512.03385", **meta)(variant(build, name, f"ResNet-{depth} for CIFAR."))
 
 
-@register_model(**_CIFAR, paper="1512.03385", paper_params=460_000, notes=_NOTE)
-def resnet32(
-    *, num_classes: int = 10, in_chans: int = 3, shortcut: str = "A", widths: tuple[int, int, int] = (16, 32, 64)
-) -> CifarResNet:
-    """ResNet-32 for CIFAR."""
-    return CifarResNet(32, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut, widths=widths)
+def _ghost_resnet(name: str, depth: int, **meta: Any) -> Callable[..., CifarResNet]:
+    def build(
+        *,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        shortcut: str = "A",
+        widths: tuple[int, int, int] = (16, 32, 64),
+        ratio: int = 2,
+    ) -> CifarResNet:
+        return CifarResNet(
+            depth, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut, widths=widths, ghost_ratio=ratio
+        )
+
+    doc = f"Ghost-ResNet-{depth} for CIFAR: ResNet-{depth} with GhostModule block convs."
+    return register_model(**_CIFAR, paper="1911.11907", **meta)(variant(build, name, doc))
 
 
-@register_model(
-    **_CIFAR, paper="1512.03385", paper_params=850_000, paper_macs=125_000_000, notes=_NOTE + _PAPER_GHOST_NOTE
+resnet20 = _resnet("resnet20", 20, paper_params=270_000, notes=_NOTE)
+resnet32 = _resnet("resnet32", 32, paper_params=460_000, notes=_NOTE)
+resnet56 = _resnet("resnet56", 56, paper_params=850_000, paper_macs=125_000_000, notes=_NOTE + _PAPER_GHOST_NOTE)
+ghost_resnet20 = _ghost_resnet("ghost_resnet20", 20, notes=_GHOST_NOTE)
+ghost_resnet56 = _ghost_resnet(
+    "ghost_resnet56", 56, paper_params=430_000, paper_macs=63_000_000, notes=_GHOST_NOTE + _PAPER_GHOST_NOTE
 )
-def resnet56(
-    *, num_classes: int = 10, in_chans: int = 3, shortcut: str = "A", widths: tuple[int, int, int] = (16, 32, 64)
-) -> CifarResNet:
-    """ResNet-56 for CIFAR."""
-    return CifarResNet(56, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut, widths=widths)
-
-
-@register_model(**_CIFAR, paper="1911.11907", notes=_GHOST_NOTE)
-def ghost_resnet20(
-    *,
-    num_classes: int = 10,
-    in_chans: int = 3,
-    shortcut: str = "A",
-    widths: tuple[int, int, int] = (16, 32, 64),
-    ratio: int = 2,
-) -> CifarResNet:
-    """Ghost-ResNet-20 for CIFAR: ResNet-20 with GhostModule block convs."""
-    return CifarResNet(
-        20, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut, widths=widths, ghost_ratio=ratio
-    )
-
-
-@register_model(
-    **_CIFAR, paper="1911.11907", paper_params=430_000, paper_macs=63_000_000, notes=_GHOST_NOTE + _PAPER_GHOST_NOTE
-)
-def ghost_resnet56(
-    *,
-    num_classes: int = 10,
-    in_chans: int = 3,
-    shortcut: str = "A",
-    widths: tuple[int, int, int] = (16, 32, 64),
-    ratio: int = 2,
-) -> CifarResNet:
-    """Ghost-ResNet-56 for CIFAR: ResNet-56 with GhostModule block convs."""
-    return CifarResNet(
-        56, num_classes=num_classes, in_chans=in_chans, shortcut=shortcut, widths=widths, ghost_ratio=ratio
-    )

@@ -1,15 +1,40 @@
-"""Module surgery: replace submodules chosen by type or predicate, in place, keeping parameter names."""
+"""Module surgery: replace submodules chosen by type or predicate, in place, keeping parameter names; fx tracing."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import nn
+from torch import fx, nn
 
 from leanvision.errors import ConfigError
 from leanvision.models._registry import ARCH_ATTR
 
 Match = type[nn.Module] | tuple[type[nn.Module], ...] | Callable[[str, nn.Module], bool]
+
+
+class _Tracer(fx.Tracer):
+    def __init__(self, leaf: Callable[[nn.Module], bool] | None) -> None:
+        super().__init__()
+        self.leaf = leaf
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return (self.leaf is not None and self.leaf(m)) or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module, *, why: str, leaf: Callable[[nn.Module], bool] | None = None) -> fx.Graph:
+    """``model``'s ``torch.fx`` graph, modules with ``leaf(m)`` kept as single nodes; else a one-line ConfigError.
+
+    ``why`` says, in the error, what needs the graph (e.g. "ghostify needs it to see which BatchNorm follows a conv").
+    """
+    try:
+        return _Tracer(leaf).trace(model)
+    except Exception as e:  # fx raises many types (TraceError, TypeError on data-dependent control flow, ...)
+        first = (str(e).splitlines() or [""])[0]
+        raise ConfigError(
+            f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {first}); {why}. Make forward "
+            "free of data-dependent Python control flow (no if, int() or iteration on tensor values), or wrap that "
+            "part in a module torch.fx treats as a leaf"
+        ) from None
 
 
 def _matcher(match: Match) -> Callable[[str, nn.Module], bool]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from leanvision.ops.binary import BinaryConv2d, BinaryGatedLayer, PackedBinaryConv2d
 from leanvision.ops.conv_bn_act import ConvBnAct, make_act
 from leanvision.ops.dynamic_conv import (
+    CoefficientSpread,
     DynamicCoefficients,
     DynamicConv2d,
     DynamicConvBnAct,
+    DynamicStep,
     anneal_temperature,
+    coefficient_spread,
     dynamic_conv_macs,
     set_form,
 )
@@ -26,15 +29,18 @@ from leanvision.ops.fullstack import (
 )
 from leanvision.ops.fuse import fold_conv_bn, fuse_bn
 from leanvision.ops.ghost import GhostBottleneck, GhostModule
+from leanvision.ops.init import init_convs, kaiming_std
 from leanvision.ops.squeeze_excite import SqueezeExcite, make_divisible
 
 __all__ = [
     "BinaryConv2d",
     "BinaryGatedLayer",
+    "CoefficientSpread",
     "ConvBnAct",
     "DynamicCoefficients",
     "DynamicConv2d",
     "DynamicConvBnAct",
+    "DynamicStep",
     "FSFStep",
     "GhostBottleneck",
     "GhostModule",
@@ -44,11 +50,14 @@ __all__ = [
     "StorageReport",
     "anneal_temperature",
     "clip_mask_proxies",
+    "coefficient_spread",
     "dynamic_conv_macs",
     "fold_conv_bn",
     "fold_masks",
     "freeze_masks",
     "fuse_bn",
+    "init_convs",
+    "kaiming_std",
     "load_fsf",
     "make_act",
     "make_divisible",

@@ -99,6 +99,12 @@ def _integer_barrier(y: Tensor) -> Tensor:
     return y.round()
 
 
+def _scale_out(y: Tensor, alpha: Tensor, scale: Tensor | None, shift: Tensor | None) -> Tensor:
+    """``y * alpha``, then a folded BatchNorm's ``scale``/``shift``, per output channel: every binary conv's order."""
+    y = y * alpha.view(1, -1, 1, 1)
+    return y if scale is None else y * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+
+
 class BinaryConv2d(nn.Module):
     """1-bit weights x 1-bit activations: ``alpha * (sign(W_hat) conv sign(x))`` (BBG, arXiv 1909.12117).
 
@@ -160,10 +166,7 @@ class BinaryConv2d(nn.Module):
         y = F.conv2d(xb, signs, None, self.stride, self.padding, self.dilation, self.groups)
         if not self.training:
             y = _integer_barrier(y)
-        y = y * alpha.view(1, -1, 1, 1)
-        if self.out_scale is not None:
-            y = y * self.out_scale.view(1, -1, 1, 1) + self.out_shift.view(1, -1, 1, 1)
-        return y
+        return _scale_out(y, alpha, self.out_scale, self.out_shift)
 
     @torch.no_grad()
     def folded(self, bn: nn.BatchNorm2d) -> BinaryConv2d:
@@ -384,10 +387,7 @@ class PackedBinaryConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = F.conv2d(sign_pm1(x), self.signs.to(x.dtype), None, self.stride, self.padding, self.dilation, self.groups)
-        y = _integer_barrier(y) * self.alpha.view(1, -1, 1, 1).to(x.dtype)
-        if self.out_scale is not None:
-            y = y * self.out_scale.view(1, -1, 1, 1) + self.out_shift.view(1, -1, 1, 1)
-        return y
+        return _scale_out(_integer_barrier(y), self.alpha.to(x.dtype), self.out_scale, self.out_shift)
 
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
@@ -436,7 +436,4 @@ def xnor_conv2d_reference(x: Tensor, state: dict[str, Any]) -> Tensor:
             mismatches = _POPCOUNT[(a ^ wb) & m].sum(-1)  # XNOR popcount = n_valid - mismatches
             out[:, oc] = n_valid - 2 * mismatches
     y = torch.from_numpy(out.astype(np.float32)).reshape(n, o, ho, wo)
-    y = y * state["alpha"].float().view(1, -1, 1, 1)
-    if "out_scale" in state:
-        y = y * state["out_scale"].view(1, -1, 1, 1) + state["out_shift"].view(1, -1, 1, 1)
-    return y
+    return _scale_out(y, state["alpha"].float(), state.get("out_scale"), state.get("out_shift"))

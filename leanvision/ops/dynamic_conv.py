@@ -11,12 +11,19 @@ predicted by ``GAP -> FC -> normaliser`` on the input. Three exact execution for
 
 ``form="auto"`` (default) uses ``"features"`` in training and while tracing/exporting, ``"per_sample"`` in eval
 at batch 1 and, at larger batches, ``"batched"`` on the CPU and ``"features"`` on a GPU.
+
+Training is set up to match a static conv trained beside it: the combined kernel starts at a static conv's scale
+(``leanvision.ops.init``), each expert's gradient is scaled so that an SGD step moves the combined kernel as much as a
+static conv's (DY-CNN's softmax would otherwise split it g ways), and the coefficient layer is exempt from weight
+decay and may have its own learning rate (``lr_mult``, honoured by ``leanvision.engine.make_optimizer``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -97,17 +104,27 @@ class DynamicCoefficients(nn.Module):
     coefficients, ``rows = 1`` one scalar per expert (CondConv / DY-CNN, arXiv 1912.03458), broadcast over
     the output channels. One module may feed several dynamic convs (slice its rows, or share ``rows = 1``).
     DY-CNN's softmax temperature is the buffer ``temperature`` (saved in checkpoints, used in eval too).
-    No BatchNorm1d in the branch, so training at batch 1 works.
+    No BatchNorm1d in the branch, so training at batch 1 works. Never weight-decayed (decay pulls the logits to 0,
+    i.e. to the same coefficients for every image); ``lr_mult`` scales its learning rate in ``make_optimizer``.
     """
 
     def __init__(
-        self, in_chs: int, rows: int, *, g: int = 4, mode: str = "dynet", reduction: int = 4, temperature: float = 30.0
+        self,
+        in_chs: int,
+        rows: int,
+        *,
+        g: int = 4,
+        mode: str = "dynet",
+        reduction: int = 4,
+        temperature: float = 30.0,
+        lr_mult: float = 1.0,
     ) -> None:
         super().__init__()
         _check_choice("mode", mode, MODES)
         if not (isinstance(g, int) and g >= 1 and rows >= 1 and in_chs >= 1):
             raise ConfigError(f"DynamicCoefficients needs g >= 1, rows >= 1, in_chs >= 1; got {g}, {rows}, {in_chs}")
         self.in_chs, self.rows, self.g, self.mode, self.reduction = in_chs, rows, g, mode, reduction
+        self.lr_mult = lr_mult
         if mode == "dycnn":
             hidden = dycnn_hidden(in_chs, reduction)
             self.fc = nn.Sequential(nn.Linear(in_chs, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, rows * g))
@@ -130,6 +147,27 @@ class DynamicCoefficients(nn.Module):
         """MACs per sample (the FC layers)."""
         return coefficient_macs(self.in_chs, self.rows, g=self.g, mode=self.mode, reduction=self.reduction)
 
+    def no_weight_decay(self) -> set[str]:
+        """All parameters (``make_optimizer`` honours it)."""
+        return {n for n, _ in self.named_parameters()}
+
+    def lr_scale(self) -> dict[str, float]:
+        """Learning-rate multiplier per parameter name (``make_optimizer`` honours it)."""
+        return {n: float(self.lr_mult) for n, _ in self.named_parameters()}
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the gradient multiplied by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad * ctx.scale, None
+
 
 class DynamicConv2d(nn.Module):
     """Dynamic conv: ``W(x)_t = sum_i η_t^i(x) w_t^i`` over a bank of ``C_out * g`` fixed kernels (2004.10694).
@@ -144,6 +182,8 @@ class DynamicConv2d(nn.Module):
     Execution forms (all exact; see the module docstring): ONNX export traces ``"features"``, which keeps a
     dynamic batch axis; set ``form="per_sample"`` and export with ``dynamic_batch=False`` for a batch-1 file
     with one conv per layer (the ``"batched"`` form bakes the batch size into ``groups``).
+    ``grad_scale`` multiplies the bank's gradient in training: ``1 / (g * c0^2)`` for the initial coefficient c0
+    (1/2 sigmoid, 1/g softmax), so one SGD step moves the combined kernel as far as a static conv's (DY-CNN: g).
     """
 
     # The profiler books profile_macs for this module and ignores the ops inside it.
@@ -181,6 +221,8 @@ class DynamicConv2d(nn.Module):
         self.padding = dilation * (kernel_size - 1) // 2 if padding is None else padding
         self.g, self.mode, self.form = g, mode, form
         self.rows = out_chs if mode == "dynet" else 1
+        c0 = 1 / g if mode == "dycnn" else 0.5
+        self.grad_scale = 1 / (g * c0 * c0)
         self.weight = nn.Parameter(torch.empty(out_chs * g, in_chs // groups, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_chs)) if bias else None
         self.coef = (
@@ -191,12 +233,12 @@ class DynamicConv2d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming (fan_out) variance for the FUSED kernel at init, whatever g and the normaliser.
+        """The combined kernel at init gets a static conv's variance (``leanvision.ops.init``), whatever g and mode.
 
         Coefficients start equal (zero-initialised last FC): sigmoid = 1/2 gives Var(Σ_i w^i / 2) = g/4 Var(w), so
         the bank std is scaled by 2/sqrt(g); softmax = 1/g gives Var(w)/g, so it is scaled by sqrt(g).
         """
-        fan_out = self.out_chs // self.groups * self.kernel_size**2
+        fan_out = self.out_chs * self.kernel_size**2  # torch's fan-out, as kaiming_std
         std = math.sqrt(2.0 / fan_out) * (math.sqrt(self.g) if self.mode == "dycnn" else 2.0 / math.sqrt(self.g))
         nn.init.normal_(self.weight, 0.0, std)
         if self.bias is not None:
@@ -210,11 +252,18 @@ class DynamicConv2d(nn.Module):
 
     # --- the three exact forms --------------------------------------------------------------------------------
 
+    def bank(self) -> Tensor:
+        """The fixed kernels ``(C_out * g, C_in/groups, k, k)``, their gradient scaled by ``grad_scale`` in training."""
+        if self.grad_scale != 1 and self.training and torch.is_grad_enabled() and self.weight.requires_grad:
+            return _ScaleGrad.apply(self.weight, self.grad_scale)
+        return self.weight
+
     def fused_kernels(self, coefs: Tensor) -> Tensor:
         """Per-sample kernels ``(B, C_out, C_in/groups, k, k)``: the ``g``-term sum of each output channel."""
-        bank = self.weight.flatten(1).unflatten(0, (self.out_chs, self.g))  # (C_out, g, D)
-        coefs = coefs.expand(-1, self.out_chs, -1)  # CondConv / DY-CNN: one row shared by all channels
-        fused = torch.einsum("btg,tgd->btd", coefs, bank)
+        bank = self.bank().flatten(1).unflatten(0, (self.out_chs, self.g))  # (C_out, g, D)
+        coefs = coefs.expand(-1, self.out_chs, -1).transpose(0, 1)  # (C_out, B, g); CondConv/DY-CNN share one row
+        # A batched MatMul (t, b, g) @ (t, g, D), not an Einsum: exported, onnxruntime runs it several times faster.
+        fused = torch.matmul(coefs, bank).transpose(0, 1)
         return fused.unflatten(2, self.weight.shape[1:])
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> Tensor:
@@ -227,7 +276,7 @@ class DynamicConv2d(nn.Module):
 
     def forward_features_form(self, x: Tensor, coefs: Tensor) -> Tensor:
         """One conv with ``C_out * g`` outputs, then the coefficient-weighted sum over ``g`` (batch-generic)."""
-        y = self._conv(x, self.weight, None, self.groups).unflatten(1, (self.out_chs, self.g))
+        y = self._conv(x, self.bank(), None, self.groups).unflatten(1, (self.out_chs, self.g))
         y = (y * coefs[..., None, None]).sum(2)
         return y if self.bias is None else y + self.bias[:, None, None]
 
@@ -386,3 +435,103 @@ def anneal_temperature(
     for m in modules:
         m.temperature.fill_(value)
     return value
+
+
+class CoefficientSpread:
+    """How much the coefficients depend on the image: std / mean of each coefficient across a batch's images.
+
+    Hooks every ``DynamicCoefficients`` of ``model`` (one per layer, or per block when shared); each forward of a
+    batch of >= 2 images adds its layer's mean over coefficients of std/mean across the images. ``result()`` gives
+    the batch-size-weighted average per layer since the last ``reset()``. About 0 means an input-independent,
+    in effect static, kernel. Use as a context manager, or ``close()`` to remove the hooks.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self._sum: dict[str, float] = {}
+        self._n: dict[str, int] = {}
+        self._hooks = [
+            m.register_forward_hook(self._hook(name))
+            for name, m in model.named_modules()
+            if isinstance(m, DynamicCoefficients)
+        ]
+
+    def _hook(self, name: str):
+        def record(module: nn.Module, inputs: tuple, coefs: Tensor) -> None:
+            c = coefs.detach().flatten(1).double()
+            if c.shape[0] < 2:
+                return
+            spread = (c.std(0, correction=0) / c.mean(0).abs().clamp_min(1e-12)).mean().item()
+            self._sum[name] = self._sum.get(name, 0.0) + spread * c.shape[0]
+            self._n[name] = self._n.get(name, 0) + c.shape[0]
+
+        return record
+
+    def result(self) -> dict[str, float]:
+        """Spread per coefficient module name (empty before a batch of >= 2 images)."""
+        return {name: self._sum[name] / self._n[name] for name in self._sum}
+
+    def reset(self) -> None:
+        self._sum.clear()
+        self._n.clear()
+
+    def close(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    def __enter__(self) -> CoefficientSpread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@torch.no_grad()
+def coefficient_spread(model: nn.Module, data: Iterable, *, max_batches: int | None = None) -> dict[str, float]:
+    """Per-layer coefficient spread (see :class:`CoefficientSpread`) of ``model`` in eval mode over ``data``.
+
+    ``data`` yields input batches or ``(inputs, targets)`` pairs; inputs go to the model's device.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with CoefficientSpread(model) as rec:
+            for i, batch in enumerate(data):
+                if max_batches is not None and i >= max_batches:
+                    break
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                model(x.to(device))
+            return rec.result()
+    finally:
+        model.train(was_training)
+
+
+@dataclass
+class DynamicStep:
+    """``fit(train_step=...)`` for dynamic-conv nets: DY-CNN's temperature schedule and the coefficient spread.
+
+    ``anneal_steps`` > 0 anneals every DY-CNN temperature linearly from ``start`` to ``end`` over that many batches
+    (DY-CNN, arXiv 1912.03458, anneals over the first 10 epochs of 300; keep it within ~10% of training). Each
+    epoch's row of metrics gets ``coefficient_spread`` ({coefficient module: spread}) over its training batches.
+    """
+
+    anneal_steps: int = 0
+    start: float = 30.0
+    end: float = 1.0
+    _spread: CoefficientSpread | None = field(default=None, repr=False)
+    _epoch: int = field(default=-1, repr=False)
+
+    def __call__(self, model: nn.Module, inputs: Any, targets: Tensor, ctx: Any) -> tuple[Tensor, Any]:
+        if self.anneal_steps:
+            anneal_temperature(model, ctx.step, self.anneal_steps, start=self.start, end=self.end)
+        if self._spread is None:
+            self._spread = CoefficientSpread(model)
+        if ctx.epoch != self._epoch:  # also drops what the previous epoch's validation passes added
+            self._spread.reset()
+            self._epoch = ctx.epoch
+        outputs = model(inputs)
+        loss = ctx.loss_fn(outputs, targets, inputs)
+        ctx.update(loss)
+        ctx.metrics["coefficient_spread"] = self._spread.result()
+        return loss, outputs

@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock
+from torchvision.models.resnet import BasicBlock, ResNet
 
 # Exact types only: subclasses such as timm's BatchNormAct2d carry an activation that folding would drop.
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -17,9 +17,10 @@ def fuse_bn(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Return the eval-mode deploy form of ``model`` with each BatchNorm folded into the conv before it.
 
     The input is left untouched unless ``inplace=True``. Folded are: modules that implement ``fold_bn()``
-    (e.g. ``ConvBnAct``; called after their children were folded, returning their replacement) and
-    conv -> BatchNorm pairs that are adjacent in a plain ``nn.Sequential`` (so many third-party models fold
-    too). A BatchNorm with no conv right before it is kept, so outputs are always unchanged.
+    (e.g. ``ConvBnAct``; called after their children were folded, returning their replacement), conv ->
+    BatchNorm pairs that are adjacent in a plain ``nn.Sequential`` (so many third-party models fold too), and
+    torchvision ResNets' blocks and stem. A BatchNorm with no conv right before it is kept, so outputs are always
+    unchanged.
     """
     out = model if inplace else copy.deepcopy(model)
     out.eval()
@@ -36,6 +37,8 @@ def _fuse(module: nn.Module) -> nn.Module:
         module = _fold_sequential(module)
     if type(module) is BasicBlock:
         return FusedBasicBlock(module)
+    if type(module) is ResNet and foldable(module.conv1, module.bn1):  # torchvision's stem: conv1 -> bn1 attributes
+        module.conv1, module.bn1 = fold_conv_bn(module.conv1, module.bn1), nn.Identity()
     fold = getattr(module, "fold_bn", None)
     return fold() if callable(fold) else module
 

@@ -19,12 +19,22 @@ from __future__ import annotations
 
 from leanvision.profile.format import format_count, format_profile
 from leanvision.profile.macs import Profile, count_params, profile, register_op_macs
-from leanvision.profile.timing import BACKENDS, LatencyStats, compare_latency, latency
+from leanvision.profile.timing import (
+    BACKENDS,
+    LatencyStats,
+    batchnorms_computed,
+    check_deploy_form,
+    compare_latency,
+    latency,
+    thread_counts,
+)
 
 __all__ = [
     "BACKENDS",
     "LatencyStats",
     "Profile",
+    "batchnorms_computed",
+    "check_deploy_form",
     "compare_latency",
     "count_params",
     "format_count",
@@ -32,4 +42,5 @@ __all__ = [
     "latency",
     "profile",
     "register_op_macs",
+    "thread_counts",
 ]

@@ -8,6 +8,8 @@ from typing import Any
 
 import matplotlib
 
+from leanvision._io import atomic_write
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # backend chosen above, before pyplot loads
 
@@ -26,12 +28,13 @@ def _grid(n: int) -> tuple[Any, list[Any]]:
 
 def _save(fig: Any, path: str | Path, title: str | None) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if title:
         fig.suptitle(title, fontsize=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:  # atomic: a full disk leaves the old plot (or none), never half a PNG
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or None, dpi=110))
+    finally:
+        plt.close(fig)
     return path
 
 

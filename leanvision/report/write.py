@@ -27,9 +27,10 @@ class Column:
 
 def _markdown(title: str, intro: str, rows, columns, figures, notes) -> str:
     lines = [f"# {title}", "", intro, ""] if intro else [f"# {title}", ""]
-    lines.append("| " + " | ".join(c.header for c in columns) + " |")
+    esc = lambda text: text.replace("|", "\\|")  # noqa: E731  (a bare | in a cell would end it: empty columns)
+    lines.append("| " + " | ".join(esc(c.header) for c in columns) + " |")
     lines.append("|" + "---|" * len(columns))
-    lines += ["| " + " | ".join(c.cell(r) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(esc(c.cell(r)) for c in columns) + " |" for r in rows]
     lines.append("")
     lines += [f"![{fig.stem}]({fig.name})\n" for fig in figures]
     if notes:

@@ -1,9 +1,14 @@
-"""Architecture search: spaces, ask/tell strategies, evaluators, the journal and the asynchronous driver."""
+"""Architecture search: spaces, ask/tell strategies, evaluators, the journal and the asynchronous driver.
+
+``run(config)`` / ``resume(run_dir)`` are the whole workflow (what `leanvision search` does); ``search(...)`` is the
+ask/tell driver underneath, for composing the pieces yourself.
+"""
 
 from leanvision.search import spaces  # noqa: F401  (registration)
 from leanvision.search.evaluators import EVALUATORS, create_evaluator, list_evaluators
-from leanvision.search.journal import Journal
-from leanvision.search.loop import History, Trial, search
+from leanvision.search.journal import History, Journal, Trial
+from leanvision.search.loop import search
+from leanvision.search.report import write_report
 from leanvision.search.space import (
     SPACES,
     Choice,
@@ -15,6 +20,7 @@ from leanvision.search.space import (
     list_spaces,
 )
 from leanvision.search.strategies import STRATEGIES, Strategy, create_strategy, list_strategies
+from leanvision.search.workflow import SearchConfig, SearchResult, load_search_config, resume, run
 
 __all__ = [
     "EVALUATORS",
@@ -26,6 +32,8 @@ __all__ = [
     "Journal",
     "Result",
     "Sample",
+    "SearchConfig",
+    "SearchResult",
     "SearchSpace",
     "Strategy",
     "Trial",
@@ -35,5 +43,9 @@ __all__ = [
     "list_evaluators",
     "list_spaces",
     "list_strategies",
+    "load_search_config",
+    "resume",
+    "run",
     "search",
+    "write_report",
 ]

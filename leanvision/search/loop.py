@@ -5,44 +5,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from leanvision.dist import Failure, InProcessExecutor
 from leanvision.errors import ConfigError
-from leanvision.search.journal import Journal
+from leanvision.executors import Failure, InProcessExecutor
+from leanvision.search.journal import History, Journal, Trial
 from leanvision.search.space import Result, Sample, SearchSpace
 from leanvision.search.strategies.base import Strategy
-
-
-@dataclass
-class Trial:
-    """One finished evaluation. ``report`` holds numbers no strategy was told (e.g. test accuracy)."""
-
-    trial: int
-    sample: Sample
-    status: str
-    objective: float | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    report: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    seconds: float | None = None
-
-    def visible(self) -> Result:
-        """What the strategy is told: status, objective and metrics, never ``report``."""
-        return {"status": self.status, "objective": self.objective, **self.metrics}
-
-    def record(self) -> Result:
-        out: Result = {"status": self.status, "objective": self.objective, "metrics": self.metrics,
-                       "report": self.report, "seconds": self.seconds}  # fmt: skip
-        if self.error is not None:
-            out["error"] = self.error
-        return out
-
-    @classmethod
-    def from_record(cls, trial: int, sample: Sample, rec: Result) -> Trial:
-        return cls(trial, sample, rec["status"], rec.get("objective"), rec.get("metrics") or {},
-                   rec.get("report") or {}, rec.get("error"), rec.get("seconds"))  # fmt: skip
 
 
 def _to_trial(trial: int, sample: Sample, out: Any, seconds: float) -> Trial:
@@ -54,27 +23,6 @@ def _to_trial(trial: int, sample: Sample, out: Any, seconds: float) -> Trial:
         return Trial(trial, sample, "failed", error=msg, seconds=seconds)
     metrics = {k: v for k, v in out.items() if k not in ("objective", "report", "status")}
     return Trial(trial, sample, "ok", float(obj), metrics, dict(out.get("report") or {}), seconds=seconds)
-
-
-@dataclass
-class History:
-    """Finished trials in the order they finished."""
-
-    trials: list[Trial] = field(default_factory=list)
-
-    def ok(self) -> list[Trial]:
-        return [t for t in self.trials if t.status == "ok"]
-
-    def best(self) -> Trial | None:
-        """The trial with the highest objective (the earliest among ties)."""
-        good = self.ok()
-        return max(good, key=lambda t: (t.objective, -t.trial)) if good else None
-
-    def failed(self) -> list[Trial]:
-        return [t for t in self.trials if t.status != "ok"]
-
-    def __len__(self) -> int:
-        return len(self.trials)
 
 
 def search(space: SearchSpace, strategy: Strategy, evaluator: Callable[[Sample], Result], *, budget: int,

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from leanvision._io import atomic_write_text
-from leanvision.search.journal import Journal
+from leanvision.errors import DataError
+from leanvision.search.journal import JOURNAL, Journal
 from leanvision.search.space import create_space
 
 
@@ -80,6 +81,7 @@ def search_report(journal: Journal, out_dir: str | Path, *, top: int = 20) -> Pa
 
     out = Path(out_dir)
     cfg = journal.config
+    method = (cfg.get("oneshot") or {}).get("method") or cfg.get("strategy")
     space = create_space(cfg["space"], **cfg.get("space_kwargs", {}))
     trials = journal.trials()
     ok = [t for t in trials if t["status"] == "ok"]
@@ -90,7 +92,7 @@ def search_report(journal: Journal, out_dir: str | Path, *, top: int = 20) -> Pa
         metrics = [("best objective", "best objective so far")] + [(k, f"{k} of that pick") for k in report_keys]
         title = "best so far (report-only numbers are never shown to the strategy)"
         path = out / "best_so_far.png"
-        figures.append(line_panels({cfg["strategy"]: curve}, metrics, path, x_key="trials", title=title))
+        figures.append(line_panels({method: curve}, metrics, path, x_key="trials", title=title))
     results_notes = journal.notes("result")
     if results_notes:
         figures += oneshot_figures(ok, latest_scores(ok, space), results_notes[-1]["result"], out)
@@ -116,8 +118,18 @@ def search_report(journal: Journal, out_dir: str | Path, *, top: int = 20) -> Pa
     if results_notes:
         results["oneshot"] = results_notes[-1]["result"]
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    intro = (f"{cfg['strategy']} on {cfg['space']} with {cfg['evaluator']}, seed {cfg['seed']}: the top {len(rows)} "
-             "trials by objective (the number the strategy maximised).")  # fmt: skip
+    scorer = "the trained supernet" if results_notes else cfg.get("evaluator")
+    intro = (f"{method} on {cfg['space']} with {scorer}, seed {cfg.get('seed', 0)}: the top {len(rows)} trials by "
+             "objective (the number the search maximised).")  # fmt: skip
     html, _ = write_report(out, title="Search report", rows=rows, columns=columns, figures=figures, notes=notes,
                            intro=intro)  # fmt: skip
     return html
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Render the report of the search in ``run_dir`` (its ``out_dir``) from its journal; return the HTML path."""
+    run_dir = Path(run_dir)
+    if not (run_dir / JOURNAL).is_file():
+        raise DataError(f"'{run_dir}' is not a search run directory (no {JOURNAL}): the report is made from the "
+                        "out_dir of a search (leanvision search CONFIG)")  # fmt: skip
+    return search_report(Journal.open(run_dir / JOURNAL), run_dir)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from leanvision.registry import Registry
-
-EVALUATORS: Registry[Any] = Registry("evaluator", hint="Known: see leanvision.search.list_evaluators().")
+from leanvision.search.evaluators import tabular, train, zerocost  # noqa: F401  (importing registers them)
+from leanvision.search.evaluators._registry import EVALUATORS
 
 
 def create_evaluator(name: str, **kwargs: Any) -> Any:
@@ -17,5 +16,3 @@ def create_evaluator(name: str, **kwargs: Any) -> Any:
 def list_evaluators(pattern: str = "*") -> list[str]:
     return EVALUATORS.list(pattern)
 
-
-from leanvision.search.evaluators import tabular, train  # noqa: E402, F401  (registration)

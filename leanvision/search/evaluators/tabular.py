@@ -19,7 +19,7 @@ import numpy as np
 
 from leanvision.errors import ConfigError, DataError
 from leanvision.registry import unknown_choice
-from leanvision.search.evaluators import EVALUATORS
+from leanvision.search.evaluators._registry import EVALUATORS
 from leanvision.search.space import Result, Sample
 from leanvision.search.spaces.nasbench201 import EDGES, OPS, cell_ops, params_macs
 

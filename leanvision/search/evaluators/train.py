@@ -2,7 +2,7 @@
 
 BlockQNN (arXiv 1708.05552) trains each block's network for a few epochs only ("early stop") and corrects the
 early accuracy for the block's cost, after He & Sun, "Convolutional Neural Networks at Constrained Time Cost"
-(arXiv 1412.1710): reward = ACC - mu·log(FLOPs) - rho·log(Density), mu = 1, rho = 8.
+(arXiv 1412.1710): reward = ACC - mu·log(FLOPs) - rho·log(Density), mu = 1, rho = 8 (see :func:`redefined_reward`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,79 @@ import inspect
 import math
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from leanvision.errors import ConfigError
-from leanvision.search.evaluators import EVALUATORS
+from leanvision.search.evaluators._registry import EVALUATORS
 from leanvision.search.space import SPACES, Sample
+
+PAPER_MU, PAPER_RHO = 1.0, 8.0  # BlockQNN's constants as recalled (not checked against the PDF)
+
+
+def redefined_reward(acc: float, flops: float, density: float | None, *, mu: float = PAPER_MU, rho: float = PAPER_RHO,
+                     flops_ref: float = 1.0, acc_scale: float = 1.0) -> float:  # fmt: skip
+    """BlockQNN's reward R = acc_scale·acc − mu·ln(flops / flops_ref) − rho·ln(density); density None drops its term.
+
+    Units: ``acc`` is a fraction in [0, 1], so the first term is in units of 1/``acc_scale`` (1: fraction, 100:
+    percentage points); ``flops`` and ``flops_ref`` are MACs of one block (their unit cancels: a different unit or
+    reference only shifts every reward by the same constant, so rankings do not depend on it); density is edges
+    per node (dimensionless). mu and rho are therefore "accuracy units per e-fold" of FLOPs and density: with the
+    paper's mu = 1, rho = 8 and accuracy in percent (``acc_scale=100``) a 10x FLOPs ratio costs 2.3 points; with
+    accuracy as a fraction the same terms outweigh any accuracy difference. The paper's unit is not verified here;
+    :func:`calibrate_reward` fits mu and rho on trained blocks.
+    """
+    out = acc_scale * acc - mu * math.log(flops / flops_ref)
+    return out if density is None else out - rho * math.log(density)
+
+
+@dataclass
+class RewardFit:
+    """Fitted reward constants (signs free) beside the paper's, and how well each reward ranks the target."""
+
+    mu: float
+    rho: float
+    acc_weight: float  # the raw least-squares weight of the early accuracy (mu, rho are divided by it)
+    spearman_fit: float
+    spearman_paper: float
+    paper_mu: float = PAPER_MU
+    paper_rho: float = PAPER_RHO
+
+
+def calibrate_reward(acc: Sequence[float], flops: Sequence[float], density: Sequence[float], target: Sequence[float],
+                     *, flops_ref: float = 1.0, acc_scale: float = 1.0) -> RewardFit:  # fmt: skip
+    """Fit mu, rho of :func:`redefined_reward` so the reward predicts ``target`` (e.g. longer-trained accuracy).
+
+    Least squares of target ~ c + w·acc_scale·acc + b·ln(flops / flops_ref) + d·ln(density) over the blocks, then
+    mu = -b / w and rho = -d / w (the reward's scale is free: only its order matters), so a positive mu means more
+    FLOPs lower the reward and a negative one that they raise it. Needs at least 5 blocks and w > 0.
+    """
+    import numpy as np
+
+    n = len(acc)
+    if not n == len(flops) == len(density) == len(target) or n < 5:
+        raise ConfigError(f"calibrate_reward: give >= 5 blocks with acc, flops, density and target each; got {n}")
+    a = acc_scale * np.asarray(acc, float)
+    lf, ld = np.log(np.asarray(flops, float) / flops_ref), np.log(np.asarray(density, float))
+    X = np.column_stack([np.ones(n), a, lf, ld])
+    (_, w, b, d), *_ = np.linalg.lstsq(X, np.asarray(target, float), rcond=None)
+    if not w > 0:
+        raise ConfigError(f"calibrate_reward: the early accuracy does not predict the target (weight {w:.3g}); "
+                          "train the blocks longer or use more blocks")  # fmt: skip
+    mu, rho = -b / w, -d / w
+
+    def rank(values: Any) -> float:
+        from scipy.stats import spearmanr
+
+        return float(spearmanr(values, target).statistic)
+
+    fit = a - mu * lf - rho * ld
+    paper = a - PAPER_MU * lf - PAPER_RHO * ld
+    return RewardFit(float(mu), float(rho), float(w), rank(fit), rank(paper))
+
 
 _DATA: dict[tuple, tuple[Any, Any, Any]] = {}  # per-process cache: (train, val, test) by data options
 _SPACES: dict[str, Any] = {}
@@ -34,14 +100,15 @@ class ShortTraining:
     or a fraction) for validation, of which ``val_subset`` are used (``None``: all). Training: ``optimizer``
     (Adam, lr 1e-3, batch 128 by default), the learning rate multiplied by ``lr_decay`` every ``lr_decay_every``
     epochs (BlockQNN's 12-epoch recipe: 0.2 every 5), seed ``seed`` for the subset, the initial weights and the
-    batch order; ``threads`` torch threads during the call (restored after).
+    batch order; ``threads`` torch threads during the call (restored after); ``device`` trains and evaluates there.
 
-    objective = ``acc_scale``·val_acc - ``mu``·log(flops / ``flops_ref``) - ``rho``·log(density). For ``nsc``
-    blocks, flops are one block's MACs at width F and the input resolution (``NSCSpace.flops``; a block without
-    convolutions is charged one 1x1 conv so the log stays finite) and ``flops_ref`` defaults to the median of 1,000
+    objective = :func:`redefined_reward` (``acc_scale``·val_acc - ``mu``·ln(flops / ``flops_ref``) -
+    ``rho``·ln(density); units there). For ``nsc`` blocks, flops are one block's MACs at width F and the input
+    resolution (``NSCSpace.flops``; the space refuses conv-free blocks unless ``require_conv=False``, and then such
+    a block is charged one 1x1 conv so the log stays finite) and ``flops_ref`` defaults to the median of 1,000
     seeded random blocks; density is ``NSCSpace.density``. For other spaces flops are the whole network's MACs,
     the density term is off, and the FLOPs term is off unless ``flops_ref`` is given. ``acc_scale`` = 1 means
-    accuracy as a fraction; which unit the paper's mu and rho assume is not verified. Visible metrics: val_acc,
+    accuracy as a fraction, 100 percent. Visible metrics: val_acc,
     flops, density, params, train_s; with ``report_test`` the test accuracy goes to ``report`` (on ``test_subset``
     test images, ``None``: all), which no strategy sees. Picklable: holds only its options; data are loaded in the
     worker on first use and cached per process.
@@ -55,7 +122,7 @@ class ShortTraining:
                  optimizer: str = "adam", lr: float = 1e-3, lr_decay: float = 0.2, lr_decay_every: int = 5,
                  augment: bool | None = None, channels: int = 16, N: int = 1, seed: int = 0, mu: float = 1.0,
                  rho: float = 8.0, flops_ref: float | None = None, acc_scale: float = 1.0,
-                 threads: int | None = 1) -> None:  # fmt: skip
+                 threads: int | None = 1, device: str = "cpu") -> None:  # fmt: skip
         SPACES.get(space)  # an unknown name fails now, not in a worker
         if not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(f"train_cifar: epochs must be an int >= 1, got {epochs!r}")
@@ -131,24 +198,32 @@ class ShortTraining:
             sched = make_scheduler(opt, "step", total_steps=self.epochs * len(loader), milestones=marks,
                                    gamma=self.lr_decay)  # fmt: skip
         t0 = time.perf_counter()
-        fit(model, loader, epochs=self.epochs, optimizer=opt, scheduler=sched, seed=self.seed, progress=False)
+        fit(model, loader, epochs=self.epochs, optimizer=opt, scheduler=sched, seed=self.seed, progress=False,
+            device=self.device)  # fmt: skip
         train_s = time.perf_counter() - t0
-        val_acc = evaluate(model, make_loader(val, batch_size=500, shuffle=False))["acc"]
+        val_acc = evaluate(model, make_loader(val, batch_size=500, shuffle=False), device=self.device)["acc"]
+        report = {}
+        if test is not None:
+            report["test_acc"] = evaluate(model, make_loader(test, batch_size=500, shuffle=False),
+                                          device=self.device)["acc"]  # fmt: skip
+        model.cpu()  # counted on the CPU, like every profile
 
         objective = self.acc_scale * val_acc
         if callable(getattr(space, "actions", None)):  # an NSC block: BlockQNN's block FLOPs and density
             flops = space.flops(sample, self.channels, res)
             ref = self.flops_ref or space.median_flops(self.channels, res)
             dens = space.density(sample)
-            floor = self.channels * self.channels * res * res  # one 1x1 conv
-            objective -= self.mu * math.log(max(flops, floor) / ref) + self.rho * math.log(dens)
+            floor = self.channels * self.channels * res * res  # one 1x1 conv (conv-free blocks: require_conv=False)
+            objective = redefined_reward(val_acc, max(flops, floor), dens, mu=self.mu, rho=self.rho, flops_ref=ref,
+                                         acc_scale=self.acc_scale)  # fmt: skip
         else:
             from leanvision.profile import profile
 
             flops = profile(model, torch.zeros(1, in_chans, res, res)).macs
             dens = None
             if self.flops_ref:
-                objective -= self.mu * math.log(max(flops, 1) / self.flops_ref)
+                objective = redefined_reward(val_acc, max(flops, 1), None, mu=self.mu, flops_ref=self.flops_ref,
+                                             acc_scale=self.acc_scale)  # fmt: skip
         out: dict[str, Any] = {
             "objective": objective,
             "val_acc": val_acc,
@@ -156,8 +231,6 @@ class ShortTraining:
             "density": dens,
             "params": sum(p.numel() for p in model.parameters()),
             "train_s": train_s,
-            "report": {},
+            "report": report,
         }
-        if test is not None:
-            out["report"]["test_acc"] = evaluate(model, make_loader(test, batch_size=500, shuffle=False))["acc"]
         return out

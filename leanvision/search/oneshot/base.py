@@ -47,8 +47,9 @@ class OneShotMethod:
         raise NotImplementedError
 
 
-SUPERNET = "supernet"  # the evaluator name of a one-shot search config: cells are scored on the trained supernet
-ONESHOT: Registry[OneShotMethod] = Registry("one-shot method", hint="Known: see leanvision.search.list_oneshot().")
+SUPERNET = "supernet"  # the old spelling of a one-shot config (evaluator: supernet), read for one more release
+ONESHOT: Registry[OneShotMethod] = Registry("one-shot method",
+                                            hint="Known: see leanvision.search.oneshot.list_oneshot().")  # fmt: skip
 
 
 def create_oneshot(name: str, space: Any, *, seed: int = 0, supernet: dict[str, Any] | None = None,

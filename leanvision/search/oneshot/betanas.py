@@ -61,6 +61,11 @@ def drop_ops(remaining: Remaining, scores: Mapping[str, Mapping[str, float]], d:
     return dropped
 
 
+def _split(total: int, parts: int) -> list[int]:
+    """``total`` in ``parts`` near-equal integers."""
+    return [total * (s + 1) // parts - total * s // parts for s in range(parts)]
+
+
 def stage_sizes(n_ops: int, stages: int, d: int) -> list[int]:
     """Remaining ops per edge in each stage (d fewer after each stage, never below one)."""
     sizes = [n_ops]
@@ -77,8 +82,10 @@ class BETANAS(OneShotMethod):
     Balanced step: per edge a random permutation of its remaining ops, K = the most ops any edge has; the K paths'
     gradients are summed on the same batch before one SGD step, so every remaining op gets the same number of
     gradient contributions. Budget: ``epochs`` is in SPOS epochs, i.e. ``epochs`` x batches-per-epoch path
-    forward/backward passes in all, split equally over the stages; a stage with K paths per step therefore takes
-    1/K as many optimiser steps (and data batches) as SPOS would for its passes, and the cosine LR spans all steps.
+    forward/backward passes in all: a share ``first_drop`` before the first drop (so ops are judged on a trained
+    supernet), the rest split equally over the later stages (``first_drop=None``: all stages equal); a stage with K
+    paths per step takes 1/K as many optimiser steps (and data batches) as SPOS would for its passes, and the cosine
+    LR spans all steps.
     Drop score: the mean supernet score (val accuracy, BatchNorm re-estimated) of the paths containing the op; the
     paths are ``R`` balanced super-steps' worth (R x K), shared by all ops, so each op on each edge is in exactly R
     of them while the other edges' ops vary at random.
@@ -88,12 +95,16 @@ class BETANAS(OneShotMethod):
 
     def __init__(self, space: Any, *, seed: int = 0, supernet: dict[str, Any] | None = None, epochs: int = 30,
                  stages: int = 3, d: int = 1, R: int = 20, max_final: int = 729, eval_chunk: int = 100,
-                 n_picks: int = 10) -> None:  # fmt: skip
+                 n_picks: int = 10, first_drop: float | None = 0.5) -> None:  # fmt: skip
         self.space = as_space(space)
         for name, v in (("epochs", epochs), ("stages", stages), ("d", d), ("R", R), ("max_final", max_final),
                         ("eval_chunk", eval_chunk), ("n_picks", n_picks)):  # fmt: skip
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"betanas: {name} must be an int >= 1, got {v!r}")
+        if first_drop is not None and (isinstance(first_drop, bool) or not isinstance(first_drop, (int, float))
+                                       or not 0 < first_drop < 1):  # fmt: skip
+            raise ConfigError(f"betanas: first_drop is the share of the budget trained before the first drop, in "
+                              f"(0, 1), or null for equal stages; got {first_drop!r}")  # fmt: skip
         self.seed, self.epochs, self.stages, self.d, self.R = seed, epochs, stages, d, R
         self.max_final, self.n_picks = max_final, n_picks
         self.trainer = make_trainer(self.space, seed, supernet, total_epochs=epochs, total_steps=None)
@@ -101,7 +112,10 @@ class BETANAS(OneShotMethod):
         budget = epochs * b
         self.budget_passes = budget
         self.sizes = stage_sizes(len(self.space.ops), stages, d)
-        passes = [budget * (s + 1) // stages - budget * s // stages for s in range(stages)]
+        passes = _split(budget, stages)
+        if first_drop is not None and stages > 1:  # drop from a trained supernet: the later stages share the rest
+            first = round(budget * first_drop)
+            passes = [first, *_split(budget - first, stages - 1)]
         self.stage_steps = [max(1, round(p / k)) for p, k in zip(passes, self.sizes, strict=True)]
         self.trainer.set_total_steps(sum(self.stage_steps))
         plan: list[tuple[Any, ...]] = []

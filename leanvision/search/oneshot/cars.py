@@ -18,7 +18,7 @@ import numpy as np
 from leanvision.errors import ConfigError
 from leanvision.registry import unknown_choice
 from leanvision.search.oneshot.base import ONESHOT, OneShotMethod
-from leanvision.search.oneshot.nsga import non_dominated_fronts, nsga3_select, pnsga3_select
+from leanvision.search.oneshot.nsga import non_dominated_fronts, nsga3_select, pnsga3_select, require_pymoo
 from leanvision.search.space import Sample
 from leanvision.search.spaces.nasbench201 import EDGES
 
@@ -87,6 +87,7 @@ class CARS(OneShotMethod):
                  max_retries: int = 1_000) -> None:  # fmt: skip
         from leanvision.search.oneshot.train import as_space, make_trainer
 
+        require_pymoo("CARS")  # before any training: its selection sorts fronts with pymoo
         for name, v, low in (("warmup_epochs", warmup_epochs, 0), ("evolution_rounds", evolution_rounds, 0),
                              ("epochs_per_round", epochs_per_round, 1), ("population", population, 2),
                              ("n_picks", n_picks, 1), ("max_retries", max_retries, 0)):  # fmt: skip

@@ -10,9 +10,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from leanvision.errors import ConfigError
+from leanvision.errors import ConfigError, missing_extra
 
 _EPS = 1e-10  # vega adds it so that a 0% individual sorts last instead of dividing by zero
+
+
+def require_pymoo(what: str) -> None:
+    """Refuse, in one line naming the extra, to run ``what`` without pymoo (an optional dependency)."""
+    try:
+        import pymoo  # noqa: F401
+    except ModuleNotFoundError:
+        raise missing_extra(what, "search") from None
 
 
 def non_dominated_fronts(F: np.ndarray | Sequence[Sequence[float]]) -> list[np.ndarray]:
@@ -20,6 +28,7 @@ def non_dominated_fronts(F: np.ndarray | Sequence[Sequence[float]]) -> list[np.n
 
     Equal points do not dominate each other, so duplicates share a front.
     """
+    require_pymoo("non-dominated sorting (CARS, NSGA)")
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
     F = np.asarray(F, dtype=float)
@@ -77,6 +86,7 @@ def nsga3_select(acc: Sequence[float], size: Sequence[float], n: int, rng: np.ra
     sizes the population to the number of directions) and a fresh normalisation per call, as vega's
     ``SortAndSelectPopulation`` does; ``rng`` breaks niching ties.
     """
+    require_pymoo("NSGA-III selection")
     from pymoo.algorithms.moo.nsga3 import ReferenceDirectionSurvival
     from pymoo.core.population import Population
     from pymoo.core.problem import Problem
@@ -98,6 +108,7 @@ def nsga3_select(acc: Sequence[float], size: Sequence[float], n: int, rng: np.ra
 def hypervolume(points: np.ndarray | Sequence[Sequence[float]], ref: Sequence[float]) -> float:
     """The hypervolume (minimisation) dominated by ``points`` and bounded by ``ref``; points not better than
     ``ref`` in every objective add nothing (pymoo's ``HV`` indicator)."""
+    require_pymoo("the hypervolume")
     from pymoo.indicators.hv import HV
 
     points = np.asarray(points, dtype=float)

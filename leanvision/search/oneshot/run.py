@@ -11,7 +11,7 @@ import torch
 
 from leanvision._io import atomic_write
 from leanvision.errors import DataError
-from leanvision.search.journal import Journal
+from leanvision.search.journal import Journal, Trial
 from leanvision.search.oneshot.base import OneShotMethod, picks_of
 from leanvision.search.space import Sample
 
@@ -42,10 +42,9 @@ def _journal_round(journal: Journal, first: int, records: list[dict[str, Any]], 
         sample = rec["sample"]
         metrics = {k: v for k, v in rec.items() if k not in ("sample", "objective")}
         report = ground_truth(sample) if ground_truth else {}
-        result = {"status": "ok", "objective": float(rec["objective"]), "metrics": metrics, "report": report,
-                  "seconds": seconds / len(records)}  # fmt: skip
+        scored = Trial(trial, sample, "ok", float(rec["objective"]), metrics, report, seconds=seconds / len(records))
         journal.ask(trial, sample)
-        journal.tell(trial, result)
+        journal.tell(trial, scored.record())  # the ask/tell driver's record: one reader for both
 
 
 def run_oneshot(method: OneShotMethod, journal: Journal, out_dir: str | Path, *,

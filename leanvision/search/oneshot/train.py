@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from leanvision.errors import ConfigError
 from leanvision.search.oneshot.data import SupernetData, load_supernet_data
 from leanvision.search.oneshot.supernet import Arch, NB201Supernet, score_paths
+from leanvision.search.space import ChoiceSpace
 from leanvision.search.spaces.nasbench201 import EDGES, NB201Space, cell_ops, params_macs
 
 # sampler(rng) -> the paths of ONE optimiser step (their gradients accumulate on the same batch).
@@ -43,10 +44,11 @@ def set_random_state(rng: random.Random, state: dict[str, Any]) -> None:
 
 
 def uniform_sampler(space: NB201Space) -> Sampler:
-    """One uniformly random path per step (SPOS's sampling; CARS's warm-up)."""
+    """One uniformly random path per step (SPOS's sampling; CARS's warm-up): every op of every edge equally often,
+    also on a ``canonical`` space (whose own sampling, one cell per isomorphism class, is for picking candidates)."""
 
     def sample(rng: random.Random) -> list[Arch]:
-        return [space.sample(rng)]
+        return [ChoiceSpace.sample(space, rng)]
 
     return sample
 

@@ -20,6 +20,11 @@ Deviations from the official code (``huawei-noah/Efficient-Computing`` @ 1a4e5b9
 optimizer steps after the gradient of the same batch (the official code steps once more, stale, at each epoch's
 start), the model of the last epoch is kept (the official code picks the epoch with the best *training* Kendall τ),
 and the pair mask lives on the scores' device (the official one calls ``.cuda()``).
+
+The default encoding here is not the paper's: ``encoding="onehot"`` (:func:`encode_onehot`) is each edge's op one-hot
+plus one flag per edge saying whether it lies on an input->output path of non-``none`` edges, scored by a small MLP
+(:class:`ReNASMLP`) with the same pairwise loss; it ranks NAS-Bench-201 cells better than the paper's tensor with
+the LeNet. ``encoding="paper"`` keeps the tensor above.
 """
 
 from __future__ import annotations
@@ -44,6 +49,44 @@ CHANNELS = ("type", "macs stage 1", "macs stage 2", "macs stage 3",
             "params stage 1", "params stage 2", "params stage 3")  # fmt: skip
 FEATURES = {"full": 7, "type": 1}  # channels the predictor sees: the whole tensor, or the type matrix only
 LOSSES = ("pairwise", "mse")
+ENCODINGS = ("onehot", "paper")
+ONEHOT_DIM = len(EDGES) * len(OPS) + len(EDGES)  # one-hot op per edge, then one live flag per edge
+
+
+def live_edges(sample: Mapping[str, str] | str) -> list[bool]:
+    """Per edge (``EDGES`` order), whether it lies on an input->output path whose edges are all non-``none``."""
+    ops = cell_ops(sample)
+    on = {e: ops[e] != "none" for e in EDGES}
+    fwd = {0}  # nodes reached from the input
+    for j in (1, 2, 3):
+        if any(i in fwd and on[f"{j}<-{i}"] for i in range(j)):
+            fwd.add(j)
+    back = {3}  # nodes that reach the output
+    for i in (2, 1, 0):
+        if any(j in back and on[f"{j}<-{i}"] for j in range(i + 1, 4)):
+            back.add(i)
+    return [on[e] and int(e[-1]) in fwd and int(e[0]) in back for e in EDGES]
+
+
+def encode_onehot(samples: Iterable[Mapping[str, str] | str]) -> np.ndarray:
+    """The (n, 36) float32 one-hot + live-edge features of NAS-Bench-201 samples or arch strings."""
+    rows = []
+    for ops in map(cell_ops, samples):
+        row = np.zeros(ONEHOT_DIM, np.float32)
+        for k, e in enumerate(EDGES):
+            row[k * len(OPS) + OPS.index(ops[e])] = 1
+        row[len(EDGES) * len(OPS) :] = live_edges(ops)
+        rows.append(row)
+    return np.stack(rows) if rows else np.zeros((0, ONEHOT_DIM), np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def nb201_onehot() -> np.ndarray:
+    """One-hot + live-edge features of all 15,625 cells, row k = the cell with ``tabular.arch_code`` k."""
+    codes = np.arange(len(OPS) ** len(EDGES))[:, None] // len(OPS) ** np.arange(len(EDGES)) % len(OPS)
+    out = encode_onehot({e: OPS[d] for e, d in zip(EDGES, row, strict=True)} for row in codes)
+    out.flags.writeable = False
+    return out
 
 
 def _adjacency() -> np.ndarray:
@@ -129,6 +172,18 @@ class ReNASPredictor(nn.Module):
         return self.head(self.features(x)).squeeze(1)
 
 
+class ReNASMLP(nn.Module):
+    """An MLP scoring one-hot + live-edge features (:func:`encode_onehot`): two hidden ReLU layers, one score."""
+
+    def __init__(self, in_features: int = ONEHOT_DIM, hidden: int = 128) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, 1))  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x).squeeze(1)
+
+
 def pairwise_ranking_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """ReNAS's loss (arXiv 1910.01523): mean over ordered pairs i ≠ j of log(1 + exp(−(s_i − s_j)·sign(y_i − y_j))).
 
@@ -147,19 +202,22 @@ def _features(X: np.ndarray, features: str) -> np.ndarray:
     if features not in FEATURES:
         raise ConfigError(f"ReNAS features must be one of {', '.join(FEATURES)}, got {features!r}")
     X = np.asarray(X, np.float32)
+    if X.ndim == 2 and X.shape[1] == ONEHOT_DIM:  # encode_onehot's features: always all of them
+        return X
     if X.ndim != 4 or X.shape[1:] != (len(CHANNELS), len(NODES), len(NODES)):
-        raise ConfigError(f"ReNAS input must have shape (n, 7, 8, 8) (see encode_cells), got {X.shape}")
+        raise ConfigError(f"ReNAS input must have shape (n, 7, 8, 8) (see encode_cells) or (n, {ONEHOT_DIM}) (see "
+                          f"encode_onehot), got {X.shape}")  # fmt: skip
     return X[:, : FEATURES[features]]
 
 
 class FittedPredictor:
-    """A trained :class:`ReNASPredictor` with its train-fitted scaler; scores are ordinal (higher = better)."""
+    """A trained :class:`ReNASPredictor` or :class:`ReNASMLP` with its train-fitted scaler; scores are ordinal."""
 
-    def __init__(self, net: ReNASPredictor, scaler, features: str, loss: str) -> None:
+    def __init__(self, net: nn.Module, scaler, features: str, loss: str) -> None:
         self.net, self.scaler, self.features, self.loss = net.eval(), scaler, features, loss
 
     def predict(self, X: np.ndarray, *, chunk: int = 4096) -> np.ndarray:
-        """Scores of the cells' tensors ``X`` (n, 7, 8, 8), as float64."""
+        """Scores (higher = better) of the cells' encodings ``X``, as float64."""
         x = _features(X, self.features)
         out = []
         with torch.inference_mode():
@@ -180,7 +238,9 @@ def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 def fit_predictor(X: np.ndarray, y: Sequence[float] | np.ndarray, *, loss: str = "pairwise", epochs: int = 200,
                   lr: float = 1e-3, batch_size: int = 1024, seed: int = 0,
                   features: str = "full") -> FittedPredictor:  # fmt: skip
-    """Train ReNAS's predictor (arXiv 1910.01523) on cell tensors ``X`` and accuracies ``y``; deterministic per seed.
+    """Train ReNAS's predictor (arXiv 1910.01523) on cell encodings ``X`` and accuracies ``y``; deterministic per seed.
+
+    ``X`` from :func:`encode_cells` (the paper's tensors) trains the LeNet, from :func:`encode_onehot` the MLP.
 
     Inputs are standardised per feature with statistics of these (train) cells only, labels min-max scaled with
     their min and max; Adam (``lr``, no weight decay) on the pairwise ranking loss or MSE, ``epochs`` passes in
@@ -208,7 +268,7 @@ def fit_predictor(X: np.ndarray, y: Sequence[float] | np.ndarray, *, loss: str =
     criterion = pairwise_ranking_loss if loss == "pairwise" else F.mse_loss
     with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's generator
         torch.manual_seed(seed)
-        net = ReNASPredictor(in_channels=x.shape[1])
+        net = ReNASMLP(x.shape[1]) if x.ndim == 2 else ReNASPredictor(in_channels=x.shape[1])
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=0.0)
     net.train()

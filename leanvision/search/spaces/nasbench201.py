@@ -8,73 +8,26 @@ the key into the benchmark's tables. This module needs no torch: ``build`` impor
 
 from __future__ import annotations
 
-import difflib
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from leanvision.errors import ConfigError
+from leanvision.models.nasbench201_arch import (  # noqa: F401  (re-exported: the space's public names)
+    _FORMAT,
+    BEST_CIFAR10_ARCH,
+    EDGES,
+    OPS,
+    canonical_arch,
+    canonical_archs,
+    cell_ops,
+    edge,
+    format_arch,
+    is_connected,
+    parse_arch,
+    unique_str,
+)
 from leanvision.search.space import SPACES, Choice, ChoiceSpace, Sample, check_options
-
-OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-EDGES = ("1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2")
-# NAS-Bench-201 index 6111: the best CIFAR-10 cell by 200-epoch test accuracy (94.37%, tied with index 13714).
-BEST_CIFAR10_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
-_FORMAT = "'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'"
-
-
-def edge(j: int, i: int) -> str:
-    """The name of the edge from node ``i`` into node ``j`` (``"j<-i"``)."""
-    return f"{j}<-{i}"
-
-
-def parse_arch(arch: str) -> dict[str, str]:
-    """``{"1<-0": op, ...}`` from a NAS-Bench-201 arch string; a malformed string is a ``ConfigError`` naming why."""
-    if not isinstance(arch, str):
-        raise ConfigError(f"a NAS-Bench-201 arch is a string like {_FORMAT}, got {arch!r}")
-    nodes = arch.strip().split("+")
-    if len(nodes) != 3:
-        raise ConfigError(f"NAS-Bench-201 arch {arch!r}: needs 3 nodes joined by '+', got {len(nodes)}; "
-                          f"write it as {_FORMAT}")  # fmt: skip
-    ops: dict[str, str] = {}
-    for j, node in enumerate(nodes, 1):
-        if len(node) < 2 or node[0] != "|" or node[-1] != "|":
-            raise ConfigError(f"NAS-Bench-201 arch {arch!r}: node {j} {node!r} must start and end with '|'; "
-                              f"write it as {_FORMAT}")  # fmt: skip
-        inputs = node[1:-1].split("|")
-        if len(inputs) != j:
-            raise ConfigError(f"NAS-Bench-201 arch {arch!r}: node {j} needs {j} inputs (one per earlier node), "
-                              f"got {len(inputs)}; write it as {_FORMAT}")  # fmt: skip
-        for i, item in enumerate(inputs):
-            op, sep, src = item.partition("~")
-            if not sep or src != str(i):
-                raise ConfigError(f"NAS-Bench-201 arch {arch!r}: input {i} of node {j} must be written 'op~{i}', "
-                                  f"got {item!r}")  # fmt: skip
-            if op not in OPS:
-                close = difflib.get_close_matches(op, OPS, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ConfigError(f"NAS-Bench-201 arch {arch!r}: unknown op {op!r} on edge {edge(j, i)}; {hint}"
-                                  f"choose one of: {', '.join(OPS)}")  # fmt: skip
-            ops[edge(j, i)] = op
-    return ops
-
-
-def format_arch(ops: Mapping[str, str]) -> str:
-    """The NAS-Bench-201 arch string of ``{"1<-0": op, ...}`` (the inverse of :func:`parse_arch`)."""
-    missing = [e for e in EDGES if e not in ops]
-    if missing:
-        raise ConfigError(f"a NAS-Bench-201 cell needs an op on every edge; missing {missing}")
-    return "+".join("|" + "".join(f"{ops[edge(j, i)]}~{i}|" for i in range(j)) for j in (1, 2, 3))
-
-
-def cell_ops(sample: Mapping[str, str] | str) -> dict[str, str]:
-    """``{edge: op}`` of a sample dict or arch string, checked (``ConfigError`` says what is wrong)."""
-    if isinstance(sample, str):
-        return parse_arch(sample)
-    if not isinstance(sample, Mapping) or set(sample) != set(EDGES):
-        got = sorted(sample) if isinstance(sample, Mapping) else repr(sample)
-        raise ConfigError(f"a NAS-Bench-201 cell is a dict with exactly the edges {list(EDGES)}, got {got}")
-    return parse_arch(format_arch(sample))  # checks every op name
-
 
 # Parameters and MACs of one cell op at width c (ReLU-Conv-BN: conv weight + BN weight and bias).
 _OP_PARAMS = {"nor_conv_3x3": lambda c: 9 * c * c + 2 * c, "nor_conv_1x1": lambda c: c * c + 2 * c}
@@ -123,17 +76,46 @@ class NB201Space(ChoiceSpace):
 
     ``ops`` restricts every edge to a subset of :data:`OPS`. Samples are ``{edge: op}`` dicts keyed by
     :data:`EDGES`; :meth:`key` is the benchmark's arch string, :meth:`build` the network
-    (``leanvision.models.create_model("nasbench201", arch=...)``).
+    (``leanvision.models.create_model("nasbench201", arch=...)``). With ``canonical=True``, :meth:`sample` and
+    :meth:`mutate` return only connected cells, one representative per isomorphism class (6,461 of the benchmark's
+    6,466 unique cells; :func:`unique_str`), each class equally likely.
     """
 
     name = "nasbench201"
 
-    def __init__(self, *, ops: Sequence[str] = OPS) -> None:
+    def __init__(self, *, ops: Sequence[str] = OPS, canonical: bool = False) -> None:
         if isinstance(ops, str):
             ops = [ops]
         check_options("nasbench201 ops", list(ops), OPS)
         self.ops = tuple(o for o in OPS if o in ops)  # canonical order, duplicates dropped
         self._params = {e: Choice(self.ops) for e in EDGES}
+        self.canonical = bool(canonical)
+        self._cells: list[str] = []
+        if self.canonical:
+            self._cells = sorted(a for a in set(canonical_archs(self.ops).values()) if is_connected(a))
+            if not self._cells:
+                raise ConfigError(f"nasbench201: ops {list(self.ops)} allow no connected cell; add a non-'none' op")
+
+    def cells(self) -> list[str]:
+        """The arch strings sampling draws from: the canonical connected cells, or every cell of the space."""
+        return list(self._cells) if self.canonical else sorted(canonical_archs(self.ops))
+
+    def sample(self, rng: random.Random) -> Sample:
+        if not self.canonical:
+            return super().sample(rng)
+        return parse_arch(rng.choice(self._cells))
+
+    def mutate(self, sample: Sample, rng: random.Random) -> Sample:
+        """Change one edge; canonical spaces map the child to its class's representative, skipping disconnected
+        children and ones equivalent to the parent."""
+        if not self.canonical:
+            return super().mutate(sample, rng)
+        parent = canonical_archs(self.ops)[format_arch(sample)]
+        for _ in range(100):  # almost every one-edge change of a connected cell is a new connected class
+            child = canonical_archs(self.ops)[format_arch(super().mutate(sample, rng))]
+            if child != parent and is_connected(child):
+                return parse_arch(child)
+        return self.sample(rng)
 
     def to_string(self, sample: Sample) -> str:
         """The NAS-Bench-201 arch string of a valid sample."""

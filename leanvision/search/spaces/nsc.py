@@ -97,6 +97,11 @@ def leaves(sample: Sample) -> list[int]:
     return [layer[0] for layer in layers if layer[0] not in used]
 
 
+def has_conv(sample: Sample) -> bool:
+    """Whether the block holds a convolution layer (the validity rule ``require_conv``)."""
+    return any(row[1] == CONV for row in sample["layers"])
+
+
 def density(sample: Sample) -> float:
     """#edges / #nodes of the block DAG: nodes are the block input and the layers (not the terminal); an add or
     concat brings 2 edges, any other layer 1 (BlockQNN's density, arXiv 1708.05552)."""
@@ -243,13 +248,15 @@ class NSCSpace:
 
     Options: ``max_layers`` (T, entries per block counting the terminal), ``kernels`` (conv kernel sizes),
     ``pool_kernels`` and ``types`` (the allowed layer types, 1-7; one of 1-4 must be among them because the first
-    layer has only the block input to read).
+    layer has only the block input to read), ``require_conv`` (default on: a block without any convolution is
+    invalid, so pooling-only blocks, which train no weights in the block, are never sampled or scored).
     """
 
     name = "nsc"
 
     def __init__(self, *, max_layers: int = 6, kernels: Sequence[int] = CONV_KERNELS,
-                 pool_kernels: Sequence[int] = POOL_KERNELS, types: Sequence[int] = ALL_TYPES) -> None:  # fmt: skip
+                 pool_kernels: Sequence[int] = POOL_KERNELS, types: Sequence[int] = ALL_TYPES,
+                 require_conv: bool = True) -> None:  # fmt: skip
         if not _is_int(max_layers) or max_layers < 1:
             raise ConfigError(f"nsc: max_layers must be an int >= 1, got {max_layers!r}")
         check_options("nsc kernels", list(kernels), CONV_KERNELS)
@@ -258,6 +265,10 @@ class NSCSpace:
         if not set(types) & {CONV, MAXPOOL, AVGPOOL, IDENTITY}:
             raise ConfigError("nsc types: include one of 1-4 (conv, pools, identity); a first layer can only read "
                               f"the block input, got {list(types)}")  # fmt: skip
+        if require_conv and CONV not in types:
+            raise ConfigError(f"nsc: require_conv needs type 1 (conv) among types {list(types)}; add it or set "
+                              "require_conv=False")  # fmt: skip
+        self.require_conv = bool(require_conv)
         self.max_layers = max_layers
         self.kernels = tuple(sorted(set(kernels)))
         self.pool_kernels = tuple(sorted(set(pool_kernels)))
@@ -290,22 +301,33 @@ class NSCSpace:
         return tuple(out)
 
     def sample(self, rng: random.Random) -> Sample:
-        """A random valid block built layer by layer, each layer uniform over :meth:`actions` at its index."""
-        layers: list[list[int]] = []
-        for index in range(1, self.max_layers + 1):
-            layer = rng.choice(self.actions(index))
-            layers.append(list(layer))
-            if layer[1] == TERMINAL:
-                break
-        return {"layers": layers}
+        """A random valid block built layer by layer, each layer uniform over :meth:`actions` at its index (with
+        ``require_conv``: drawn again until it holds a convolution, i.e. uniform over the valid blocks' walks)."""
+        while True:
+            layers: list[list[int]] = []
+            for index in range(1, self.max_layers + 1):
+                layer = rng.choice(self.actions(index))
+                layers.append(list(layer))
+                if layer[1] == TERMINAL:
+                    break
+            if not self.require_conv or has_conv({"layers": layers}):
+                return {"layers": layers}
 
     def mutate(self, sample: Sample, rng: random.Random) -> Sample:
         """Change the entry at one random index to another valid choice there.
 
         Turning a layer into the terminal cuts the block there; turning the terminal into a layer grows the block
         by that layer (and a new terminal when there is room). Other entries never become invalid: a layer's
-        validity depends only on its index.
+        validity depends only on its index. With ``require_conv`` a change that leaves no convolution is drawn
+        again (up to 100 times, then the block comes back unchanged).
         """
+        for _ in range(100):
+            out = self._mutate_once(sample, rng)
+            if not self.require_conv or has_conv(out):
+                return out
+        return {"layers": [list(row) for row in canonical_layers(sample)]}
+
+    def _mutate_once(self, sample: Sample, rng: random.Random) -> Sample:
         layers = [list(row) for row in canonical_layers(sample)]
         pos = rng.randrange(len(layers))
         index = pos + 1
@@ -362,6 +384,9 @@ class NSCSpace:
                     raise ConfigError(f"{where}: a {TYPE_NAMES[t]} needs two different inputs (pred1 != pred2)")
             elif p2 != 0:
                 raise ConfigError(f"{where}: a {TYPE_NAMES[t]} layer has one input; set pred2 to 0")
+        if self.require_conv and not has_conv(sample):
+            raise ConfigError("nsc: the block has no convolution; add a conv layer (type 1) or create the space "
+                              "with require_conv=False")  # fmt: skip
 
     def key(self, sample: Sample) -> str:
         """The layers with add/concat inputs ordered and without the terminal (it adds no operation)."""
@@ -390,13 +415,14 @@ class NSCSpace:
     def median_flops(self, channels: int = 16, resolution: int = 32, *, n: int = 1000, seed: int = 0) -> float:
         """The median :func:`flops` of ``n`` seeded random blocks: a reference that makes log(FLOPs / ref) O(1)."""
         return _median_flops(self.max_layers, self.kernels, self.pool_kernels, self.types, channels, resolution, n,
-                             seed)  # fmt: skip
+                             seed, self.require_conv)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=64)
 def _median_flops(max_layers: int, kernels: tuple, pool_kernels: tuple, types: tuple, channels: int,
-                  resolution: int, n: int, seed: int) -> float:  # fmt: skip
-    space = NSCSpace(max_layers=max_layers, kernels=kernels, pool_kernels=pool_kernels, types=types)
+                  resolution: int, n: int, seed: int, require_conv: bool = True) -> float:  # fmt: skip
+    space = NSCSpace(max_layers=max_layers, kernels=kernels, pool_kernels=pool_kernels, types=types,
+                     require_conv=require_conv)
     rng = random.Random(seed)
     values = [flops(space.sample(rng), channels, resolution) for _ in range(n)]
     ref = statistics.median(values)

@@ -345,6 +345,19 @@ class TopologyFeatures:
 # --- the strategy -------------------------------------------------------------------------------------------------
 
 
+def top_blocks(scores: Sequence[float], macs: Sequence[float], keys: Sequence[str], k: int) -> list[int]:
+    """Indices of the ``k`` best distinct blocks (first trial of each key): higher score first, ties broken by
+    fewer MACs, then by trial order (the earlier trial)."""
+    out, seen = [], set()
+    for i in sorted(range(len(scores)), key=lambda i: (-scores[i], macs[i], i)):
+        if keys[i] not in seen:
+            seen.add(keys[i])
+            out.append(i)
+            if len(out) == k:
+                break
+    return out
+
+
 @STRATEGIES.register("irlas")
 class IRLAS(BlockQNN):
     """BlockQNN Q-learning whose reward is objective + λ·MSF (IRLAS, arXiv 1812.05285; see the module docstring).
@@ -362,7 +375,10 @@ class IRLAS(BlockQNN):
     with the mean μ of the last ``irl_window`` told blocks (failed ones too: they show the policy).
 
     Reward of a block: ``objective_scale`` · objective + ``lam`` · clip((MSF − lo) / (hi − lo), 0, 1), lo and hi
-    the least and greatest MSF of the last ``norm_window`` remembered blocks (0.5 when they are all equal).
+    the least and greatest MSF of the last ``norm_window`` remembered blocks (0.5 when they are all equal). With
+    ``lam_scale="range"`` λ is in units of the spread (max − min) of the scaled objective over the same window,
+    so ``lam=0.5`` lets the MSF move a block by at most half the objective's range; ``"absolute"`` (default) uses
+    ``lam`` as it is (the reward's units). ``exploit_share`` is BlockQNN's.
     Replayed episodes are scored with the current w and window, so the Q table always learns the latest MSF. A
     failed trial learnt with ``failure_reward`` gets no MSF. Deterministic given the seed and the asks and tells.
     """
@@ -371,13 +387,17 @@ class IRLAS(BlockQNN):
                  schedule: Sequence[int] = SCHEDULE, epsilons: Sequence[float] = EPSILONS, alpha: float = 0.01,
                  gamma: float = 1.0, q_init: float = 0.5, shaping: bool = True, shaping_steps: str = "episode",
                  replay: int = 64, failure_reward: float | None = None, objective_scale: float = 1.0,
-                 lam: float = 1.0,
+                 exploit_share: float | None = 0.6, lam: float = 1.0, lam_scale: str = "absolute",
                  feature_gamma: float = FEATURE_GAMMA, pad: bool = True, expert: Sample | str | None = None,
                  irl_every: int | str = "phase", irl_window: int = 32, irl_init: int = 256,
                  norm_window: int = 64) -> None:  # fmt: skip
         super().__init__(space, seed=seed, budget=budget, schedule=schedule, epsilons=epsilons, alpha=alpha,
                          gamma=gamma, q_init=q_init, shaping=shaping, shaping_steps=shaping_steps, replay=replay,
-                         failure_reward=failure_reward, objective_scale=objective_scale)  # fmt: skip
+                         failure_reward=failure_reward, objective_scale=objective_scale,
+                         exploit_share=exploit_share)  # fmt: skip
+        if lam_scale not in ("absolute", "range"):
+            raise ConfigError(f"irlas: lam_scale is 'absolute' or 'range', got {lam_scale!r}")
+        self.lam_scale = lam_scale
         if irl_every != "phase" and (not isinstance(irl_every, int) or isinstance(irl_every, bool) or irl_every < 1):
             raise ConfigError(f"irlas: irl_every is 'phase' or a number of told blocks >= 1, got {irl_every!r}")
         for name, v in (("irl_window", irl_window), ("irl_init", irl_init), ("norm_window", norm_window)):
@@ -427,7 +447,11 @@ class IRLAS(BlockQNN):
         lo, hi = float(recent.min()), float(recent.max())
         norm = np.clip((values - lo) / (hi - lo), 0.0, 1.0) if hi - lo > 1e-12 else np.full_like(values, 0.5)
         base = np.array([r for _, r in self.memory])
-        return (base + self.lam * norm * np.array(self._mem_ok, dtype=float)).tolist()
+        lam = self.lam
+        if self.lam_scale == "range":  # λ in units of the objective's spread, so the MSF cannot swamp it
+            ok_base = base[-self.norm_window :][np.array(self._mem_ok[-self.norm_window :], dtype=bool)]
+            lam *= float(ok_base.max() - ok_base.min()) if len(ok_base) else 0.0
+        return (base + lam * norm * np.array(self._mem_ok, dtype=float)).tolist()
 
     def state_dict(self) -> dict[str, Any]:
         """The Q table plus the MSF: w, μ_E, μ̄, the margins and the projection steps."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from leanvision.errors import ConfigError
 from leanvision.search.space import Result, Sample, SearchSpace
-from leanvision.search.spaces.nsc import TERMINAL, Layer, canonical_layers
+from leanvision.search.spaces.nsc import CONV, TERMINAL, Layer, canonical_layers
 from leanvision.search.strategies.base import STRATEGIES, Strategy, ok
 
 # Iterations per epsilon value (1.0, 0.9, ..., 0.1) as in BlockQNN; identical in the Keras re-implementation
@@ -41,6 +41,16 @@ class NSCEpisodes:
 
     def actions(self, index: int) -> tuple[tuple, ...]:
         return self.space.actions(index)  # type: ignore[attr-defined]
+
+    def allowed(self, index: int, layers: Sequence[tuple]) -> tuple[tuple, ...]:
+        """The actions at ``index`` after ``layers`` that can still end in a valid block: while the space requires
+        a convolution and none is there yet, no terminal, and only convolutions at the last index."""
+        acts = self.actions(index)
+        if not getattr(self.space, "require_conv", False) or any(a[1] == CONV for a in layers):
+            return acts
+        if index >= self.max_steps:
+            return tuple(a for a in acts if a[1] == CONV)
+        return tuple(a for a in acts if a[1] != TERMINAL)
 
     @staticmethod
     def is_terminal(action: tuple) -> bool:
@@ -69,6 +79,9 @@ class ChoiceEpisodes:
     def actions(self, index: int) -> tuple[tuple, ...]:
         return self._actions.get(index, ())
 
+    def allowed(self, index: int, layers: Sequence[tuple]) -> tuple[tuple, ...]:
+        return self.actions(index)
+
     @staticmethod
     def is_terminal(action: tuple) -> bool:
         return False
@@ -92,10 +105,31 @@ def episodes_for(space: SearchSpace, who: str = "blockqnn") -> NSCEpisodes | Cho
                       f"(params(), e.g. 'nasbench201'); '{space.name}' is neither")  # fmt: skip
 
 
+def exploit_share(phases: Sequence[tuple[float, int]]) -> float:
+    """The expected share of greedy (exploiting) decisions over a schedule: sum(n·(1 - epsilon)) / sum(n)."""
+    return sum(n * (1 - e) for e, n in phases) / sum(n for _, n in phases)
+
+
+def _round(exact: Sequence[float], total: int) -> list[int]:
+    counts = [math.floor(x) for x in exact]
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
 def epsilon_schedule(budget: int | None = None, schedule: Sequence[int] = SCHEDULE,
-                     epsilons: Sequence[float] = EPSILONS) -> list[tuple[float, int]]:  # fmt: skip
+                     epsilons: Sequence[float] = EPSILONS, *,
+                     exploit: float | None = None) -> list[tuple[float, int]]:  # fmt: skip
     """``[(epsilon, number of blocks), ...]``: ``schedule`` as given, or rescaled to sum to ``budget`` keeping its
-    proportions (largest-remainder rounding, ties to the earlier phase)."""
+    proportions (largest-remainder rounding, ties to the earlier phase).
+
+    With ``exploit`` (a share in (0, 0.9]) and a budget, the paper's shape is kept (a random warm-up, then steps
+    down to the last epsilon, every phase but the last in the paper's proportions) but all phases before the last
+    are shrunk by one factor, the last one taking the rest, until :func:`exploit_share` >= ``exploit``. BlockQNN's
+    own 95:7:...:12 schedule exploits 25% of its decisions, so at 178 blocks ``exploit=0.6`` leaves 46 blocks to
+    the phases from 1.0 to 0.2 (44 at 1.0) and 101 to 0.1.
+    """
     if len(schedule) != len(epsilons) or not schedule:
         raise ConfigError(f"blockqnn: schedule and epsilons need the same, non-zero length; got {len(schedule)} "
                           f"counts and {len(epsilons)} epsilons")  # fmt: skip
@@ -108,12 +142,25 @@ def epsilon_schedule(budget: int | None = None, schedule: Sequence[int] = SCHEDU
     if not isinstance(budget, int) or budget < 1:
         raise ConfigError(f"blockqnn: budget must be a number of blocks >= 1, got {budget!r}")
     total = sum(schedule)
-    exact = [budget * n / total for n in schedule]
-    counts = [math.floor(x) for x in exact]
-    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
-    for i in order[: budget - sum(counts)]:
-        counts[i] += 1
-    return list(zip(epsilons, counts, strict=True))
+    counts = _round([budget * n / total for n in schedule], budget)
+    if exploit is None:
+        return list(zip(epsilons, counts, strict=True))
+    last = 1 - epsilons[-1]
+    if not 0 < exploit <= last:
+        raise ConfigError(f"blockqnn: exploit must be a share in (0, {last:g}] (1 - the last epsilon), got {exploit}")
+    head = schedule[:-1]
+    greedy = sum(n * (1 - e) for e, n in zip(epsilons, head, strict=False))
+    # share(s) = last - s·(last·sum(head) - greedy) / budget for head counts s·head: solve share(s) = exploit
+    slope = last * sum(head) - greedy
+    s = budget / total if slope <= 0 else min(budget / total, (last - exploit) * budget / slope)
+    exact = [s * n for n in head]
+    counts = _round([*exact, budget - sum(exact)], budget)
+    phases = list(zip(epsilons, counts, strict=True))
+    while exploit_share(phases) < exploit:  # rounding pushed it under: move one block from the most random phase
+        i = next(k for k, (_, n) in enumerate(phases[:-1]) if n)
+        phases[i] = (phases[i][0], phases[i][1] - 1)
+        phases[-1] = (phases[-1][0], phases[-1][1] + 1)
+    return phases
 
 
 @STRATEGIES.register("blockqnn")
@@ -132,7 +179,9 @@ class BlockQNN(Strategy):
     "spread the reward over the steps") or ``max_layers`` (``"max"``, as the Keras re-implementation does).
 
     Epsilon follows ``schedule`` (blocks per epsilon in ``epsilons``; default BlockQNN's 95:7:7:7:10:10:10:10:10:12
-    over 1.0..0.1), rescaled to ``budget`` blocks when given; asks past the schedule use the last epsilon.
+    over 1.0..0.1), rescaled to ``budget`` blocks when given, then (``exploit_share``, default 0.6) shrunk before
+    the last phase so that share of the decisions exploits (:func:`epsilon_schedule`; ``None``: the plain
+    rescale, 25% exploitation); asks past the schedule use the last epsilon.
     Exploration picks a uniformly random valid layer; exploitation the best one (ties broken at random).
 
     The reward is ``objective_scale * result["objective"]`` (BlockQNN's rewards are accuracies as fractions, near
@@ -145,7 +194,7 @@ class BlockQNN(Strategy):
                  schedule: Sequence[int] = SCHEDULE, epsilons: Sequence[float] = EPSILONS, alpha: float = 0.01,
                  gamma: float = 1.0, q_init: float = 0.5, shaping: bool = True, shaping_steps: str = "episode",
                  replay: int = 64, failure_reward: float | None = None,
-                 objective_scale: float = 1.0) -> None:  # fmt: skip
+                 objective_scale: float = 1.0, exploit_share: float | None = 0.6) -> None:  # fmt: skip
         episodes = episodes_for(space, type(self).__name__.lower())
         if not 0 < alpha <= 1:
             raise ConfigError(f"blockqnn: alpha (the Q learning rate) must be in (0, 1], got {alpha}")
@@ -156,7 +205,7 @@ class BlockQNN(Strategy):
         if not isinstance(replay, int) or replay < 0:
             raise ConfigError(f"blockqnn: replay must be an int >= 0 (episodes replayed per result), got {replay!r}")
         super().__init__(space, seed=seed)
-        self.phases = epsilon_schedule(budget, schedule, epsilons)
+        self.phases = epsilon_schedule(budget, schedule, epsilons, exploit=exploit_share)
         self.alpha, self.gamma, self.q_init = float(alpha), float(gamma), float(q_init)
         self.shaping, self.shaping_steps, self.replay = shaping, shaping_steps, replay
         if not isinstance(objective_scale, (int, float)) or not objective_scale > 0:
@@ -212,11 +261,11 @@ class BlockQNN(Strategy):
     def _episode(self, eps: float, rng: random.Random) -> list[tuple]:
         state, layers = self.episodes.start, []
         for index in range(1, self.max_layers + 1):
-            acts = self.episodes.actions(index)
+            acts = self.episodes.allowed(index, layers)
             if rng.random() < eps:
                 action = rng.choice(acts)
             else:
-                best = self.max_q(state)
+                best = max(self.q(state, a) for a in acts)  # over the allowed actions only
                 action = rng.choice([a for a in acts if self.q(state, a) >= best])
             layers.append(action)
             if self.episodes.is_terminal(action):

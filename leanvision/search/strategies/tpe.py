@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from leanvision.errors import ConfigError
+from leanvision.errors import ConfigError, missing_extra
 from leanvision.search.space import Result, Sample, SearchSpace
 from leanvision.search.strategies.base import STRATEGIES, Strategy, ok
 
@@ -17,7 +17,10 @@ class TPE(Strategy):
     """
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, n_startup_trials: int = 10, multivariate: bool = True):
-        import optuna
+        try:
+            import optuna
+        except ModuleNotFoundError:
+            raise missing_extra("the tpe strategy", "search") from None
 
         super().__init__(space, seed=seed)
         params = space.params()

@@ -6,7 +6,7 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
-from leanvision.dist.base import Failure
+from leanvision.executors.base import Failure
 
 
 class InProcessExecutor:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
-from leanvision.dist.base import Failure
-from leanvision.errors import ConfigError
+from leanvision.errors import ConfigError, missing_extra
+from leanvision.executors.base import Failure
 
 
 def _run(fn: Callable[[Any], Any], item: Any, threads: int | None) -> Any:
@@ -28,12 +29,16 @@ class RayExecutor:
     def __init__(self, workers: int | None = None, *, address: str | None = None, timeout: float | None = None,
                  threads: int | None = 1) -> None:  # fmt: skip
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        import ray
+        try:
+            import ray
+        except ModuleNotFoundError:
+            raise missing_extra("the ray executor", "ray") from None
 
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be > 0 seconds, got {timeout}")
         self._own = not ray.is_initialized()
         if self._own:
+            term = signal.getsignal(signal.SIGTERM)
             try:
                 if address is None:
                     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
@@ -42,6 +47,11 @@ class RayExecutor:
                     ray.init(address=address, log_to_driver=False, logging_level="ERROR")
             except ConnectionError as err:
                 raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {err}".splitlines()[0]) from err
+            finally:
+                # ray.init replaces a SIGTERM handler with a silent sys.exit; one the program set (e.g. the CLI's,
+                # which stops the search like Ctrl-C and shuts this Ray down through close()) comes back.
+                if callable(term) and signal.getsignal(signal.SIGTERM) is not term:
+                    signal.signal(signal.SIGTERM, term)
         self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.timeout, self.threads = timeout, threads
         self._ray = ray
@@ -86,8 +96,9 @@ class RayExecutor:
                     return key, Failure("timeout", f"killed after the {self.timeout:g} s timeout")
 
     def close(self) -> None:
-        for ref in self._refs:
-            self._ray.cancel(ref, force=True)
+        if not self._own:  # a cluster outlives this search: stop its tasks (a Ray started here goes down whole)
+            for ref in self._refs:
+                self._ray.cancel(ref, force=True)
         self._refs.clear()
         self._fn_refs.clear()
         if self._own and self._ray.is_initialized():

@@ -6,23 +6,46 @@ import collections
 import multiprocessing as mp
 import os
 import pickle
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from leanvision.dist.base import Failure
-from leanvision.errors import ConfigError
+from leanvision.errors import ConfigError, LeanVisionError
+from leanvision.executors.base import Failure
+
+# A spawned worker re-imports the parent's main script; if that script starts a pool at top level, the worker
+# (still bootstrapping) exits with this code and the parent raises the error below instead of respawning forever.
+_UNGUARDED_EXIT = 86
+UNGUARDED_MAIN = (
+    "worker processes re-import your script, which starts the process pool again at import time: put the code "
+    'that starts the search (or the pool) under `if __name__ == "__main__":`'
+)
 
 
-def _worker_main(conn: Connection, threads: int | None) -> None:
+def _exit_with(parent: int) -> None:
+    # The parent closes its pool when it stops; this covers a parent killed outright (kill -9, the OOM killer).
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _worker_main(conn: Connection, threads: int | None, parent: int) -> None:
     """Worker loop: receive functions (once) and jobs; send back ``(key, ok, value)``."""
+    # Ctrl-C reaches the whole process group: the parent decides and closes the pool, a worker never prints a
+    # traceback. SIGINT was blocked since the fork (see _spawn), so none slips in before it is ignored.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    conn.send(("ready",))  # jobs (and their timeouts) start only once the imports are done
+    conn.send(("ready",))  # jobs start only once the imports are done
     fns: dict[int, Callable[[Any], Any]] = {}
     while True:
         try:
@@ -33,6 +56,7 @@ def _worker_main(conn: Connection, threads: int | None) -> None:
             fns[msg[1]] = pickle.loads(msg[2])
             continue
         _, key, fn_id, item = msg
+        conn.send(("started", key))  # the timeout counts from here: not the imports that loading the function took
         try:
             out = (key, True, fns[fn_id](item))
         except Exception as err:
@@ -64,6 +88,8 @@ class ProcessExecutor:
             raise ConfigError(f"workers must be >= 1, got {workers}")
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be > 0 seconds, got {timeout}")
+        if getattr(mp.current_process(), "_inheriting", False):  # in a worker importing the unguarded script
+            raise SystemExit(_UNGUARDED_EXIT)  # silent: the parent says what to do, once
         self.workers, self.timeout, self.threads = workers, timeout, threads
         # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang in torch.
         self._ctx = mp.get_context("spawn")
@@ -74,8 +100,14 @@ class ProcessExecutor:
 
     def _spawn(self) -> _Slot:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker_main, args=(child, self.threads), daemon=True)
-        proc.start()
+        proc = self._ctx.Process(target=_worker_main, args=(child, self.threads, os.getpid()), daemon=True)
+        masked = hasattr(signal, "pthread_sigmask")
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else None
+        try:  # the child inherits the blocked SIGINT through exec, for the seconds its imports take
+            proc.start()
+        finally:
+            if masked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
         child.close()
         return _Slot(proc, parent)
 
@@ -107,14 +139,16 @@ class ProcessExecutor:
             except Exception as err:  # the item itself cannot be pickled
                 self._done.append((key, Failure.from_exception(err)))
                 continue
-            slot.key, slot.busy = key, True
-            slot.deadline = time.monotonic() + self.timeout if self.timeout else float("inf")
+            slot.key, slot.busy, slot.deadline = key, True, float("inf")  # until the worker says it started
 
     def _replace(self, slot: _Slot) -> None:
         if slot.proc.is_alive():
             slot.proc.kill()
         slot.proc.join()
         slot.conn.close()
+        if slot.proc.exitcode == _UNGUARDED_EXIT:
+            self.close()
+            raise LeanVisionError(UNGUARDED_MAIN) from None  # one line, not the EOFError it was found in
         fresh = self._spawn()
         slot.proc, slot.conn, slot.fns = fresh.proc, fresh.conn, set()
         slot.key, slot.ready, slot.busy, slot.deadline = None, False, False, float("inf")
@@ -143,6 +177,9 @@ class ProcessExecutor:
                         continue
                     if msg == ("ready",):
                         slot.ready = True
+                        continue
+                    if len(msg) == 2 and msg[0] == "started":
+                        slot.deadline = time.monotonic() + self.timeout if self.timeout else float("inf")
                         continue
                     self._done.append((msg[0], msg[2]))
                     slot.key, slot.busy = None, False

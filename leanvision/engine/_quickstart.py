@@ -1,4 +1,4 @@
-"""`leanvision quickstart`: train a small CNN and its Ghost twin on several seeds, profile and time both, report."""
+"""The quickstart: train a small CNN and its Ghost twin on several seeds, profile and time both, write a report."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ from rich.console import Console
 
 import leanvision
 from leanvision._io import atomic_write_text
+from leanvision.config import check_threads, writable_dir
 from leanvision.data import load_dataset, make_loader
-from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler
-from leanvision.models import create_model
-from leanvision.ops import fuse_bn
-from leanvision.profile import compare_latency, format_count, profile
-from leanvision.report import Column, bar_panels, line_panels, write_report
+from leanvision.engine.evaluate import evaluate
+from leanvision.engine.fit import fit
+from leanvision.engine.optim import make_optimizer, make_scheduler
+from leanvision.errors import ConfigError
 
 BASELINE, CANDIDATE = "quickstart_cnn", "quickstart_ghost_cnn"
 # Per dataset: (training subset, epochs, learning rate); sized so the whole run stays around a minute.
-_RECIPES: dict[str, tuple[int | None, int, float]] = {
+RECIPES: dict[str, tuple[int | None, int, float]] = {
     "digits": (None, 30, 0.05),
     "mnist": (10_000, 3, 0.05),
     "fashion_mnist": (10_000, 3, 0.05),
@@ -43,16 +43,17 @@ class QuickstartResult:
     rows: list[dict[str, Any]]
 
 
-def _train(name: str, train, val, test, *, epochs: int, lr: float, seed: int, progress: bool = False):
+def _train(name: str, train, val, test, *, epochs: int, lr: float, seed: int):
+    from leanvision.models import create_model
+
     torch.manual_seed(seed)
     model = create_model(name, num_classes=train.num_classes, in_chans=train.input_size[0])
     loader = make_loader(train, batch_size=64, shuffle=True, seed=seed)
     opt = make_optimizer(model, "sgd", lr=lr, momentum=0.9, weight_decay=5e-4)
     sched = make_scheduler(opt, "cosine", total_steps=epochs * len(loader))
     val_loader = make_loader(val, batch_size=256, shuffle=False)
-    result = fit(
-        model, loader, epochs=epochs, optimizer=opt, scheduler=sched, val_data=val_loader, seed=seed, progress=progress
-    )
+    result = fit(model, loader, epochs=epochs, optimizer=opt, scheduler=sched, val_data=val_loader, seed=seed,
+                 progress=False)  # fmt: skip
     return model, result.history, evaluate(model, make_loader(test, batch_size=256, shuffle=False))
 
 
@@ -60,7 +61,7 @@ def _ms(v: float) -> str:
     return f"{v:.3f}" if v < 10 else f"{v:.1f}"
 
 
-def run_quickstart(
+def quickstart(
     *,
     dataset: str = "digits",
     data_dir: str | Path | None = None,
@@ -72,18 +73,19 @@ def run_quickstart(
     threads: int | None = None,
     progress: bool = True,
 ) -> QuickstartResult:
-    """Run the quickstart comparison end to end and write ``report.html`` / ``report.md`` into ``out_dir``.
+    """Train both models with ``seeds`` seeds on ``dataset`` (digits, mnist or fashion_mnist), profile and time them,
+    and write ``report.html`` / ``report.md`` (accuracy as mean ± sd over seeds) into ``out_dir``."""
+    # Imported here: plotting and timing are heavy, and `import leanvision.engine` should stay light.
+    from leanvision.ops import fuse_bn
+    from leanvision.profile import compare_latency, format_count, profile
+    from leanvision.report import Column, bar_panels, line_panels, write_report
 
-    Each model is trained with ``seeds`` seeds (seed, seed+1, ...) on the training split minus a held-out
-    validation part (the curves), and tested on the test split; accuracy is reported as mean ± sd over seeds.
-    """
+    if dataset not in RECIPES:
+        raise ConfigError(f"quickstart --dataset must be digits, mnist or fashion_mnist, not '{dataset}'")
+    check_threads(threads)
     out = Path(out_dir)
-    console = Console(stderr=True)
-
-    def say(text: str) -> None:
-        console.print(text, highlight=False)
-
-    default_subset, default_epochs, lr = _RECIPES.get(dataset, (10_000, 3, 0.05))
+    say = Console(stderr=True, highlight=False).print
+    default_subset, default_epochs, lr = RECIPES[dataset]
     epochs = epochs or default_epochs
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -92,7 +94,7 @@ def run_quickstart(
     common = {"root": data_dir, "val_size": VAL_FRACTION}
     val = load_dataset(dataset, split="val", **common)
     test = load_dataset(dataset, split="test", root=data_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    writable_dir(out)
     size = "×".join(map(str, val.input_size))
 
     models, histories, rows = {}, {}, []
@@ -101,7 +103,7 @@ def run_quickstart(
         for s in range(seed, seed + seeds):
             train = load_dataset(dataset, split="train", subset=subset or default_subset, seed=s, **common)
             t0 = time.perf_counter()
-            model, history, metrics = _train(name, train, val, test, epochs=epochs, lr=lr, seed=s, progress=False)
+            model, history, metrics = _train(name, train, val, test, epochs=epochs, lr=lr, seed=s)
             accs.append(100 * metrics["acc"])
             if progress:
                 say(f"trained {name} seed {s}: test acc {accs[-1]:.2f}% ({time.perf_counter() - t0:.0f} s)")
@@ -110,16 +112,8 @@ def run_quickstart(
                 # Time the deploy form (BatchNorm folded into convs, outputs unchanged): what one would ship.
                 models[name] = fuse_bn(model.eval())
         prof = profile(model, torch.zeros(1, *val.input_size))
-        rows.append(
-            {
-                "model": name,
-                "acc": statistics.mean(accs),
-                "acc_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                "acc_seeds": accs,
-                "params": prof.params,
-                "macs": prof.macs,
-            }
-        )
+        rows.append({"model": name, "acc": statistics.mean(accs), "acc_sd": statistics.stdev(accs) if len(accs) > 1
+                     else 0.0, "acc_seeds": accs, "params": prof.params, "macs": prof.macs})  # fmt: skip
 
     if progress:
         say("timing the deploy forms (eager and onnxruntime, batch 1 and 32)")
@@ -161,20 +155,13 @@ def run_quickstart(
     )
     gap = rows[1]["acc"] - base["acc"]
     spread = max(r["acc_sd"] for r in rows)
-    columns = [
-        Column("model", "model"),
-        Column("acc", "test acc (%)"),
-        Column("params", "params", format_count),
-        Column("params_ratio", "params ×", lambda v: f"{v:.2f}"),
-        Column("macs", f"MACs ({size} input)", format_count),
-        Column("macs_ratio", "MACs ×", lambda v: f"{v:.2f}"),
-    ]
+    ratio = "{:.2f}".format
+    columns = [Column("model", "model"), Column("acc", "test acc (%)"), Column("params", "params", format_count),
+               Column("params_ratio", "params ×", ratio), Column("macs", f"MACs ({size} input)", format_count),
+               Column("macs_ratio", "MACs ×", ratio)]  # fmt: skip
     for b, bs in LATENCIES:
         label = f"{'ORT' if b == 'onnxruntime' else 'eager'} bs{bs}"
-        columns += [
-            Column(f"{b}_bs{bs}_ms", f"{label} (ms)", _ms),
-            Column(f"{b}_bs{bs}_ms_ratio", f"{label} ×", "{:.2f}".format),
-        ]
+        columns += [Column(f"{b}_bs{bs}_ms", f"{label} (ms)", _ms), Column(f"{b}_bs{bs}_ms_ratio", f"{label} ×", ratio)]
     table_rows = [{**r, "acc": f"{r['acc']:.2f} ± {r['acc_sd']:.2f}"} for r in rows]
     html, md = write_report(
         out,

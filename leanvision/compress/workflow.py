@@ -1,0 +1,444 @@
+"""``leanvision.compress.run(config)``: train (or load) a model, prune it with Synaptic Strength, fine-tune, report.
+
+One run directory holds every stage's files (``baseline/``, ``regularise/``, ``finetune/``, ``plan.json``,
+``compressed.pt``, ``results.json``, the report), so ``run(config, resume=True)`` continues an interrupted run
+where it stopped and gives what the uninterrupted run gives.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from rich.console import Console
+
+from leanvision._io import atomic_write_text
+from leanvision.config import check_device, check_threads, load_config, writable_dir
+from leanvision.errors import ConfigError
+from leanvision.runs import changed_settings, check_run_dir
+
+LATENCIES = (("eager", 1), ("eager", 32), ("onnxruntime", 1), ("onnxruntime", 32))
+CONFIG_FILE, RESULTS_FILE, CHECKPOINT_FILE, PLAN_FILE = "config.json", "results.json", "compressed.pt", "plan.json"
+BASELINE_DIR, REGULARISE_DIR, FINETUNE_DIR, THIN_DIR = "baseline", "regularise", "finetune", "thin"
+
+
+class CompressConfig(BaseModel):
+    """One compression run; unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    method: Literal["synaptic"] = Field("synaptic", description="synaptic: Synaptic Strength (arXiv 1811.02454)")
+    checkpoint: str | None = Field(None, description="a `leanvision train` checkpoint; omit to train one first")
+    model: str | None = Field(None, description="registered model (needed without a checkpoint; else must match it)")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra model arguments")
+    dataset: str = Field("cifar10", description="digits, mnist, fashion_mnist, cifar10 or image_folder")
+    data_dir: str | None = Field(None, description="dataset root (default: $LEANVISION_DATA)")
+    subset: int | None = Field(None, ge=1, description="class-balanced training subset size")
+    test_subset: int | None = Field(None, ge=1, description="class-balanced test subset size")
+    val_size: float = Field(0.1, gt=0, description="held out of the training split: a fraction < 1 or a count")
+    batch_size: int = Field(128, ge=1, le=65_536, description="images per training step")
+    train_epochs: int = Field(10, ge=1, description="baseline training epochs (only without a checkpoint)")
+    lr: float = Field(0.05, gt=0, le=10, description="learning rate of baseline and regularised training")
+    lam: float = Field(1e-4, gt=0, description="L1 weight on the synaptic strengths")
+    reg_epochs: int = Field(5, ge=1, description="epochs of training with the L1 term")
+    sparsity: float = Field(0.9, gt=0, lt=1, description="fraction of connections (kernels) to prune")
+    target_macs: float | None = Field(
+        None, gt=0, lt=1, description="prune to this share of the dense MACs instead (the sparsity is searched)"
+    )
+    rank: Literal["strength", "normalized", "cost"] = Field(
+        "strength", description="what pruning ranks: |s| (the paper), |s| over a per-layer scale, or that per MAC"
+    )
+    norm: Literal["median", "fan_in"] = Field("median", description="the per-layer scale of rank normalized/cost")
+    max_layer_sparsity: float | None = Field(
+        None, gt=0, le=1, description="the most of one layer's connections a global ranking may prune"
+    )
+    round_to: int | None = Field(None, ge=1, le=1024, description="keep a multiple of this many channels per layer")
+    thin: bool = Field(False, description="also train the thin control: a uniformly thinner net of equal latency")
+    thin_epochs: int | None = Field(
+        None, ge=1, description="its epochs (default: the baseline's + reg_epochs + finetune_epochs)"
+    )
+    curve: list[float] = Field([0.5, 0.8, 0.9, 0.95], description="sparsities of the accuracy-sparsity curve")
+    finetune_epochs: int = Field(2, ge=0, description="fine-tuning epochs with the pruned connections held at 0")
+    finetune_lr: float = Field(0.01, gt=0, le=10, description="fine-tuning learning rate")
+    latency: bool = Field(True, description="time dense vs pruned (eager and onnxruntime, batch 1 and 32)")
+    seed: int = Field(0, ge=0, description="seed of initialisation, data order and subsets")
+    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads (default: torch's)")
+    device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    out_dir: str = Field("runs/compress", description="the run directory: the compressed model and the report")
+
+    @field_validator("curve")
+    @classmethod
+    def _sparsities(cls, curve: list[float]) -> list[float]:
+        if any(not 0 < s < 1 for s in curve):
+            raise ValueError(f"every sparsity must be between 0 and 1 (exclusive), got {curve}")
+        return curve
+
+
+@dataclass
+class CompressResult:
+    """What a compress run measured (accuracy in %, params, MACs) and where its files are."""
+
+    model: str
+    dataset: str
+    sparsity: float  # the fraction of connections pruned (the config's, or the one found for target_macs)
+    before: dict[str, float]  # the dense model
+    after: dict[str, float]  # the pruned, fine-tuned model that compressed.pt holds
+    removed: dict[str, float]  # fraction of connections, conv channels, params and MACs removed
+    curve: list[dict[str, float]]  # test accuracy right after pruning at each sparsity (no fine-tuning)
+    plan_summary: dict[str, Any]
+    latency: dict[str, Any] | None  # median ms per backend and batch size, per model (dense, pruned, ...)
+    out_dir: Path
+    strengths: dict[str, float] | None = None  # after regularisation: share of |s| near 0 (how bimodal L1 made them)
+    rounding: dict[str, Any] | None = None  # round_to: the same pruning without rounding, beside it
+    thin: dict[str, Any] | None = None  # the thin control: width, how it was matched, epochs, acc, params, MACs
+
+    @property
+    def checkpoint(self) -> Path:
+        """The pruned model (``leanvision.engine.model_from_checkpoint`` rebuilds it)."""
+        return self.out_dir / CHECKPOINT_FILE
+
+    def summary(self) -> str:
+        """Two sentences: what pruning removed (connections vs channels) and what it cost."""
+        from leanvision.profile import format_count
+
+        b, a, r = self.before, self.after, self.removed
+        return (
+            f"{self.model} on {self.dataset}: {r['connections']:.0%} of connections (kernels) pruned; a channel is "
+            f"removed only when all its connections are, so {r['channels']:.0%} of conv channels, {r['params']:.0%} "
+            f"of params and {r['macs']:.0%} of MACs were removed. Test acc {b['acc']:.2f}% -> {a['acc']:.2f}%, "
+            f"params {format_count(b['params'])} -> {format_count(a['params'])}, MACs {format_count(b['macs'])} -> "
+            f"{format_count(a['macs'])}; {CHECKPOINT_FILE}, {PLAN_FILE} and report.md in {self.out_dir}"
+        ) + (f". Thin control at equal {self.thin['matched_on']}: test acc {self.thin['acc']:.2f}%"
+             if self.thin and "acc" in self.thin else "")  # fmt: skip
+
+
+def run(config: CompressConfig | dict[str, Any] | str | Path, *, resume: bool = False,
+        progress: bool = True) -> CompressResult:  # fmt: skip
+    """Prune a model with Synaptic Strength (arXiv 1811.02454), fine-tune it and write it with a before/after report.
+
+    ``config``: a :class:`CompressConfig`, a dict of its keys or a YAML path. The stages, each announced on stderr
+    unless ``progress=False``: dense training (without ``checkpoint``), L1 regularisation of the connection
+    strengths, the accuracy-sparsity curve, pruning to ``sparsity``, fine-tuning, surgery (channels left without
+    connections are removed), measuring, latency, report. ``resume=True`` continues the run in ``out_dir``: the
+    stages it finished are read back from their files, not redone; a setting that changes the result is refused.
+    """
+    cfg = load_config(CompressConfig, config)
+    out = Path(cfg.out_dir)
+    saved = json.loads((out / CONFIG_FILE).read_text()) if (out / CONFIG_FILE).is_file() else None
+    held = saved is not None or (out / CHECKPOINT_FILE).exists() or (out / BASELINE_DIR).exists()
+    changed = changed_settings(saved or {}, cfg.model_dump()) if resume and saved is not None else []
+    check_run_dir(out, what="compress run", held=held, resume=resume, changed=changed)
+    if resume and (out / RESULTS_FILE).is_file():  # finished: nothing left to do
+        return CompressResult(**{**json.loads((out / RESULTS_FILE).read_text()), "out_dir": out})
+    say = _Say(progress)
+    if check_threads(cfg.threads):
+        torch.set_num_threads(cfg.threads)
+    check_device(cfg.device)
+    train, val, test = _data(cfg)
+    model, meta, base_epochs = _dense_model(cfg, train.dataset)
+    writable_dir(out)
+    if saved is None:
+        atomic_write_text(out / CONFIG_FILE, json.dumps(cfg.model_dump(), indent=2) + "\n")
+    if cfg.checkpoint is None:
+        _fit(say, "dense training", model, train, val, out / BASELINE_DIR, cfg, cfg.train_epochs, cfg.lr, meta=meta)
+    return _compress(say, cfg, model, meta, train, val, test, out, base_epochs)
+
+
+def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict[str, Any], train: Any, val: Any,
+              test: Any, out: Path, base_epochs: int) -> CompressResult:  # fmt: skip
+    from leanvision.compress.plan import apply_plan
+    from leanvision.compress.synaptic import SynapticStrength
+    from leanvision.engine import save_checkpoint
+    from leanvision.models import arch_of
+
+    size = tuple(next(iter(test))[0].shape[1:])
+    x = torch.zeros(1, *size)
+    dense = copy.deepcopy(model).eval()
+    say("measuring the dense model: test accuracy, params and MACs")
+    before = _measure(dense, test, x, cfg.device)
+
+    ss = SynapticStrength(model)  # re-parameterises in place; same function as before
+    what = f"L1 regularisation of the connection strengths (lam={cfg.lam:g})"
+    _fit(say, what, model, train, val, out / REGULARISE_DIR, cfg, cfg.reg_epochs, cfg.lr, step=ss.train_step(cfg.lam))
+    strengths = ss.strength_stats()
+    rank = {"rank": cfg.rank, "norm": cfg.norm, "input_size": size, "max_layer_sparsity": cfg.max_layer_sparsity}
+    sparsity = cfg.sparsity
+    if cfg.target_macs is not None:
+        say(f"searching the connection sparsity that leaves {cfg.target_macs:.0%} of the dense MACs")
+        sparsity = ss.sparsity_for_macs(cfg.target_macs, **rank, round_to=cfg.round_to)
+    sparsities = sorted(set(cfg.curve) | {sparsity})
+    curve = []
+    for i, s in enumerate(sparsities, 1):
+        say(f"accuracy-sparsity curve {i}/{len(sparsities)}: test accuracy with {s:.0%} of connections pruned")
+        plan_s = ss.plan(s, **rank, round_to=cfg.round_to)
+        curve.append({"sparsity": s, **_measure(apply_plan(model, plan_s), test, x, cfg.device)})
+    plan = ss.plan(sparsity, **rank, round_to=cfg.round_to)
+    unrounded = ss.plan(sparsity, **rank) if cfg.round_to else None
+    rounding = None
+    if unrounded is not None:
+        say(f"test accuracy right after pruning with widths not rounded to multiples of {cfg.round_to}")
+        rounded = next(p for p in curve if p["sparsity"] == sparsity)
+        plain = _measure(apply_plan(model, unrounded), test, x, cfg.device)
+        rounding = {"multiple": cfg.round_to, "unrounded_before_ft": plain, "rounded_before_ft": rounded}
+    atomic_write_text(out / PLAN_FILE, json.dumps(plan, indent=2) + "\n")
+    ss.prune(plan)
+    if cfg.finetune_epochs:
+        what = f"fine-tuning with {sparsity:.0%} of connections held at 0"
+        step = ss.train_step(0.0)
+        _fit(say, what, model, train, val, out / FINETUNE_DIR, cfg, cfg.finetune_epochs, cfg.finetune_lr, step=step)
+    say("surgery: removing channels left without connections; measuring the pruned model")
+    pruned = apply_plan(model, plan).eval()
+    after = _measure(pruned, test, x, cfg.device)
+
+    # The registered build + the plan rebuild this model (leanvision.engine.model_from_checkpoint).
+    arch = {**arch_of(dense), "plan": plan, "input_size": list(size)}
+    save_checkpoint(out / CHECKPOINT_FILE, model=pruned.state_dict(), arch=arch, meta=meta, config=cfg.model_dump())
+    timed = {"dense": dense, "pruned": pruned}
+    if unrounded is not None:
+        timed["pruned, not rounded"] = apply_plan(model, unrounded).eval()  # the architecture is what is timed
+    thin = None
+    if cfg.thin:
+        epochs = cfg.thin_epochs or base_epochs + cfg.reg_epochs + cfg.finetune_epochs
+        thin, thin_model = _thin_control(say, cfg, arch_of(dense), pruned, size, epochs, train, val, test, out, meta)
+        if thin_model is not None:
+            timed["thin"] = thin_model
+    lat = None
+    if cfg.latency:
+        say(f"measuring latency: {', '.join(timed)}; eager and onnxruntime at batch 1 and 32 (about a minute each)")
+        lat = _latencies(timed, size, cfg.threads)
+    result = CompressResult(arch["name"], cfg.dataset, sparsity, before, after, _removed(plan, before, after),
+                            curve, plan["summary"], lat, out, strengths, rounding, thin)  # fmt: skip
+    atomic_write_text(out / RESULTS_FILE, json.dumps({**asdict(result), "out_dir": str(out)}, indent=2) + "\n")
+    say("writing the report")
+    _report(result)
+    return result
+
+
+def _thin_control(say: _Say, cfg: CompressConfig, arch: dict[str, Any], pruned: torch.nn.Module, size: tuple,
+                  epochs: int, train: Any, val: Any, test: Any, out: Path,
+                  meta: dict[str, Any]) -> tuple[dict[str, Any], torch.nn.Module | None]:  # fmt: skip
+    """A uniformly thinner net of the pruned net's latency (MACs without ``latency``), trained from scratch
+    (arXiv 1810.05270: a pruning method should beat it); its width is saved so a resumed run trains the same net."""
+    from leanvision.compress.plan import thin_builder
+    from leanvision.models.thin import latency_at, macs_at, match_width
+
+    build, saved = thin_builder(arch), out / THIN_DIR / "match.json"
+    if saved.is_file():
+        match = json.loads(saved.read_text())
+    else:
+        on = "eager batch-1 latency (ms)" if cfg.latency else "MACs"
+        say(f"thin control: bisecting the width multiplier to the pruned model's {on}")
+        cost = latency_at(size, threads=cfg.threads) if cfg.latency else macs_at(size)
+        try:
+            target = cost(copy.deepcopy(pruned).cpu())  # the thin nets are built and measured on the CPU
+            m = match_width(build, target, cost=cost, low=0.02, iters=12 if cfg.latency else 40)
+        except ConfigError as e:
+            say(f"thin control skipped: {e}")
+            return {"skipped": str(e)}, None
+        match = {"width": m.width, "matched_on": on, "target": m.target, "cost": m.cost}
+        writable_dir(saved.parent)
+        atomic_write_text(saved, json.dumps(match, indent=2) + "\n")
+    torch.manual_seed(cfg.seed)
+    model = build(match["width"])
+    _fit(say, f"thin control (width {match['width']:.3f}) from scratch", model, train, val, out / THIN_DIR, cfg,
+         epochs, cfg.lr, meta=meta)  # fmt: skip
+    model.eval()
+    return {**match, "epochs": epochs, **_measure(model, test, torch.zeros(1, *size), cfg.device)}, model
+
+
+class _Say:
+    """One line on stderr per stage, so a user always sees what runs (nothing when quiet)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self._console = enabled, Console(stderr=True, highlight=False)
+
+    def __call__(self, text: str) -> None:
+        if self.enabled:
+            self._console.print(text, soft_wrap=True)
+
+
+def _data(cfg: CompressConfig) -> tuple[Any, Any, Any]:
+    from leanvision.data import load_dataset, make_loader
+
+    val_size = int(cfg.val_size) if cfg.val_size >= 1 else cfg.val_size
+    common = {"root": cfg.data_dir, "val_size": val_size}
+    train = load_dataset(cfg.dataset, split="train", subset=cfg.subset, seed=cfg.seed, **common)
+    val = load_dataset(cfg.dataset, split="val", **common)
+    test = load_dataset(cfg.dataset, split="test", subset=cfg.test_subset, seed=cfg.seed, **common)
+    eval_bs = max(cfg.batch_size, 256)
+    return (
+        make_loader(train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed),
+        make_loader(val, batch_size=eval_bs, shuffle=False),
+        make_loader(test, batch_size=eval_bs, shuffle=False),
+    )
+
+
+def _dense_model(cfg: CompressConfig, ds: Any) -> tuple[torch.nn.Module, dict[str, Any], int]:
+    """The model to compress: the checkpoint's (trained), or a fresh one that the baseline stage trains; and the
+    epochs its training took (the thin control's budget)."""
+    from leanvision.compress.plan import trace_model
+    from leanvision.engine import model_from_checkpoint
+    from leanvision.models import create_model
+
+    meta = {"dataset": cfg.dataset, "classes": ds.classes, "mean": list(ds.mean), "std": list(ds.std)}
+    if cfg.checkpoint is not None:
+        if not Path(cfg.checkpoint).is_file():
+            raise ConfigError(f"checkpoint: no file at '{cfg.checkpoint}'; give the path of a best.pt or last.pt")
+        model, ckpt = model_from_checkpoint(cfg.checkpoint)
+        name = ckpt["arch"]["name"]
+        if cfg.model is not None and cfg.model != name:
+            raise ConfigError(f"checkpoint '{cfg.checkpoint}' holds a {name}, but the config says model: {cfg.model}")
+        classes = (ckpt.get("meta") or {}).get("classes")
+        if classes is not None and list(classes) != list(ds.classes):
+            raise ConfigError(
+                f"checkpoint '{cfg.checkpoint}' was trained on other classes than {cfg.dataset}'s; "
+                "compress it on the dataset it was trained on"
+            )
+        return model.train(), ckpt.get("meta") or meta, int(ckpt.get("epochs") or ckpt.get("epoch") or 0)
+    if cfg.model is None:
+        raise ConfigError("give either 'checkpoint' (a trained model) or 'model' (trained here first)")
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, num_classes=ds.num_classes, in_chans=ds.input_size[0], **cfg.model_kwargs)
+    trace_model(model)  # a model surgery cannot follow is refused before any training
+    return model, meta, cfg.train_epochs
+
+
+def _fit(say: _Say, what: str, model: torch.nn.Module, train: Any, val: Any, out: Path, cfg: CompressConfig,
+         epochs: int, lr: float, *, step: Any = None, meta: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """One training stage in ``out``; a stage an earlier run started continues from its last.pt (done: trains 0)."""
+    from leanvision.engine import fit, make_optimizer, make_scheduler
+    from leanvision.engine.fit import LAST_FILE
+
+    last = out / LAST_FILE
+    say(f"{what}: {epochs} epoch{'s' * (epochs != 1)}" + (f", continuing from {last}" if last.is_file() else ""))
+    opt = make_optimizer(model, "sgd", lr=lr)
+    sched = make_scheduler(opt, "cosine", total_steps=epochs * len(train))
+    fit(model, train, epochs=epochs, optimizer=opt, scheduler=sched, train_step=step, val_data=val, out_dir=out,
+        resume=last if last.is_file() else None, seed=cfg.seed, meta=meta, device=cfg.device,
+        progress=say.enabled)  # fmt: skip
+
+
+def _measure(model: torch.nn.Module, test: Any, x: torch.Tensor, device: str) -> dict[str, Any]:
+    from leanvision.engine import evaluate
+    from leanvision.profile import profile
+
+    prof = profile(model.eval(), x.to(next(model.parameters()).device))
+    acc = evaluate(model, test, device=device)["acc"]
+    return {"acc": 100 * acc, "params": prof.params, "macs": prof.macs}
+
+
+def _removed(plan: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """Connection sparsity next to what it removed from the dense model: whole channels, params, MACs."""
+    layers = plan["layers"].values()
+    channels = sum(layer["shape"][0] for layer in layers)
+    kept = sum(layer["out_channels_after"] for layer in layers)
+    return {
+        "connections": plan["summary"]["sparsity"],
+        "channels": 1 - kept / channels,
+        "params": 1 - after["params"] / before["params"],
+        "macs": 1 - after["macs"] / before["macs"],
+    }
+
+
+def _latencies(models: dict[str, torch.nn.Module], size: tuple[int, ...], threads: int | None) -> dict:
+    from leanvision.ops import fuse_bn
+    from leanvision.profile import compare_latency
+
+    deploy = {name: fuse_bn(m).cpu() for name, m in models.items()}
+    out: dict[str, Any] = {"load_avg_1m": os.getloadavg()[0]}
+    for backend, bs in LATENCIES:
+        stats = compare_latency(deploy, torch.randn(bs, *size), backend=backend, threads=threads, rounds=5, iters=5)
+        out[f"{backend}_bs{bs}"] = {name: s.median_ms for name, s in stats.items()}
+    return out
+
+
+def _report(result: CompressResult) -> Path:
+    from leanvision.profile import format_count
+    from leanvision.report import Column, line_panels, write_report
+
+    s, r = result.plan_summary, result.removed
+    rows = [
+        {"id": "dense", "model": "dense", **result.before, "connections": 1.0, "channels": 1.0},
+        {"id": "pruned", "model": f"pruned {result.sparsity:.0%}", **result.after, "connections": 1 - r["connections"],
+         "channels": 1 - r["channels"]},
+    ]  # fmt: skip
+    rnd, thin = result.rounding, result.thin
+    if rnd is not None:
+        plain = rnd["unrounded_before_ft"]
+        rows.append({"id": "pruned, not rounded", "model": f"same, widths not rounded to x{rnd['multiple']}",
+                     "params": plain["params"], "macs": plain["macs"]})  # fmt: skip
+    if thin is not None and "acc" in thin:
+        rows.append({"id": "thin", "model": f"thin control (width {thin['width']:.2f})",
+                     **{k: thin[k] for k in ("acc", "params", "macs")}})  # fmt: skip
+    columns = [
+        Column("model", "model"),
+        Column("acc", "test acc (%)", "{:.2f}".format),
+        Column("connections", "connections kept", "{:.1%}".format),
+        Column("channels", "conv channels kept", "{:.1%}".format),
+        Column("params", "params", format_count),
+        Column("macs", "MACs", format_count),
+    ]
+    notes = [
+        f"Sparsity is over connections (the 2-D kernels from one input channel to one output channel): "
+        f"{s['connections'] - s['connections_kept']:,} of {s['connections']:,} ({r['connections']:.1%}) were pruned. "
+        "A channel is removed from the model only when all its connections are pruned (or nothing reads it), so "
+        f"{r['channels']:.1%} of conv channels, {r['params']:.1%} of params and {r['macs']:.1%} of MACs were removed; "
+        "the other pruned kernels stay as zeros inside kept channels and save time only with sparse kernels.",
+        "The curve shows test accuracy right after pruning (no fine-tuning), the table the written model after "
+        "fine-tuning.",
+    ]
+    if result.strengths is not None:
+        st = result.strengths
+        notes.append(
+            f"After L1 regularisation {st['frac_below_1e-2_max']:.1%} of the strengths were below 1e-2 of the largest "
+            f"({st['frac_below_1e-3_max']:.1%} below 1e-3): the larger these shares, the less pruning them costs."
+        )
+    if rnd is not None:
+        a, b = rnd["rounded_before_ft"], rnd["unrounded_before_ft"]
+        notes.append(
+            f"Widths rounded up to multiples of {rnd['multiple']} (the strongest removed channels kept): test "
+            f"accuracy right after pruning {a['acc']:.2f}% vs {b['acc']:.2f}% unrounded, MACs {format_count(a['macs'])}"
+            f" vs {format_count(b['macs'])}; the latency columns show what it won."
+        )
+    if thin is not None:
+        notes.append(
+            f"Thin control: {thin['skipped']}" if "skipped" in thin else
+            f"Thin control (arXiv 1810.05270): the same family uniformly thinner, width {thin['width']:.3f} matched "
+            f"on {thin['matched_on']} ({thin['cost']:.4g} vs the pruned model's {thin['target']:.4g}), trained from "
+            f"scratch for {thin['epochs']} epochs (baseline + regularisation + fine-tuning): pruning pays only where "
+            "it beats this at equal latency."
+        )  # fmt: skip
+    lat = result.latency
+    if lat is not None:
+        for backend, bs in LATENCIES:
+            key = f"{backend}_bs{bs}"
+            for row in rows:
+                row[key] = lat[key].get(row["id"])
+            label = f"{'ORT' if backend == 'onnxruntime' else 'eager'} bs{bs} (ms)"
+            columns.append(Column(key, label, "{:.2f}".format))
+        notes.append(
+            f"Latency: medians of 5 interleaved rounds x 5 calls, BatchNorm folded in all; 1-minute load average "
+            f"{lat['load_avg_1m']:.2f} at the start (on a busy machine the times are noisy)."
+        )
+    fig = line_panels(
+        {"pruned, before fine-tuning": result.curve},
+        [("acc", "test acc (%)")],
+        result.out_dir / "curve.png",
+        x_key="sparsity",
+        title="accuracy vs connection sparsity",
+    )
+    _, md = write_report(
+        result.out_dir,
+        title=f"leanvision compress: Synaptic Strength (arXiv 1811.02454) on {result.dataset}",
+        rows=rows,
+        columns=columns,
+        figures=[fig],
+        notes=notes,
+    )
+    return md
