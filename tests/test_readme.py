@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from conftest import REPO
 
 README = (REPO / "README.md").read_text()
@@ -40,12 +39,3 @@ def test_requirements_pin_torch_and_install_the_package_with_dev_extras():
     assert "torch==2.14.1" in req and "torchvision==0.29.1" in req and "-e" in req and ".[dev]" in req
     pyproject = (REPO / "pyproject.toml").read_text()
     assert '"torch>=2.3"' in pyproject and 'leanvision = "leanvision.cli:main"' in pyproject
-
-
-@pytest.mark.slow
-def test_readme_python_example_runs(shared_data, monkeypatch):
-    block = re.findall(r"```python\n(.*?)```", README, flags=re.S)[0]
-    monkeypatch.setenv("LEANVISION_DATA", str(shared_data))  # the example reads the user's data directory
-    namespace: dict = {}
-    exec(compile(block, "README.md", "exec"), namespace)
-    assert namespace["model"].training is False  # fuse_bn(model.eval()) ran, i.e. the last line executed
