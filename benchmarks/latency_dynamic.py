@@ -12,6 +12,7 @@ timm's EfficientNets folded here; the run refuses to start if any timed model st
       sigmoid routing weights do not sum to 1) vs timm efficientnet_b0;
   leanvision ghostnet_100 vs torchvision mobilenet_v3_large (target <= 1.0x); the onnxruntime cells export its
       onnxruntime_form (Ghost halves padded to 16 channels, no Concat; same outputs).
+Where a Dy-ResNet-18 cell misses, the time per op of it and of ResNet-18 is saved to OUT/where_time_goes/<cell>.json.
 onnxruntime cells export every model with a FIXED batch (the cell's): timm's CondConv and the fast dynamic forms
 bake the batch size into the graph. Dy-ResNet18 is exported in the per-sample (batch 1) or batched (groups=B)
 form, its kernel mixing a batched MatMul; the extra row "dynamic-batch ONNX" is the feature-fusion form a dynamic
@@ -179,6 +180,11 @@ def report(args: argparse.Namespace, cells: dict, costs: dict, load_before: floa
             met = ratios[k]["dy_resnet18_vs_resnet18"] <= TARGETS[bs]
             cell[f"dy_resnet18_{k}"] = {"target": TARGETS[bs], "met": met}
         cell[f"ghostnet_{k}"] = {"target": 1.0, "met": ratios[k]["ghostnet_vs_mobilenet_v3"] <= 1.0}
+        if bs in TARGETS and not cell[f"dy_resnet18_{k}"]["met"]:  # a miss: save where the time goes
+            built = build_models()  # the timed forms: per-sample kernels at batch 1, one groups=B conv above
+            compared = {DY: set_form(built[DY], "per_sample" if bs == 1 else "batched"), RN: built[RN]}
+            x = torch.randn(bs, 3, args.size, args.size)
+            _runs.where_time_goes(compared, k.split("_bs")[0], x, threads, args.out / "where_time_goes" / f"{k}.json")
     verdict = {
         **at,
         "dy_resnet18_macs_vs_resnet18": macs_ratio,

@@ -24,7 +24,6 @@ average would count its own threads) and labels the run busy, in the JSON and be
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import _runs
@@ -62,46 +61,6 @@ def build_models(*, training_form: bool = False) -> dict[str, torch.nn.Module]:
         TIMM: fx_fuse(timm_deploy(timm.create_model("ghostnet_100", pretrained=False))),
         MNV3: fuse_bn(torchvision.models.mobilenet_v3_large()),
     }
-
-
-def where_time_goes(models: dict[str, torch.nn.Module], backend: str, x: torch.Tensor, threads: int, path: Path,
-                    *, calls: int = 10) -> None:  # fmt: skip
-    """Milliseconds per call by op type (torch ops in eager, ONNX node types in onnxruntime), saved to ``path``."""
-    import tempfile
-
-    import onnxruntime as ort
-
-    from leanvision.export import export_onnx, onnx_feed
-
-    out = {}
-    for name, model in models.items():
-        per_op: Counter[str] = Counter()
-        if backend == "eager":
-            torch.set_num_threads(threads)
-            with torch.inference_mode(), torch.profiler.profile() as prof:
-                for _ in range(calls):
-                    model(x)
-            for e in prof.key_averages():
-                per_op[e.key] += e.self_cpu_time_total / 1e3 / calls
-        else:
-            with tempfile.TemporaryDirectory(prefix="leanvision-ort-profile-") as tmp:
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                opts.enable_profiling, opts.profile_file_prefix = True, str(Path(tmp) / "ort")
-                path_onnx = export_onnx(model, x, Path(tmp) / "m.onnx")
-                session = ort.InferenceSession(str(path_onnx), sess_options=opts, providers=["CPUExecutionProvider"])
-                feed = onnx_feed(session, x)
-                for _ in range(calls + 1):  # the first run is a warm-up, dropped below by its larger count
-                    session.run(None, feed)
-                events = json.loads(Path(session.end_profiling()).read_text())
-            for e in events:
-                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-                    per_op[e["args"]["op_name"]] += e["dur"] / 1e3 / (calls + 1)
-        top = dict(sorted(per_op.items(), key=lambda kv: -kv[1])[:25])
-        out[name] = {"ms_per_call_by_op": {k: round(v, 4) for k, v in top.items()}, "total_ms": sum(per_op.values())}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"backend": backend, "threads": threads, "batch": x.shape[0], **out}, indent=2))
 
 
 def onnx_ops(out: Path, threads: int) -> None:
@@ -207,7 +166,7 @@ def main() -> None:
         if not all(cell.values()):  # a miss: save where the time goes
             bs = int(k.split("_bs")[1].split("_t")[0])
             compared = {n: models[n] for n in (DEPLOY[backend], TIMM, MNV3)}
-            where_time_goes(compared, backend, torch.randn(bs, 3, 224, 224), cells[k]["threads"],
+            _runs.where_time_goes(compared, backend, torch.randn(bs, 3, 224, 224), cells[k]["threads"],
                             args.out / "where_time_goes" / f"{k}.json")  # fmt: skip
     verdict = {
         **at,
