@@ -328,12 +328,23 @@ def test_shipped_configs_validate_and_name_registered_models():
 
     configs = sorted((REPO / "configs").glob("*.yaml"))
     assert configs
-    # compress_*.yaml are `leanvision compress` configs, search_*.yaml `leanvision search` ones, calibrate_*.yaml
+    # compress_*.yaml are `leanvision compress` configs, search_*.yaml `leanvision search` ones, augsearch_*.yaml and
+    # gan_*.yaml their commands' ones, calibrate_*.yaml
     # `leanvision calibrate` ones (their checkpoint is made by a train config), the rest `train`
     for path in configs:
         if path.name.startswith("calibrate_"):
             cfg = load_config(CalibrateConfig, path)
             assert cfg.rule in RULES and cfg.data.dataset is not None, path
+            continue
+        if path.name.startswith("gan_"):  # `leanvision gan train` configs
+            from leanvision.generative import GanConfig
+
+            assert load_config(GanConfig, path).dataset in ("mnist", "fashion_mnist"), path
+            continue
+        if path.name.startswith("augsearch_"):  # `leanvision augsearch` configs
+            from leanvision.augment import AugSearchConfig
+
+            assert load_config(AugSearchConfig, path).model in list_models(), path
             continue
         if path.name.startswith("search_"):
             cfg = load_search_config(path)

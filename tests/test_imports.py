@@ -114,7 +114,7 @@ def _rooms_loaded_by(room: str) -> set[str]:
     return set(json.loads(out.strip().splitlines()[-1]))
 
 
-@pytest.mark.parametrize("room", ["ops", "models", "engine", "compress", "search", "calibrate"])
+@pytest.mark.parametrize("room", ["ops", "models", "engine", *sorted(WORKFLOWS)])
 def test_importing_a_room_loads_only_rooms_below_it(room):
     loaded = _rooms_loaded_by(room) - {room}
     above = sorted(r for r in loaded if LEVEL.get(r, 0) >= LEVEL[room])

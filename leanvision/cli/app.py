@@ -21,7 +21,10 @@ from leanvision.cli._common import (
     threads_option,
     writable_dir,
 )
+from leanvision.cli.augment import augsearch_cmd
+from leanvision.cli.gan import gan_app
 from leanvision.cli.shapes import parse_shape
+from leanvision.cli.sr import sr_eval_cmd, sr_train_cmd, upscale_cmd
 from leanvision.config import TrainConfig
 from leanvision.errors import ConfigError
 from leanvision.executors import EXECUTORS
@@ -34,6 +37,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(gan_app, name="gan")
 console = Console()
 
 
@@ -227,18 +231,20 @@ def train_cmd(
     threads: int = threads_option(),
     device: str = device_option(),
     init_from: Path = typer.Option(None, "--init-from", help=TRAIN_HELP["init_from"]),
+    policy: str = typer.Option(None, "--policy", help=TRAIN_HELP["policy"]),
     out_dir: Path = out_dir_option(),
     resume: bool = resume_option(),
     quiet: bool = quiet_option(),
 ) -> None:
     """Train a registered model on a dataset (YAML config and/or flags); best.pt is picked on a validation split."""
+    import leanvision.augment.policy  # noqa: F401  (applies --policy also in a checkout never pip-installed)
     from leanvision.config import load_config
     from leanvision.engine import train
 
     flags = dict(model=model, dataset=dataset, data_dir=data_dir, subset=subset, val_size=val_size, epochs=epochs,
                  batch_size=batch_size, lr=lr, optimizer=optimizer and optimizer.value,
                  scheduler=scheduler and scheduler.value, seed=seed, threads=threads, device=device,
-                 init_from=init_from and str(init_from), out_dir=out_dir and str(out_dir))  # fmt: skip
+                 init_from=init_from and str(init_from), policy=policy, out_dir=out_dir and str(out_dir))  # fmt: skip
     cfg = load_config(TrainConfig, config, flags, source="train flags")
     console.print(train(cfg, resume=resume, progress=not quiet).summary(), soft_wrap=True)
 
@@ -313,6 +319,9 @@ def calibrate_cmd(
     again = f"leanvision calibrate {config}" + (f" --out-dir {out_dir}" if out_dir else "")
     console.print(run_calibrate(cfg, again=again, resume=resume, force=force, progress=not quiet, console=console),
                   soft_wrap=True)  # fmt: skip
+
+
+app.command("augsearch")(augsearch_cmd)
 
 
 @app.command("report")
@@ -419,3 +428,8 @@ def quickstart_cmd(
                       format_count(r["macs"]), f"{r['eager_bs1_ms']:.3f}", f"{r['onnxruntime_bs1_ms']:.3f}")
     console.print(table)
     console.print(f"report: {result.html}  (also {result.markdown.name})", soft_wrap=True)
+
+
+app.command("sr-train")(sr_train_cmd)  # super-resolution (leanvision/cli/sr.py)
+app.command("sr-eval", context_settings={"allow_extra_args": True})(sr_eval_cmd)
+app.command("upscale")(upscale_cmd)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -34,14 +34,19 @@ class EpochPlan(NamedTuple):
     flips: torch.Tensor | None  # [n] bool
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A ``torch.Generator`` whose stream depends only on (seed, epoch), well mixed by NumPy's SeedSequence."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A ``torch.Generator`` whose stream depends only on (seed, epoch, stream), mixed by NumPy's SeedSequence."""
+    entropy = [seed, epoch, stream] if stream else [seed, epoch]  # SeedSequence ignores trailing zeros anyway
+    state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
 
 
 class BatchLoader:
-    """Yields ``(x float32 NCHW normalised, y int64)`` batches of an ImageDataset; augments its train split."""
+    """Yields ``(x float32 NCHW normalised, y int64)`` batches of an ImageDataset; augments its train split.
+
+    ``transform(images, generator)`` (e.g. an augmentation policy) changes each uint8 batch after crop and flip, with
+    a generator seeded by (seed, epoch, rank); ``normalized=False`` yields the uint8 images themselves.
+    """
 
     def __init__(
         self,
@@ -55,6 +60,8 @@ class BatchLoader:
         padding: int = 4,
         num_replicas: int = 1,
         rank: int = 0,
+        transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        normalized: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -73,6 +80,8 @@ class BatchLoader:
         self.padding = padding
         self.num_replicas = num_replicas
         self.rank = rank
+        self.transform = transform
+        self.normalized = normalized
         self.epoch = 0
         self._explicit_epoch = False
 
@@ -113,13 +122,16 @@ class BatchLoader:
         plan = self.epoch_plan(epoch)
         mean, std = self.dataset.mean_std_tensors()
         images, targets = self.dataset.images, self.dataset.targets
+        gen = epoch_generator(self.seed, epoch, 1 + self.rank) if self.transform is not None else None
         for i in range(len(self)):
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
             idx = plan.order[sl]
             x = images.index_select(0, idx)
             if plan.offsets is not None and plan.flips is not None:
                 x = crop_flip(x, plan.offsets[sl], plan.flips[sl], padding=self.padding)
-            yield normalize(x, mean, std), targets.index_select(0, idx)
+            if gen is not None:
+                x = self.transform(x, gen)
+            yield normalize(x, mean, std) if self.normalized else x, targets.index_select(0, idx)
 
 
 # The functional spelling used across the docs and recipes (like torch.utils.data.DataLoader, it is the class).

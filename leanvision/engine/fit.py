@@ -301,7 +301,9 @@ def fit(
     (lr 0.1, momentum 0.9, weight decay 5e-4); ``scheduler`` is stepped ONCE PER BATCH. ``loss_fn(outputs,
     targets, inputs)`` returns the batch-mean loss (default cross-entropy) and is also used for validation.
     ``train_step(model, inputs, targets, ctx)`` replaces the default step (see ``leanvision.engine.step``); without
-    one, a model's own ``default_train_step`` attribute is used if it has one, else ``standard_step``.
+    one, a model's own ``default_train_step`` attribute is used if it has one, else ``standard_step``. A step with
+    state of its own (e.g. a policy controller) gives ``state_dict()``/``load_state_dict()``: it is checkpointed with
+    the model and restored on resume.
     ``val_data`` should be a held-out part of the training set (``load_dataset(..., split="val")``): it picks
     ``best.pt``, so it must never be the test set.
     With ``out_dir``: one JSON line of metrics per epoch in ``metrics.jsonl``, and atomic ``best.pt`` (best
@@ -345,6 +347,8 @@ def fit(
             epochs=epochs,
             steps_per_epoch=steps_per_epoch,
         )
+        if callable(getattr(train_step, "load_state_dict", None)) and ckpt.get("train_step") is not None:
+            train_step.load_state_dict(ckpt["train_step"])
         config_plain = config_plain or ckpt.get("config") or {}
         meta_plain = meta_plain or ckpt.get("meta") or {}
     else:
@@ -368,6 +372,7 @@ def fit(
         params=list(model.parameters()),
     )
     was_training = model.training
+    stateful = callable(getattr(train_step, "state_dict", None))
     with TrainProgress(epochs=epochs, start_epoch=start, enabled=progress and main) as bar:
         for epoch in range(start, epochs):
             _set_epoch(train_data, epoch)
@@ -404,6 +409,7 @@ def fit(
                     "optimizer": optimizer.state_dict(),
                     "optimizer_class": type(optimizer).__name__,
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "train_step": train_step.state_dict() if stateful else None,
                     "rng": rng_state(),
                     "config": config_plain,
                     "meta": meta_plain,

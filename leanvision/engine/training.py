@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,28 @@ from leanvision.errors import ConfigError
 from leanvision.runs import RESUMABLE_KEYS, changed_settings, check_run_dir, interruptible
 
 RESULTS_FILE = "results.json"
+
+# TrainConfig.policy -> a uint8 batch transform for the loader. The augment room, above the engine, provides it
+# (registered on import, and through the "leanvision.policies" entry point), so the engine never imports that room.
+_POLICY_LOADER: list[Callable[[str], Any]] = []
+
+
+def register_policy_loader(fn: Callable[[str], Any]) -> None:
+    """Let ``TrainConfig.policy`` (a policy file or name) become the loader's transform through ``fn(policy)``."""
+    _POLICY_LOADER[:] = [fn]
+
+
+def _policy_transform(policy: str) -> Any:
+    if not _POLICY_LOADER:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="leanvision.policies", name="policy"):
+            _POLICY_LOADER.append(ep.load())
+            break
+        else:
+            raise ConfigError("policy: no installed package applies augmentation policies: reinstall leanvision "
+                              "(pip install -e .) so its entry points are registered")  # fmt: skip
+    return _POLICY_LOADER[0](policy)
 
 
 @dataclass
@@ -78,7 +101,10 @@ def _test_report(model: torch.nn.Module, result: Any, test: Any, cfg: TrainConfi
 
 
 def _resumed_config(cfg: TrainConfig, out: Path, *, resume: bool) -> tuple[TrainConfig, dict[str, Any] | None]:
-    """The config the run really uses and, on resume, its last.pt; refuses what the shared run rule refuses."""
+    """The config the run really uses and, on resume, its last.pt; refuses what the shared run rule refuses.
+
+    ``cfg`` may be a TrainConfig subclass (a workflow that trains through fit): the saved config is read as one.
+    """
     from leanvision.engine.checkpoint import load_checkpoint
 
     last = out / "last.pt"
@@ -87,8 +113,9 @@ def _resumed_config(cfg: TrainConfig, out: Path, *, resume: bool) -> tuple[Train
         check_run_dir(out, what="run", held=held, resume=resume)
         return cfg, None
     ckpt = load_checkpoint(last)
-    saved = {k: v for k, v in (ckpt.get("config") or {}).items() if k in TrainConfig.model_fields}
-    old = validate_model(TrainConfig, saved, f"{last} (its saved config)")
+    schema = type(cfg)
+    saved = {k: v for k, v in (ckpt.get("config") or {}).items() if k in schema.model_fields}
+    old = validate_model(schema, saved, f"{last} (its saved config)")
     changed = changed_settings(old.model_dump(), cfg.model_dump(), keys=cfg.model_fields_set)
     try:
         check_run_dir(out, what="run", held=True, resume=True, changed=changed)
@@ -129,6 +156,7 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, resume: bool = F
         raise ConfigError(f"init_from: no checkpoint at '{cfg.init_from}'; give the path of a last.pt or best.pt")
     check_threads(cfg.threads)
     check_device(cfg.device)
+    transform = _policy_transform(cfg.policy) if cfg.policy else None
     created = not out.exists()
     writable_dir(out)
     try:
@@ -140,7 +168,7 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, resume: bool = F
                              **cfg.model_kwargs)  # fmt: skip
         if cfg.init_from is not None and not resume:
             load_weights(model, cfg.init_from)
-        loader = make_loader(train_ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+        loader = make_loader(train_ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, transform=transform)
         val_loader = make_loader(val, batch_size=max(cfg.batch_size, 256), shuffle=False) if val is not None else None
         opt = make_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         sched = make_scheduler(

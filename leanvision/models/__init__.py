@@ -13,10 +13,12 @@ from leanvision.models.ghostify import GhostResNet, GhostStep, ghostify, ghostif
 from leanvision.models.ghostnet import GhostNet, ghostnet_from_timm, load_timm_state_dict
 from leanvision.models.quick import QuickCNN
 from leanvision.models.resnet_cifar import CifarResNet
+from leanvision.models.sr import ESRN, create_sr_model, list_sr_models
 from leanvision.models.surgery import replace_modules
 from leanvision.models.thin import WidthMatch, match_width
 
 __all__ = [
+    "ESRN",
     "BinaryResNet",
     "BinaryVGG",
     "CifarResNet",
@@ -32,10 +34,12 @@ __all__ = [
     "arch_of",
     "create_from_arch",
     "create_model",
+    "create_sr_model",
     "ghostify",
     "ghostify_plan",
     "ghostnet_from_timm",
     "list_models",
+    "list_sr_models",
     "load_timm_state_dict",
     "match_width",
     "model_card",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from leanvision.search.evaluators import tabular, train, zerocost  # noqa: F401  (importing registers them)
+from leanvision.search.evaluators import sr, tabular, train, zerocost  # noqa: F401  (importing registers them)
 from leanvision.search.evaluators._registry import EVALUATORS
 
 

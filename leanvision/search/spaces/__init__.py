@@ -1,3 +1,3 @@
 """Registered search spaces; importing this package registers them."""
 
-from leanvision.search.spaces import nasbench201, nsc, synthetic  # noqa: F401  (registration)
+from leanvision.search.spaces import esrn, nasbench201, nsc, synthetic  # noqa: F401  (registration)
