@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from leanvision._torch import torch_threads
 from leanvision.errors import ConfigError
 from leanvision.search.evaluators._registry import EVALUATORS
 from leanvision.search.space import SPACES, Sample
@@ -75,13 +76,8 @@ class SRShortTraining:
         return _DATA[key]
 
     def __call__(self, sample: Sample) -> dict[str, Any]:
-        previous = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads or None):
             return self._run(sample)
-        finally:
-            torch.set_num_threads(previous)
 
     def _run(self, sample: Sample) -> dict[str, Any]:
         from leanvision.data.sr import load_sr_set

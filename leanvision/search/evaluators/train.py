@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from leanvision._torch import torch_threads
 from leanvision.errors import ConfigError
 from leanvision.search.evaluators._registry import EVALUATORS
 from leanvision.search.space import SPACES, Sample
@@ -172,13 +173,8 @@ class ShortTraining:
         return space.build(sample, **{**kwargs, **self.build_kwargs})
 
     def __call__(self, sample: Sample) -> dict[str, Any]:
-        previous = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads or None):
             return self._run(sample)
-        finally:
-            torch.set_num_threads(previous)
 
     def _run(self, sample: Sample) -> dict[str, Any]:
         from leanvision.data import make_loader
