@@ -263,8 +263,10 @@ class DynamicConv2d(nn.Module):
         bank = self.bank().flatten(1).unflatten(0, (self.out_chs, self.g))  # (C_out, g, D)
         coefs = coefs.expand(-1, self.out_chs, -1).transpose(0, 1)  # (C_out, B, g); CondConv/DY-CNN share one row
         # A batched MatMul (t, b, g) @ (t, g, D), not an Einsum: exported, onnxruntime runs it several times faster.
-        fused = torch.matmul(coefs, bank).transpose(0, 1)
-        return fused.unflatten(2, self.weight.shape[1:])
+        fused = torch.matmul(coefs, bank)  # (C_out, B, D)
+        if fused.shape[1] == 1:  # batch 1: dropping the batch axis is a reshape; exported, a transpose would copy
+            return fused.reshape(1, self.out_chs, *self.weight.shape[1:])
+        return fused.transpose(0, 1).unflatten(2, self.weight.shape[1:])
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> Tensor:
         if _onednn_ok(x):
@@ -283,6 +285,8 @@ class DynamicConv2d(nn.Module):
     def forward_per_sample(self, x: Tensor, coefs: Tensor) -> Tensor:
         """Fuse each sample's kernel, then one ordinary conv per sample (a single conv at batch 1)."""
         fused = self.fused_kernels(coefs)
+        if x.shape[0] == 1:  # no slice of the input, no gather of the kernel: exported, both would be copies
+            return self._conv(x, fused.squeeze(0), self.bias, self.groups)
         outs = [self._conv(x[b : b + 1], fused[b], self.bias, self.groups) for b in range(x.shape[0])]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
