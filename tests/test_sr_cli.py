@@ -87,6 +87,19 @@ def test_upscale_writes_images_and_reports_bad_ones(trained, tmp_path, capsys):
     assert len(lines) == 2 and "image not found" in lines[0] and "too small to upscale" in lines[1]
 
 
+def test_upscale_never_overwrites_an_earlier_output_without_force(trained, tmp_path, capsys):
+    _, last = trained
+    Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(tmp_path / "me.png")
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "me_x2.png").write_bytes(b"mine")
+    args = ["upscale", str(tmp_path / "me.png"), "--checkpoint", str(last), "--out-dir", str(tmp_path / "o"), "--quiet"]
+    code, _, err = run(capsys, *args)
+    assert code == 1 and "exists" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "o" / "me_x2.png").read_bytes() == b"mine"
+    code, _, _ = run(capsys, *args, "--force")
+    assert code == 0 and read_rgb(tmp_path / "o" / "me_x2.png").shape == (40, 40, 3)
+
+
 def test_tiles_match_a_whole_image_pass_away_from_seams():
     model = create_sr_model("srcnn", scale=2).eval()  # receptive field 17 HR pixels: within 8 LR pixels of overlap
     lr = np.random.default_rng(2).integers(0, 256, (37, 29, 3), dtype=np.uint8)

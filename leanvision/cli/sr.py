@@ -80,6 +80,7 @@ def upscale_cmd(
     tile: int = typer.Option(256, "--tile", min=16, help="process large images in tiles of this many input pixels"),
     device: str = device_option(),
     threads: int = threads_option(),
+    force: bool = typer.Option(False, "--force", help="overwrite outputs that already exist in --out-dir"),
     quiet: bool = quiet_option(),
 ) -> None:
     """Upscale images with a super-resolution checkpoint: OUT_DIR/<name>_x<scale>.png for each.
@@ -90,7 +91,7 @@ def upscale_cmd(
 
     _threads(threads)
     result = upscale(checkpoint, images, out_dir=out_dir, tile=tile, device=check_device(device or "cpu"),
-                     progress=not quiet)  # fmt: skip
+                     progress=not quiet, overwrite=force)  # fmt: skip
     for src, dst in result.written:
         typer.echo(f"{src} -> {dst}")
     for _, err in result.errors:

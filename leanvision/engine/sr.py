@@ -220,11 +220,12 @@ MIN_SIDE = 3  # pixels: the bicubic border and the 3x3 convs need this much imag
 
 def upscale(checkpoint: str | os.PathLike[str], images: Iterable[str | os.PathLike[str]], *,
             out_dir: str | os.PathLike[str] = "upscaled", tile: int | None = 256, device: str = "cpu",
-            progress: bool = False) -> UpscaleResult:  # fmt: skip
+            progress: bool = False, overwrite: bool = False) -> UpscaleResult:  # fmt: skip
     """Upscale image files (folders: their images) with an SR checkpoint into ``out_dir``/<name>_x<scale>.png, in
     tiles of ``tile`` LR pixels.
 
-    A file that cannot be read or is too small gets a one-line error in the result; the others are still written.
+    A file that cannot be read or is too small, or whose output exists (unless ``overwrite``), gets a one-line error
+    in the result; the others are still written.
     """
     from PIL import Image
 
@@ -237,12 +238,14 @@ def upscale(checkpoint: str | os.PathLike[str], images: Iterable[str | os.PathLi
     out, result = writable_dir(out_dir), UpscaleResult()
     for path in image_files(images):
         try:
+            target = out / f"{path.stem}_x{scale}.png"
+            if target.exists() and not overwrite:  # an earlier result (or a same-named input) is never lost
+                raise ConfigError(f"{target} exists: upscale into another --out-dir, or pass --force to overwrite it")
             lr = read_rgb(path)
             if min(lr.shape[:2]) < MIN_SIDE:
                 raise ConfigError(f"{path} is {lr.shape[1]}x{lr.shape[0]} pixels: too small to upscale "
                                   f"(at least {MIN_SIDE}x{MIN_SIDE})")  # fmt: skip
             sr = super_resolve(model, lr, scale=scale, tile=tile, device=device, progress=progress)
-            target = out / f"{path.stem}_x{scale}.png"
             atomic_write(target, lambda f, img=sr: Image.fromarray(img).save(f, format="PNG"))
             result.written.append((path, target))
         except LeanVisionError as e:
