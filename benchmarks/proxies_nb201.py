@@ -93,7 +93,7 @@ def print_table(_runs_: list[dict], summary: dict) -> None:
     print(f"\n{summary['cells']} canonical NAS-Bench-201 cells, CIFAR-10 200-epoch test accuracy "
           f"(best among them {summary.get('optimum_among_cells', math.nan):.2f}%)")  # fmt: skip
     published = summary.get("published_rho", {})
-    print("\n| proxy | Kendall tau | Spearman rho | published |rho| | best of top-10 (%) | s/cell |")
+    print("\n| proxy | Kendall tau | Spearman rho | published abs(rho) | best of top-10 (%) | s/cell |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in sorted(summary["rows"].items(), key=lambda kv: -kv[1]["tau"]):
         pub = f"{published[name]:.3f}" if name in published else "-"
