@@ -54,6 +54,26 @@ def test_sr_eval_prints_the_standard_table(trained, capsys):
     assert "| Tiny | 1 |" in out and "PSNR (dB)" in out and "x2" in out
 
 
+def test_sr_eval_scores_bicubic_without_a_checkpoint(trained, capsys):
+    from leanvision.engine.sr import evaluate_sr
+
+    root, _ = trained
+    code, out, err = run(capsys, "sr-eval", "--bicubic", "--scale", "2", "--sets", "Tiny", "--data-dir", str(root),
+                         "--quiet")  # fmt: skip
+    assert code == 0, err
+    expected = evaluate_sr(create_sr_model("bicubic", scale=2).eval(), load_sr_set("Tiny", 2, root=root), scale=2)
+    assert out.startswith("bicubic (x2, 0.0K params)") and f"| Tiny | 1 | {expected['psnr']:.2f} |" in out
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    ([], ["exactly one of a checkpoint and bicubic", "--bicubic"]),
+    (["--bicubic"], ["bicubic needs the scale", "--scale"]),
+])  # fmt: skip
+def test_sr_eval_needs_exactly_one_model(capsys, args, fragments):
+    code, _, err = run(capsys, "sr-eval", *args, "--quiet")
+    assert_one_line_error(code, err, *fragments)
+
+
 @pytest.mark.parametrize(("args", "fragments"), [
     (["--scale", "3"], ["upscales x2, not x3"]),
     (["--sets", "Tiny", "Nope"], ["no Nope in"]),

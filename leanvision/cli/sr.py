@@ -52,7 +52,8 @@ def sr_train_cmd(
 
 def sr_eval_cmd(
     ctx: typer.Context,
-    checkpoint: Path = checkpoint_option(required=True),
+    checkpoint: Path = checkpoint_option(),
+    bicubic: bool = typer.Option(False, "--bicubic", help="score bicubic upscaling (no checkpoint; give --scale)"),
     scale: int = typer.Option(None, "--scale", help="2, 3 or 4: must be the checkpoint's (default: the checkpoint's)"),
     sets: list[str] = typer.Option(None, "--sets", help="test sets in your SR/ folder: --sets Set5 Set14 B100"),
     data_dir: str = data_dir_option(),
@@ -60,7 +61,7 @@ def sr_eval_cmd(
     threads: int = threads_option(),
     quiet: bool = quiet_option(),
 ) -> None:
-    """Y-channel PSNR / SSIM of a super-resolution checkpoint on test sets (border of `scale` pixels cropped)."""
+    """Y-channel PSNR / SSIM of an SR checkpoint, or of bicubic, on test sets (border of `scale` pixels cropped)."""
     from leanvision.engine.sr import sr_eval
     from leanvision.errors import ConfigError
 
@@ -68,8 +69,8 @@ def sr_eval_cmd(
         raise ConfigError(f"unexpected argument {ctx.args[0]!r}: name test sets after --sets (--sets Set5 Set14 B100)")
     _threads(threads)
     names = [*(sets or ()), *ctx.args] or ["Set5", "Set14", "B100"]
-    result = sr_eval(checkpoint, scale=scale, sets=names, data_dir=data_dir,
-                     device=check_device(device or "cpu"), progress=not quiet)  # fmt: skip
+    result = sr_eval(checkpoint, scale=scale, sets=names, data_dir=data_dir, device=check_device(device or "cpu"),
+                     progress=not quiet, bicubic=bicubic)  # fmt: skip
     typer.echo(result.summary())
 
 

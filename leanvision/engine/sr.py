@@ -90,7 +90,8 @@ def sr_train(model: str = "fsrcnn", *, scale: int = 2, steps: int = 1000, blocks
     from leanvision.runs import changed_settings, check_run_dir
 
     if model == "bicubic":
-        raise ConfigError("bicubic has no weights to train: score it with sr_eval directly, or train another model")
+        raise ConfigError("bicubic has no weights to train: score it with `leanvision sr-eval --bicubic --scale N` "
+                          "(Python: sr_eval(bicubic=True, scale=N)), or train another model")
     out = Path(out_dir)
     settings = {"model": model, "scale": scale, "steps": steps, "blocks": list(blocks) if blocks else None,
                 "train_set": train_set, "val_images": val_images, "batch_size": batch_size, "patch": patch, "lr": lr,
@@ -191,15 +192,28 @@ class SREvalResult:
         return "\n".join(lines)
 
 
-def sr_eval(checkpoint: str | os.PathLike[str], *, scale: int | None = None,
+def sr_eval(checkpoint: str | os.PathLike[str] | None = None, *, scale: int | None = None,
             sets: Sequence[str] = ("Set5", "Set14", "B100"),
             data_dir: str | os.PathLike[str] | None = None, device: str = "cpu",
-            progress: bool = False) -> SREvalResult:  # fmt: skip
-    """Score an SR checkpoint on test sets (default Set5, Set14, B100) with the literature's Y-channel protocol."""
-    model, ckpt = sr_model_from_checkpoint(checkpoint, device=check_device(device))
-    trained = int(ckpt["config"]["scale"])
-    if scale is not None and scale != trained:
-        raise ConfigError(f"{checkpoint} upscales x{trained}, not x{scale}: give --scale {trained} or another model")
+            progress: bool = False, bicubic: bool = False) -> SREvalResult:  # fmt: skip
+    """Score an SR checkpoint on test sets (default Set5, Set14, B100) with the literature's Y-channel protocol.
+
+    ``bicubic=True`` (no checkpoint; ``scale`` needed) scores MATLAB-style bicubic upscaling: every table's first row.
+    """
+    if bicubic == (checkpoint is not None):
+        raise ConfigError("give exactly one of a checkpoint and bicubic=True (CLI: --checkpoint CKPT or --bicubic)")
+    if bicubic:
+        from leanvision.models.sr import create_sr_model
+
+        if scale is None:
+            raise ConfigError("bicubic needs the scale: give --scale 2, 3 or 4")
+        model, trained, checkpoint = create_sr_model("bicubic", scale=scale).eval(), scale, "bicubic"
+    else:
+        model, ckpt = sr_model_from_checkpoint(checkpoint, device=check_device(device))
+        trained = int(ckpt["config"]["scale"])
+        if scale is not None and scale != trained:
+            raise ConfigError(f"{checkpoint} upscales x{trained}, not x{scale}: give --scale {trained} or another "
+                              "model")
     rows = []
     for name in track(list(sets), description="sets", enabled=progress):
         m = evaluate_sr(model, load_sr_set(name, trained, root=data_dir), scale=trained, device=device)
