@@ -166,7 +166,7 @@ def report(args: argparse.Namespace, cells: dict, costs: dict, load_before: floa
     rows = _runs.cell_rows(costs, cells, keys)
     at = _runs.judged_at(args)
     macs_ratio = costs[DY]["macs"] / costs[RN]["macs"]
-    ratios, targets = {}, {}
+    ratios, targets, built = {}, {}, None
     for k in keys:
         ms = cells[k]["models"]
         bs, threads = int(k.split("_bs")[1].split("_t")[0]), cells[k]["threads"]
@@ -181,7 +181,7 @@ def report(args: argparse.Namespace, cells: dict, costs: dict, load_before: floa
             cell[f"dy_resnet18_{k}"] = {"target": TARGETS[bs], "met": met}
         cell[f"ghostnet_{k}"] = {"target": 1.0, "met": ratios[k]["ghostnet_vs_mobilenet_v3"] <= 1.0}
         if bs in TARGETS and not cell[f"dy_resnet18_{k}"]["met"]:  # a miss: save where the time goes
-            built = build_models()  # the timed forms: per-sample kernels at batch 1, one groups=B conv above
+            built = built or build_models()  # once; the form is set per cell below
             compared = {DY: set_form(built[DY], "per_sample" if bs == 1 else "batched"), RN: built[RN]}
             x = torch.randn(bs, 3, args.size, args.size)
             _runs.where_time_goes(compared, k.split("_bs")[0], x, threads, args.out / "where_time_goes" / f"{k}.json")

@@ -11,11 +11,10 @@ import torch
 
 from leanvision._torch import torch_threads
 from leanvision.errors import ConfigError
-from leanvision.search.evaluators._registry import EVALUATORS
+from leanvision.search.evaluators._registry import EVALUATORS, cached_space
 from leanvision.search.space import SPACES, Sample
 
 _DATA: dict[tuple, Any] = {}  # per-process cache of (train, val) pairs
-_SPACES: dict[str, Any] = {}
 
 
 def _center(pair: Any, size: int | None, scale: int) -> Any:
@@ -59,12 +58,7 @@ class SRShortTraining:
         self.__dict__.update(config)
 
     def _space(self) -> Any:
-        key = repr((self.space, sorted(self.space_kwargs.items())))
-        if key not in _SPACES:
-            from leanvision.search.space import create_space
-
-            _SPACES[key] = create_space(self.space, **self.space_kwargs)
-        return _SPACES[key]
+        return cached_space(self.space, self.space_kwargs)
 
     def _data(self, scale: int) -> tuple[list, list]:
         key = (self.train_set, self.data_dir, scale, self.val_images, self.val_crop)

@@ -19,7 +19,7 @@ import torch
 
 from leanvision._torch import torch_threads
 from leanvision.errors import ConfigError
-from leanvision.search.evaluators._registry import EVALUATORS
+from leanvision.search.evaluators._registry import EVALUATORS, cached_space
 from leanvision.search.space import SPACES, Sample
 
 PAPER_MU, PAPER_RHO = 1.0, 8.0  # BlockQNN's constants as recalled (not checked against the PDF)
@@ -87,7 +87,6 @@ def calibrate_reward(acc: Sequence[float], flops: Sequence[float], density: Sequ
 
 
 _DATA: dict[tuple, tuple[Any, Any, Any]] = {}  # per-process cache: (train, val, test) by data options
-_SPACES: dict[str, Any] = {}
 
 
 @EVALUATORS.register("train_cifar")
@@ -143,12 +142,7 @@ class ShortTraining:
         self.__dict__.update(config)
 
     def _space(self) -> Any:
-        key = repr((self.space, sorted(self.space_kwargs.items())))
-        if key not in _SPACES:
-            from leanvision.search.space import create_space
-
-            _SPACES[key] = create_space(self.space, **self.space_kwargs)
-        return _SPACES[key]
+        return cached_space(self.space, self.space_kwargs)
 
     def _data(self) -> tuple[Any, Any, Any]:
         key = (self.dataset, self.data_dir, self.subset, self.val_size, self.val_subset, self.seed,
