@@ -6,6 +6,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -172,7 +173,7 @@ def _states(out: Path) -> dict:
     from leanvision.engine import load_checkpoint
 
     ckpt = load_checkpoint(out / "last.pt")
-    return {k: ckpt[k] for k in ("generator", "discriminator", "opt_g", "opt_d", "sampler", "step")}
+    return {k: ckpt[k] for k in ("generator", "generator_ema", "discriminator", "opt_g", "opt_d", "sampler", "step")}
 
 
 def _same(a, b) -> bool:
@@ -215,6 +216,37 @@ def test_an_interrupted_run_resumes_exactly(fis_run, shared_data, tmp_path, monk
     assert strip(resumed.history) == strip(fis_run.history)
 
 
+def _images(weights: dict, cfg: dict, n: int = 9) -> torch.Tensor:
+    g = gan.Generator(cfg["latent_dim"], cfg["g_channels"])
+    g.load_state_dict(weights)
+    z = torch.randn(n, cfg["latent_dim"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return gan.to_uint8(g.eval()(z))
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.5])
+def test_samples_come_from_the_generator_average_the_fid_measured(shared_data, tmp_path, ema):
+    from PIL import Image
+
+    from leanvision.engine import load_checkpoint
+
+    cfg = _config(shared_data, tmp_path / "run", sampling="prior", steps=3, eval_every=3, ema=ema)
+    gan.train(cfg, progress=False)
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    raw = _images(ckpt["generator"], cfg)
+    if ema:  # torch's AveragedModel keeps the average under "module."; n_averaged counts the updates
+        assert int(ckpt["generator_ema"]["n_averaged"]) == 3
+        mean = {k.removeprefix("module."): v for k, v in ckpt["generator_ema"].items() if k.startswith("module.")}
+        expected = _images(mean, cfg)
+        assert not torch.equal(expected, raw)
+    else:
+        assert "generator_ema" not in ckpt
+        expected = raw
+    grid = gan.sample(tmp_path / "run" / "last.pt", tmp_path / "s.png", n=9)
+    # the grid's first tile (2-pixel padding) is the first image
+    assert torch.equal(torch.from_numpy(np.array(Image.open(grid)))[2:30, 2:30], expected[0, 0])
+
+
 def test_the_run_rule_refuses_restarts_and_changed_resumes(fis_run, shared_data):
     out = fis_run.out_dir
     with pytest.raises(ConfigError, match="already holds a GAN run: pass --resume"):
@@ -251,6 +283,7 @@ def test_cli_trains_and_samples_a_grid(shared_data, tmp_path, capsys):
         ({"proposal": {"refresh": 5}}, "unknown key 'proposal.refresh'. Did you mean 'refresh_every'?"),
         ({"g_channels": 12}, "'g_channels': Input should be a multiple of 8"),
         ({"betas": [0.5, 1.5]}, "Adam's betas are two numbers in [0, 1)"),
+        ({"ema": 1}, "'ema': Input should be less than 1"),
         ({"dataset": "digits"}, "digits has 1x8x8 images but the GAN makes 1x28x28 ones"),
         ({"batch_size": 500}, "batch_size 500 is larger than the 200 training images"),
         ({"classifier": "nope.pt"}, "checkpoint not found: nope.pt"),

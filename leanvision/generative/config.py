@@ -45,6 +45,7 @@ class GanConfig(BaseModel):
     batch_size: int = Field(64, ge=2, le=65_536, description="real and generated images per step")
     lr: float = Field(2e-4, gt=0, le=1, description="Adam learning rate of G and D")
     betas: tuple[float, float] = Field((0.5, 0.999), description="Adam betas of G and D")
+    ema: float = Field(0.99, ge=0, lt=1, description="decay of the G weight average evaluated and sampled (0: raw G)")
     eval_every: int = Field(250, ge=1, description="steps between evaluations (FID, grid, checkpoint)")
     fid_samples: int = Field(5000, ge=10, description="generated and real test images per classifier-FID")
     classifier: str | None = Field(None, description="classifier-FID checkpoint (default: the one shipped for dataset)")

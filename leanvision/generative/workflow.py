@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import yaml
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from leanvision._io import atomic_write, atomic_write_text
 from leanvision.config import check_device, check_threads, load_config, writable_dir
@@ -96,6 +97,9 @@ class _Run:
         torch.manual_seed(cfg.seed)
         self.g = Generator(cfg.latent_dim, cfg.g_channels).to(dev)
         self.d = Discriminator(cfg.d_channels).to(dev)
+        # evaluated and sampled: an exponential average of G's weights (arXiv 1806.04498), so a FID curve follows
+        # training rather than the step-to-step oscillation of GAN iterates; training itself never reads it
+        self.g_ema = AveragedModel(self.g, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr, betas=cfg.betas)
         p = cfg.proposal
@@ -119,6 +123,8 @@ class _Run:
         for name, obj in (("generator", self.g), ("discriminator", self.d), ("opt_g", self.opt_g),
                           ("opt_d", self.opt_d), ("sampler", self.sampler)):  # fmt: skip
             obj.load_state_dict(ckpt[name])
+        if self.g_ema is not None:
+            self.g_ema.load_state_dict(ckpt["generator_ema"])
         self.step, self.history = ckpt["step"], list(ckpt["history"])
         self.seconds, self.proposal_seconds = ckpt["seconds"], ckpt["proposal_seconds"]
         set_rng_state(ckpt["rng"])
@@ -126,7 +132,8 @@ class _Run:
     def save(self) -> None:
         from leanvision.engine.checkpoint import rng_state, save_checkpoint
 
-        save_checkpoint(self.out / LAST, step=self.step, generator=self.g.state_dict(),
+        ema = {"generator_ema": self.g_ema.state_dict()} if self.g_ema is not None else {}
+        save_checkpoint(self.out / LAST, step=self.step, generator=self.g.state_dict(), **ema,
                         discriminator=self.d.state_dict(), opt_g=self.opt_g.state_dict(),
                         opt_d=self.opt_d.state_dict(), sampler=self.sampler.state_dict(), rng=rng_state(),
                         history=self.history, seconds=self.seconds, proposal_seconds=self.proposal_seconds,
@@ -155,6 +162,8 @@ class _Run:
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
+        if self.g_ema is not None:
+            self.g_ema.update_parameters(self.g)
         self._window.append((d_loss.item(), g_loss.item(), ess))
 
     def train(self, progress: bool) -> None:
@@ -178,10 +187,11 @@ class _Run:
         """Classifier-FID and coverage of prior samples (never the proposal's), a grid, metrics.jsonl and last.pt."""
         cfg = self.cfg
         z = torch.randn(cfg.fid_samples, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed))
-        self.g.eval()
+        g = self.g_ema.module if self.g_ema is not None else self.g
+        g.eval()
         with torch.no_grad():
-            images = torch.cat([to_uint8(self.g(c.to(cfg.device))).cpu() for c in z.split(500)])
-        self.g.train()
+            images = torch.cat([to_uint8(g(c.to(cfg.device))).cpu() for c in z.split(500)])
+        g.train()
         row: dict[str, Any] = {"step": self.step, "seconds": round(self.seconds, 3),
                                "proposal_seconds": round(self.proposal_seconds, 3), **self.fid(images)}  # fmt: skip
         if self._window:
@@ -319,6 +329,9 @@ def sample(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, n
         raise CheckpointError(f"{checkpoint} holds no generator: give the last.pt of a `leanvision gan train` run")
     g = Generator(cfg["latent_dim"], cfg["g_channels"])
     g.load_state_dict(ckpt["generator"])
+    if isinstance(ckpt.get("generator_ema"), dict):  # the average is what the run evaluated
+        g.load_state_dict({k.removeprefix("module."): v for k, v in ckpt["generator_ema"].items()
+                           if k.startswith("module.")})  # fmt: skip
     g.to(device).eval()
     z = torch.randn(n, g.latent_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
