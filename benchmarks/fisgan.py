@@ -173,9 +173,10 @@ def plot(runs: list[dict], out: Path) -> None:
             if hs:
                 series[method] = [_mean_row([h[i] for h in hs]) for i in range(min(map(len, hs)))]
         line_panels(series, [("fid", "classifier-FID"), ("ess", "ESS / N (mean)")], out / f"fisgan_{dataset}_steps.png",
-                    x_key="step", title=f"FIS-GAN on {dataset}: means over seeds")  # fmt: skip
+                    x_key="step", title=f"FIS-GAN on {dataset}: means over seeds", log_y=["fid"])  # fmt: skip
         line_panels(series, [("fid", "classifier-FID")], out / f"fisgan_{dataset}_seconds.png", x_key="seconds",
-                    title=f"FIS-GAN on {dataset}: FID vs training seconds (proposal fits included)")  # fmt: skip
+                    title=f"FIS-GAN on {dataset}: FID vs training seconds (proposal fits included)",
+                    log_y=["fid"])  # fmt: skip
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +74,10 @@ def line_panels(
     *,
     x_key: str = "epoch",
     title: str | None = None,
+    log_y: Collection[str] = (),
 ) -> Path:
-    """One line chart per metric, one line per named series of records (e.g. training histories)."""
+    """One line chart per metric, one line per named series of records (e.g. training histories); the metrics named
+    in ``log_y`` get a log scale."""
     fig, axes = _grid(len(metrics))
     for ax, (key, label) in zip(axes, metrics, strict=True):
         for i, (name, records) in enumerate(series.items()):
@@ -84,6 +86,8 @@ def line_panels(
                 ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=name, color=_COLORS[i % len(_COLORS)])
         ax.set_xlabel(x_key)
         ax.set_ylabel(label)
+        if key in log_y:
+            ax.set_yscale("log")
         ax.legend(fontsize=8)
     return _save(fig, path, title)
 
