@@ -289,8 +289,8 @@ def _finish(cfg: GanConfig, out: Path, history: list[dict[str, Any]], *, trained
     panels = [("fid", "classifier-FID"), ("coverage", "class coverage"), ("ess", "ESS / N (mean)")]
     figures = [
         _grids_over_training(out, [r["step"] for r in history], out / "grids.png"),
-        line_panels(series, panels, out / "curves_steps.png", x_key="step"),
-        line_panels(series, panels[:1], out / "fid_seconds.png", x_key="seconds"),
+        line_panels(series, panels, out / "curves_steps.png", x_key="step", log_y=["fid"]),
+        line_panels(series, panels[:1], out / "fid_seconds.png", x_key="seconds", log_y=["fid"]),
     ]
     g = lambda spec: lambda v: format(v, spec)  # noqa: E731
     columns = [Column("step", "step"), Column("seconds", "training s", g(".1f")), Column("fid", "classifier-FID",
