@@ -108,7 +108,7 @@ def _check_resume(out: Path, name: str, *, held: bool, resume: bool, changed: li
     _exit_on_error(check_run_dir, out, what=f"{name} run", held=held, resume=resume, changed=changed)
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
@@ -139,7 +139,7 @@ class Runs:
         self.runs.append(run)
         if echo:
             print(json.dumps({k: v for k, v in run.items() if not isinstance(v, (list, dict))}), flush=True)
-        _write_json(self.partial, {"args": self.saved_args, "runs": self.runs})
+        write_json(self.partial, {"args": self.saved_args, "runs": self.runs})
         return run
 
     def fit_dir(self, run: str) -> tuple[Path, Path | None]:
@@ -154,7 +154,7 @@ class Runs:
     def save(self, summary: dict) -> None:
         """Write the full result, OUT/<name>.json: arguments, torch version, runs and summary."""
         result = {"args": self.saved_args, "torch": torch.__version__, "runs": self.runs, "summary": summary}
-        _write_json(self.out / f"{self.name}.json", result)
+        write_json(self.out / f"{self.name}.json", result)
 
 
 def summarize_file(
@@ -171,7 +171,7 @@ def summarize_file(
     summary = summarize(runs)
     if rewrite and isinstance(data, dict) and "summary" in data:
         data["summary"] = summary  # runs, args and versions are kept as they were
-        _write_json(path, data)
+        write_json(path, data)
         print(f"rewrote the summary of {path}")
     print_table(runs, summary)
 
@@ -319,7 +319,7 @@ def time_cells(
                     stats = measure(backend, x, n, n_threads)
                 cell["models"] = {m: {"median_ms": s.median_ms, "p90_ms": s.p90_ms} for m, s in stats.items()}
                 cells[key] = cell
-                _write_json(partial, {"config": config, "cells": cells})
+                write_json(partial, {"config": config, "cells": cells})
                 print(f"{key}: " + ", ".join(f"{m} {s['median_ms']:.{digits}f} ms" for m, s in cell["models"].items())
                       + f" (other processes {cores_text(cell)} cores)", flush=True)  # fmt: skip
     return cells, load_before
@@ -375,7 +375,7 @@ def machine_record(args: argparse.Namespace, cells: dict, keys: list[str], load_
 
 def save_latency(path: Path, result: dict, rows: list[dict], keys: list[str], title: str) -> None:
     """Write the JSON and a PNG of the medians per cell beside it, the title marked when the machine was busy."""
-    _write_json(path, result)
+    write_json(path, result)
     bar_panels(
         rows,
         [(f"{k}_ms", k.replace("_", " ") + " (ms)") for k in keys],

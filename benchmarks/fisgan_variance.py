@@ -61,8 +61,7 @@ def check(run: Path, *, batches: int, reference: int, per_latent: int, seed: int
         ess.append(e)
     mse_prior, mse_is = statistics.fmean(prior), statistics.fmean(weighted)
     norms = torch.tensor([_grad(g, d, z[None], torch.ones(1)).norm() for z in torch.randn(per_latent, dim)])
-    mean_sq = float(ref.square().sum())
-    optimal = (float(norms.mean()) ** 2 - mean_sq) / (float(norms.square().mean()) - mean_sq)
+    optimal = (float(norms.mean()) ** 2 - norm) / (float(norms.square().mean()) - norm)  # norm = |E g|^2
     return {"run": run.name, "dataset": cfg["dataset"], "sampling": cfg["sampling"], "seed": cfg["seed"],
             "batch_size": n, "rel_mse_prior": mse_prior, "rel_mse_is": mse_is, "ratio": mse_is / mse_prior,
             "ess_mean": statistics.fmean(ess), "optimal_ratio": optimal}  # fmt: skip
@@ -87,7 +86,7 @@ def main() -> None:
                                 "ESS/N": ("ess_mean", ".2f"),
                                 "optimal proposal / prior": ("optimal_ratio", ".2f")}))  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    _runs._write_json(args.out / "fisgan_variance.json", {"args": {k: str(v) for k, v in vars(args).items()},
+    _runs.write_json(args.out / "fisgan_variance.json", {"args": {k: str(v) for k, v in vars(args).items()},
                                                          "rows": rows})  # fmt: skip
     print(f"wrote {args.out / 'fisgan_variance.json'}")
 

@@ -328,10 +328,9 @@ def sample(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, n
     if not isinstance(cfg, dict) or not isinstance(ckpt.get("generator"), dict):
         raise CheckpointError(f"{checkpoint} holds no generator: give the last.pt of a `leanvision gan train` run")
     g = Generator(cfg["latent_dim"], cfg["g_channels"])
-    g.load_state_dict(ckpt["generator"])
-    if isinstance(ckpt.get("generator_ema"), dict):  # the average is what the run evaluated
-        g.load_state_dict({k.removeprefix("module."): v for k, v in ckpt["generator_ema"].items()
-                           if k.startswith("module.")})  # fmt: skip
+    ema = ckpt.get("generator_ema")  # the average is what the run evaluated; AveragedModel keeps it under "module."
+    g.load_state_dict({k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}
+                      if isinstance(ema, dict) else ckpt["generator"])  # fmt: skip
     g.to(device).eval()
     z = torch.randn(n, g.latent_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
