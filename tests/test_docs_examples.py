@@ -10,10 +10,15 @@ and ``$LEANVISION_DATA`` pointing at the data. A comment line right above a bloc
   command runs with small settings (e.g. ``--epochs 1``); the block still shows the full command.
 
 The command blocks of one page run in order in one directory, so a later line can use what an earlier wrote.
+
+To save the ~4 s import of torch and leanvision per example, each runs in a forked copy of one interpreter that
+imported them once (``tests/_docrunner.py``): a fresh namespace, directory, stdin and exit, like a new process.
+``LEANVISION_DOCS_FRESH=1`` runs every example in a new interpreter instead, as a user's shell does.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -79,6 +84,51 @@ def _env(shared_data: Path) -> dict[str, str]:
     return env
 
 
+def _leanvision() -> str:
+    exe = Path(sys.executable).with_name("leanvision")
+    return str(exe) if exe.exists() else "leanvision"
+
+
+class Runner:
+    """Runs a script (``python SCRIPT``) or a command line (``leanvision ARGS``) in ``cwd``: exit code and output."""
+
+    def __init__(self, env: dict[str, str], logs: Path):
+        self.env, self.logs = env, logs
+        self.server = None
+        if not os.environ.get("LEANVISION_DOCS_FRESH"):
+            server = Path(__file__).with_name("_docrunner.py")
+            self.server = subprocess.Popen([sys.executable, str(server)], env=env, stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, text=True)  # fmt: skip
+
+    def __call__(self, cwd: Path, argv: list[str], *, script: Path | None, timeout: float) -> tuple[int, str]:
+        if self.server is None:
+            cmd = [sys.executable, str(script)] if script else [_leanvision(), *argv[1:]]
+            run = subprocess.run(cmd, cwd=cwd, env=self.env, capture_output=True, text=True, timeout=timeout,
+                                 stdin=subprocess.DEVNULL)  # fmt: skip
+            return run.returncode, run.stderr
+        log = self.logs / f"{len(list(self.logs.iterdir()))}.log"
+        req = {"cwd": str(cwd), "argv": argv, "script": str(script) if script else None, "log": str(log),
+               "timeout": timeout}  # fmt: skip
+        self.server.stdin.write(json.dumps(req) + "\n")
+        self.server.stdin.flush()
+        reply = self.server.stdout.readline()
+        assert reply, "the example runner died (tests/_docrunner.py); rerun with LEANVISION_DOCS_FRESH=1"
+        rc, output = json.loads(reply)["rc"], log.read_text(encoding="utf-8", errors="replace")
+        return rc, output + (f"\n(killed: still running after {timeout} s)" if rc == -9 else "")
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stdin.close()
+            self.server.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def runner(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    r = Runner(_env(shared_data), tmp_path_factory.mktemp("example-logs"))
+    yield r
+    r.close()
+
+
 def _workdir(tmp_path: Path) -> Path:
     (tmp_path / "configs").symlink_to(REPO / "configs")
     return tmp_path
@@ -98,17 +148,11 @@ def _params(blocks):
 
 
 @pytest.mark.parametrize("block", _params(PYTHON))
-def test_python_example_runs_as_a_script(block: Block, tmp_path: Path, shared_data: Path):
+def test_python_example_runs_as_a_script(block: Block, tmp_path: Path, runner: Runner):
     script = _workdir(tmp_path) / "example.py"
     script.write_text(block.body, encoding="utf-8")
-    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(shared_data), capture_output=True,
-                         text=True, timeout=PYTHON_TIMEOUT)  # fmt: skip
-    assert run.returncode == 0, f"{block.id} failed:\n{run.stderr[-3000:]}"
-
-
-def _leanvision() -> str:
-    exe = Path(sys.executable).with_name("leanvision")
-    return str(exe) if exe.exists() else "leanvision"
+    rc, output = runner(tmp_path, [str(script)], script=script, timeout=PYTHON_TIMEOUT)
+    assert rc == 0, f"{block.id} failed:\n{output[-3000:]}"
 
 
 def _shell_blocks(page: Path, *, slow: bool) -> list[Block]:
@@ -117,7 +161,7 @@ def _shell_blocks(page: Path, *, slow: bool) -> list[Block]:
 
 
 @pytest.mark.parametrize("page", [pytest.param(p, id=p.name) for p in COMMAND_PAGES])
-def test_command_lines_run(page: Path, tmp_path: Path, shared_data: Path, request):
+def test_command_lines_run(page: Path, tmp_path: Path, runner: Runner, request):
     markexpr = request.config.getoption("-m") or ""
     commands = [(b, argv) for b in _shell_blocks(page, slow="slow" in markexpr.replace("not slow", ""))
                 for argv in _commands(b)]  # fmt: skip
@@ -125,6 +169,5 @@ def test_command_lines_run(page: Path, tmp_path: Path, shared_data: Path, reques
         pytest.skip(f"{page.name}: its commands are all marked slow (run with -m slow)")
     cwd = _workdir(tmp_path)
     for block, argv in commands:
-        run = subprocess.run([_leanvision(), *argv[1:]], cwd=cwd, env=_env(shared_data), capture_output=True,
-                             text=True, timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)  # fmt: skip
-        assert run.returncode == 0, f"{block.id}: `{shlex.join(argv)}` failed:\n{run.stderr[-3000:]}"
+        rc, output = runner(cwd, argv, script=None, timeout=COMMAND_TIMEOUT)
+        assert rc == 0, f"{block.id}: `{shlex.join(argv)}` failed:\n{output[-3000:]}"
