@@ -43,6 +43,8 @@ def _child(req: dict) -> None:
         log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         for src, dst in ((null, 0), (log, 1), (log, 2)):
             os.dup2(src, dst)
+        os.close(null)
+        os.close(log)
         sys.stdin = os.fdopen(0, closefd=False)  # the parent's stdin buffer held requests, not the example's input
         sys.argv = list(req["argv"])
         try:

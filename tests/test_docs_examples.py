@@ -93,7 +93,7 @@ class Runner:
     """Runs a script (``python SCRIPT``) or a command line (``leanvision ARGS``) in ``cwd``: exit code and output."""
 
     def __init__(self, env: dict[str, str], logs: Path):
-        self.env, self.logs = env, logs
+        self.env, self.logs, self.calls = env, logs, 0
         self.server = None
         if not os.environ.get("LEANVISION_DOCS_FRESH"):
             server = Path(__file__).with_name("_docrunner.py")
@@ -106,7 +106,8 @@ class Runner:
             run = subprocess.run(cmd, cwd=cwd, env=self.env, capture_output=True, text=True, timeout=timeout,
                                  stdin=subprocess.DEVNULL)  # fmt: skip
             return run.returncode, run.stderr
-        log = self.logs / f"{len(list(self.logs.iterdir()))}.log"
+        self.calls += 1
+        log = self.logs / f"{self.calls}.log"
         req = {"cwd": str(cwd), "argv": argv, "script": str(script) if script else None, "log": str(log),
                "timeout": timeout}  # fmt: skip
         self.server.stdin.write(json.dumps(req) + "\n")
