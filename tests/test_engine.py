@@ -434,6 +434,37 @@ def test_checkpoint_describes_its_model(tmp_path: Path) -> None:
         model_from_checkpoint(tmp_path / "plain" / "last.pt")
 
 
+def test_slim_checkpoint_keeps_what_rebuilds_the_model(tmp_path: Path) -> None:
+    from leanvision.data import load_dataset, make_loader
+    from leanvision.engine import model_from_checkpoint, slim_checkpoint
+    from leanvision.models import create_model
+
+    train = load_dataset("digits", split="train", subset=200)
+    model = create_model("quickstart_ghost_cnn", num_classes=10, in_chans=1, ratio=3)
+    fit(model, make_loader(train, batch_size=50), epochs=1, out_dir=tmp_path, progress=False)
+    full = tmp_path / "last.pt"
+    slim_checkpoint(full, tmp_path / "slim.pt")
+    slim_checkpoint(full, tmp_path / "half.pt", dtype=torch.float16)
+    x = torch.randn(4, 1, 8, 8)
+    ref = model.eval()(x)
+    same, ckpt = model_from_checkpoint(tmp_path / "slim.pt")
+    assert torch.equal(same(x), ref)
+    resume_only = ["optimizer", "optimizer_class", "rng", "scheduler", "step", "steps_per_epoch", "train_step"]
+    assert ckpt["slim"]["dropped"] == resume_only
+    assert not {"optimizer", "scheduler", "rng"} & set(ckpt)
+    half, ckpt = model_from_checkpoint(tmp_path / "half.pt")
+    assert all(p.dtype == torch.float32 for p in half.parameters())  # loads into a float32 model
+    assert ckpt["slim"]["weights_dtype"] == "torch.float16"
+    torch.testing.assert_close(half(x), ref, atol=2e-2, rtol=2e-2)
+    assert (tmp_path / "half.pt").stat().st_size < 0.75 * (tmp_path / "slim.pt").stat().st_size
+    with pytest.raises(ConfigError, match="not a floating-point type"):
+        slim_checkpoint(full, tmp_path / "bad.pt", dtype=torch.int8)
+    assert not (tmp_path / "bad.pt").exists()
+    torch.save({"epoch": 1}, tmp_path / "nomodel.pt")
+    with pytest.raises(CheckpointError, match="holds no 'model' weights"):
+        slim_checkpoint(tmp_path / "nomodel.pt", tmp_path / "x.pt")
+
+
 def test_best_is_picked_on_the_validation_split(tmp_path: Path) -> None:
     from leanvision.data import load_dataset, make_loader
 
@@ -787,4 +818,3 @@ def test_train_is_a_library_call_whose_numbers_evaluate_checkpoint_reproduces(tm
     assert done.epochs_trained == 0 and done.test_acc == result.test_acc and "already finished" in done.summary()
     [missing] = predict(result.best_checkpoint, [tmp_path / "nope.png"])
     assert missing.top == [] and "not found" in (missing.error or "")
-

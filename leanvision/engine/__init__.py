@@ -10,6 +10,7 @@ from leanvision.engine.checkpoint import (
     load_weights,
     model_from_checkpoint,
     save_checkpoint,
+    slim_checkpoint,
     unwrap_model,
 )
 from leanvision.engine.evaluate import cross_entropy, evaluate
@@ -56,6 +57,7 @@ __all__ = [
     "predict",
     "quickstart",
     "save_checkpoint",
+    "slim_checkpoint",
     "standard_step",
     "train",
     "unwrap_model",

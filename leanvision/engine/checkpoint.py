@@ -116,6 +116,32 @@ def save_checkpoint(path: str | os.PathLike[str], **state: Any) -> Path:
     return atomic_write(path, lambda f: torch.save(state, f))
 
 
+# What a finished run's checkpoint needs to be rebuilt, evaluated and described; the rest only resumes training.
+_SLIM_KEYS = ("model", "arch", "config", "meta", "epoch", "epochs", "best_val_acc", "best_epoch", "metrics", "history")
+
+
+def slim_checkpoint(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dtype: torch.dtype | None = None
+) -> Path:
+    """Copy a fit checkpoint without its optimizer, scheduler and RNG state (it can no longer resume).
+
+    ``dtype`` (e.g. torch.float16) stores the floating-point weights at that precision to ship a small file; they
+    load back into a float32 model unchanged in shape. The copy records what it dropped and the dtype used.
+    """
+    state = load_checkpoint(src)
+    if not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"checkpoint {src} holds no 'model' weights; slim a checkpoint written by fit.")
+    slim = {k: state[k] for k in _SLIM_KEYS if k in state}
+    if dtype is not None:
+        if not dtype.is_floating_point:
+            raise ConfigError(f"dtype {dtype} is not a floating-point type; use torch.float16 or torch.bfloat16.")
+        slim["model"] = OrderedDict(
+            (k, v.to(dtype) if torch.is_floating_point(v) else v) for k, v in state["model"].items()
+        )
+    slim["slim"] = {"dropped": sorted(set(state) - set(slim) - {"versions"}), "weights_dtype": str(dtype or "as saved")}
+    return save_checkpoint(dst, **slim)
+
+
 def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(weights_only=True)``; missing or corrupt files raise CheckpointError."""
     path = Path(path)

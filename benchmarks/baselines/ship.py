@@ -1,0 +1,69 @@
+"""Ship a finished baseline: its best-on-validation weights as a small checkpoint beside its config.
+
+    python benchmarks/baselines/ship.py benchmarks/baselines/resnet20_cifar10.yaml --data-dir DIR
+
+Reads the run the config trained (its out_dir must hold results.json: the run finished), writes
+benchmarks/baselines/<config name>.pt without optimizer / scheduler / RNG state (float32 weights, or float16 when
+float32 would exceed 2 MiB) and <config name>.json with the run's results and the test accuracy of the shipped file
+measured again beside the original's, so a precision change that moved accuracy shows. The compression benchmarks
+start from the .pt (their --baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+import yaml
+
+from leanvision._io import atomic_write_text
+from leanvision.engine import evaluate_checkpoint, slim_checkpoint
+
+MAX_BYTES = 2 * 2**20  # the repository's limit for a tracked file
+
+
+def ship(config: Path, data_dir: str | None) -> dict:
+    """Slim the run's best.pt next to ``config``; re-measure test accuracy of both files; write the JSON."""
+    cfg = yaml.safe_load(config.read_text())
+    run = Path(cfg["out_dir"])
+    results = run / "results.json"
+    if not results.is_file():
+        raise SystemExit(f"{run} has no results.json: the run has not finished; continue it with leanvision train "
+                         f"{config} --resume")  # fmt: skip
+    dst = config.with_suffix(".pt")
+    dtype = None
+    slim_checkpoint(run / "best.pt", dst)
+    if dst.stat().st_size > MAX_BYTES:
+        dtype = torch.float16
+        slim_checkpoint(run / "best.pt", dst, dtype=dtype)
+    acc = {name: 100 * evaluate_checkpoint(path, data_dir=data_dir, progress=False).acc
+           for name, path in (("original", run / "best.pt"), ("shipped", dst))}  # fmt: skip
+    record = {
+        "config": config.name,
+        "checkpoint": dst.name,
+        "bytes": dst.stat().st_size,
+        "weights_dtype": "float16" if dtype else "float32 (as trained)",
+        "test_acc_original": acc["original"],
+        "test_acc_shipped": acc["shipped"],
+        "run_results": json.loads(results.read_text()),
+    }
+    atomic_write_text(config.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("configs", type=Path, nargs="+", help="baseline training configs (their runs have finished)")
+    ap.add_argument("--data-dir", default=os.environ.get("LEANVISION_DATA"), help="holds cifar10/")
+    args = ap.parse_args()
+    for config in args.configs:
+        rec = ship(config, args.data_dir)
+        print(f"{rec['checkpoint']}: {rec['bytes']:,} bytes, {rec['weights_dtype']}, test acc "
+              f"{rec['test_acc_original']:.2f} (run) / {rec['test_acc_shipped']:.2f} (shipped)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
