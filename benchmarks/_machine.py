@@ -8,6 +8,8 @@ import os
 import sys
 import time
 
+QUIET_CORES = 0.1  # other processes using more CPU cores than this make a timing untrustworthy
+
 
 def load1() -> float:
     return os.getloadavg()[0]
@@ -37,6 +39,17 @@ def other_cpu(record: dict):
         record["other_cores"] = None
     else:
         record["other_cores"] = max(0.0, (busy1 - busy0 - (own1 - own0)) / max(wall1 - wall0, 1e-9))
+
+
+def others_busy(seconds: float = 5.0) -> float | None:
+    """CPU cores other processes keep busy, measured over ``seconds`` of sleep (None where /proc/stat is missing).
+
+    Unlike the load average this is not raised by what this process itself did a moment ago.
+    """
+    record: dict = {}
+    with other_cpu(record):
+        time.sleep(seconds)
+    return record["other_cores"]
 
 
 def cores_text(c: dict | float | None) -> str:
