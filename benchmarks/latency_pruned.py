@@ -29,7 +29,7 @@ from pathlib import Path
 import _runs
 import onnxruntime
 import torch
-from synaptic_cifar import choose, summarize
+from synaptic_cifar import choose, config_of, summarize
 from torch import nn
 
 from leanvision.engine import model_from_checkpoint
@@ -52,7 +52,7 @@ def pick_runs(data: dict, chosen_only: bool) -> list[dict]:
     for target, seed in sorted({(r["target"], r["seed"]) for r in pruned}):
         at = [r for r in pruned if (r["target"], r["seed"]) == (target, seed)]
         best = max(at, key=lambda r: r["val_acc"])
-        keep += [r for r in at if r["rank"] == best["rank"]]  # the chosen one and its other rounding
+        keep += [r for r in at if config_of(r)[:2] == config_of(best)[:2]]  # the chosen one and its other rounding
     return keep + thin
 
 
@@ -104,11 +104,11 @@ def verdicts(data: dict, runs: list[dict], cells: dict, keys: list[str]) -> dict
 
 
 def rounding_won(runs: list[dict], cells: dict, keys: list[str]) -> dict:
-    """Latency rounded / unrounded for the same ranking, target and seed, beside the accuracy difference."""
-    by = {(r["rank"], r["round_to"], r["target"], r["seed"]): r for r in runs if r["kind"] == "prune"}
+    """Latency rounded / unrounded for the same granularity, ranking, target and seed, beside the accuracy change."""
+    by = {(*config_of(r), r["target"], r["seed"]): r for r in runs if r["kind"] == "prune"}
     out = {}
-    for (rank, rnd, target, seed), r in by.items():
-        twin = by.get((rank, 0, target, seed))
+    for (granularity, rank, rnd, target, seed), r in by.items():
+        twin = by.get((granularity, rank, 0, target, seed))
         if rnd == 0 or twin is None:
             continue
         lat = {k: cells[k]["models"][r["key"]]["median_ms"] / cells[k]["models"][twin["key"]]["median_ms"]

@@ -12,13 +12,16 @@ used here (--val-size must match it) and accuracy is on the 10,000 test images (
 Per seed: SynapticStrength (BN scales absorbed) trains --reg-epochs with lambda * sum |s| (SGD nesterov --lr,
 cosine, wd 5e-4 on kernels only, batch 128, crop + flip); the strengths' share below 1e-2 / 1e-3 of the largest
 and the L1 budget (lambda x the sum of the learning rates: how far the L1 term alone can shrink one strength) are
-recorded. Each regularised net is pruned with every --ranks x --round-to configuration to each --targets share of
-the dense MACs (the connection sparsity is bisected so that the cut net has at most that many MACs), fine-tuned
+recorded. Each regularised net is pruned with every --granularity x --ranks x --round-to configuration to each
+--targets share of the dense MACs (the sparsity is bisected so that the cut net has at most that many MACs), fine-tuned
 --ft-epochs with the masks enforced (--ft-lr, cosine, lambda 0) and cut. Rankings: "strength" (|s|, the paper),
 "normalized" (|s| over the layer's median), "cost" (normalised |s| per MAC the connection carries); --round-to 16
-keeps a multiple of 16 channels per resized layer (0: widths as they fall).
-The grid: lambda x reg-epochs (--lams, --reg-epochs) is run in the first seed with the first ranking and rounding
-at the first target; the point with the best validation accuracy after fine-tuning is used for every other
+keeps a multiple of 16 channels per resized layer (0: widths as they fall). Granularity "connection" prunes
+kernels (the paper; a channel goes when all its kernels do), "channel" prunes whole channels ranked by the summed
+scores of the kernels that write them (residual streams written through 1x1 projections included; records
+without a granularity are connection runs).
+The grid: lambda x reg-epochs (--lams, --reg-epochs) is run in the first seed with the first granularity, ranking
+and rounding at the first target; the point with the best validation accuracy after fine-tuning is used for every other
 configuration and seed. The thin control: the same registered model with a uniform width multiplier, bisected
 until its measured batch-1 latency (--match-backend, --match-threads; BN folded) equals the pruned net with the
 best validation accuracy at that target (or its MACs, --thin-match macs; a latency match waits for a --resume
@@ -122,8 +125,14 @@ def reg_key(lam: float, epochs: int, seed: int) -> str:
 
 
 def prune_key(cfg: tuple, target: float, lam: float, epochs: int, seed: int) -> str:
-    rank, round_to = cfg
-    return f"{rank}_r{round_to}_t{target:g}_lam{lam:g}_e{epochs}_s{seed}"
+    granularity, rank, round_to = cfg
+    head = "" if granularity == "connection" else f"{granularity}_"  # connection keys read as before
+    return f"{head}{rank}_r{round_to}_t{target:g}_lam{lam:g}_e{epochs}_s{seed}"
+
+
+def config_of(rec: dict) -> tuple:
+    """(granularity, rank, round_to) of a prune record; one without a granularity is a connection run."""
+    return rec.get("granularity", "connection"), rec["rank"], rec["round_to"]
 
 
 class Bench:
@@ -183,14 +192,14 @@ class Bench:
         key = prune_key(cfg, target, lam, epochs, seed)
         if (rec := self.done(key)) is not None:
             return rec
-        data, (rank, round_to) = self.loaders(seed), cfg
+        data, (granularity, rank, round_to) = self.loaders(seed), cfg
         model = self.regularised(lam, epochs, seed)
         ss = SynapticStrength(model)
         cap = self.args.max_layer_sparsity
         kw = {"rank": rank, "norm": self.args.norm, "input_size": SIZE, "round_to": round_to or None,
-              "max_layer_sparsity": cap if cap < 1 else None}  # fmt: skip
-        head = {"key": key, "kind": "prune", "rank": rank, "round_to": round_to, "target": target, "lam": lam,
-                "epochs": epochs, "seed": seed}  # fmt: skip
+              "max_layer_sparsity": cap if cap < 1 else None, "granularity": granularity}  # fmt: skip
+        head = {"key": key, "kind": "prune", "granularity": granularity, "rank": rank, "round_to": round_to,
+                "target": target, "lam": lam, "epochs": epochs, "seed": seed}  # fmt: skip
         try:
             sparsity = ss.sparsity_for_macs(target, **kw)
         except ConfigError as e:  # e.g. rounding and the layer cap keep more than the target: recorded, skipped
@@ -200,7 +209,7 @@ class Bench:
         acc_before = accuracy(apply_plan(model, plan), data["test"])
         ss.prune(plan)
         torch.manual_seed(seed)
-        print(f"{key}: {sparsity:.3f} of connections pruned, fine-tuning {self.args.ft_epochs} epochs", flush=True)
+        print(f"{key}: {sparsity:.3f} of {granularity}s pruned, fine-tuning {self.args.ft_epochs} epochs", flush=True)
         secs = stage(model, data, self.args.out / "stages" / key, epochs=self.args.ft_epochs, lr=self.args.ft_lr,
                      step=ss.train_step(0.0), seed=seed)  # fmt: skip
         cut = apply_plan(model, plan).eval()
@@ -271,7 +280,7 @@ class Bench:
     def run(self) -> None:
         args = self.args
         self.dense_record()
-        configs = list(itertools.product(args.ranks, args.round_to))
+        configs = list(itertools.product(args.granularity, args.ranks, args.round_to))
         grid = list(itertools.product(args.lams, args.reg_epochs))
         for i, seed in enumerate(args.seeds):
             if i == 0:  # the grid: first configuration, first target
@@ -301,8 +310,8 @@ def choose(runs: list[dict], args: argparse.Namespace | None = None) -> dict:
         return {"chosen": None, "table": {}}
     seed = min(r["seed"] for r in prunes)
     first = prunes[0]
-    cands = [r for r in prunes if r["seed"] == seed and (r["rank"], r["round_to"], r["target"]) ==
-             (first["rank"], first["round_to"], first["target"])]  # fmt: skip
+    cands = [r for r in prunes if r["seed"] == seed and (config_of(r), r["target"]) ==
+             (config_of(first), first["target"])]  # fmt: skip
     if args is not None:
         expected = len(args.lams) * len(args.reg_epochs)
         if len(cands) < expected:
@@ -312,7 +321,7 @@ def choose(runs: list[dict], args: argparse.Namespace | None = None) -> dict:
         raise SystemExit("no grid point reached the first target with the first configuration; lower the target")
     best = max(measured, key=lambda r: (r["val_acc"], -r["lam"]))
     table = {f"lam={r['lam']:g} epochs={r['epochs']}": {"val_acc_after_ft": r["val_acc"]} for r in measured}
-    return {"chosen": (best["lam"], best["epochs"]), "config": [first["rank"], first["round_to"]],
+    return {"chosen": (best["lam"], best["epochs"]), "config": list(config_of(first)),
             "target": first["target"], "seed": seed, "table": table}  # fmt: skip
 
 
@@ -335,9 +344,9 @@ def summarize(runs: list[dict]) -> dict:
     table, verdicts = {}, {}
     for target in sorted({r["target"] for r in chosen}):
         at = [r for r in chosen if r["target"] == target]
-        for cfg in sorted({(r["rank"], r["round_to"]) for r in at}):
-            rs = [r for r in at if (r["rank"], r["round_to"]) == cfg]
-            table[f"{cfg[0]} round {cfg[1] or '-'} @ {target:g} MACs"] = {
+        for cfg in sorted({config_of(r) for r in at}):
+            rs = [r for r in at if config_of(r) == cfg]
+            table[f"{cfg[0]} {cfg[1]} round {cfg[2] or '-'} @ {target:g} MACs"] = {
                 "seeds": [r["seed"] for r in rs],
                 **{k: [r[k] for r in rs] for k in ("acc", "val_acc", "acc_before_ft", "macs", "sparsity")},
                 "acc_mean": statistics.mean(r["acc"] for r in rs),
@@ -421,6 +430,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--ft-lr", type=float, default=0.01)
     ap.add_argument("--ranks", nargs="+", default=["cost", "normalized", "strength"],
                     choices=["strength", "normalized", "cost"], help="the first one runs the grid")  # fmt: skip
+    ap.add_argument("--granularity", nargs="+", default=["channel", "connection"], choices=["connection", "channel"],
+                    help="prune whole channels or single connections (the paper); the first one runs the grid")
     ap.add_argument("--norm", default="median", choices=["median", "fan_in"])
     ap.add_argument("--max-layer-sparsity", type=float, default=0.9,
                     help="the most of one layer's connections a ranking may prune (cost ranking empties the "

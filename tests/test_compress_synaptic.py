@@ -698,3 +698,116 @@ def test_thin_builder_uses_the_family_width_else_uniform_surgery():
     assert thin(x).shape == (1, 10)
     with pytest.raises(ConfigError, match="width"):
         uniform_plan(create_model("resnet20"), 1.5)
+
+
+# --- channel granularity -------------------------------------------------------------------------------------------
+
+
+def _channel_toy() -> SynapticStrength:
+    """conv a (2->3, 1x1) -> BN -> ReLU -> conv b (3->2, 3x3) -> ReLU -> conv c (2->4, 3x3, the output), at 4x4.
+
+    Prunable channels: a's 3 (row 32 + column 288 MACs each) and b's 2 (432 + 576); c's output is the model's.
+    """
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 1, bias=False), nn.BatchNorm2d(3), nn.ReLU(),
+        nn.Conv2d(3, 2, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(2, 4, 3, padding=1, bias=False),
+    )  # fmt: skip
+    ss = SynapticStrength(model)
+    with torch.no_grad():
+        ss.layers["0"].strength.copy_(torch.tensor([[1.0, 1.0], [4.0, 4.0], [3.0, 2.0]]))
+        ss.layers["3"].strength.copy_(torch.tensor([[0.5, 0.5, 0.5], [0.3, 0.3, 0.4]]))
+    return ss
+
+
+@pytest.mark.parametrize(
+    ("rank", "expected", "first"),
+    [
+        # row sums of |s|: a 2, 8, 5; b 1.5, 1.0 -> b's channel 1
+        ("strength", {"0": [2.0, 8.0, 5.0], "3": [1.5, 1.0]}, ("3", 1)),
+        # row sums over the layer medians 2.5 and 0.45 -> a's channel 0
+        ("normalized", {"0": [0.8, 3.2, 2.0], "3": [1.5 / 0.45, 1.0 / 0.45]}, ("0", 0)),
+        # normalised / (MACs per channel / mean): a 320, b 1008, mean (3*320 + 2*1008)/5 = 595.2 -> b's channel 1
+        ("cost", {"0": [0.8 * 1.86, 3.2 * 1.86, 2.0 * 1.86], "3": [v / 0.45 * 595.2 / 1008 for v in (1.5, 1.0)]},
+         ("3", 1)),
+    ],
+)  # fmt: skip
+def test_channel_scores_and_the_first_channel_pruned_are_hand_worked(rank, expected, first):
+    ss = _channel_toy()
+    scores, producers = ss.channel_scores(rank, input_size=(2, 4, 4))
+    assert producers == {"0": ["0"], "3": ["3"]}  # c's output is the model's: never resized
+    for k, v in expected.items():
+        torch.testing.assert_close(scores[k], torch.tensor(v, dtype=torch.float64))
+    masks = ss.masks(1 / 5, rank=rank, input_size=(2, 4, 4), granularity="channel")
+    unit, channel = first
+    rows = {n: (~m.any(1)).nonzero().flatten().tolist() for n, m in masks.items()}
+    assert rows == {"0": [channel] if unit == "0" else [], "3": [channel] if unit == "3" else [], "5": []}
+    plan = ss.plan(1 / 5, rank=rank, input_size=(2, 4, 4), granularity="channel")
+    assert plan["selection"]["granularity"] == "channel"
+    assert plan["layers"][unit]["out_channels_after"] == len(expected[unit]) - 1
+    assert plan["layers"]["5"]["in_channels_after"] == (1 if unit == "3" else 2)
+
+
+def test_channel_pruning_keeps_one_channel_per_space_and_obeys_the_cap():
+    ss = _channel_toy()
+    widths = lambda plan: [plan["layers"][n]["out_channels_after"] for n in ("0", "3")]  # noqa: E731
+    assert widths(ss.plan(0.8, granularity="channel")) == [1, 1]  # 4 of 5 asked; each space keeps one
+    assert widths(ss.plan(0.99, scope="layer", granularity="channel")) == [1, 1]
+    assert widths(ss.plan(threshold=1.0, granularity="channel")) == [1, 1]
+    assert widths(ss.plan(0.8, max_layer_sparsity=0.5, granularity="channel")) == [2, 1]  # floor(1.5), floor(1.0)
+    assert widths(ss.plan(0.2, granularity="connection")) == [3, 2]  # connections: no channel loses them all
+    with pytest.raises(UnknownNameError, match=r"granularity 'chanel'; did you mean 'channel'.*connection, channel"):
+        ss.masks(0.5, granularity="chanel")
+
+
+def _prune_channels_exactly(model: nn.Module, sparsity: float, **kw) -> tuple[nn.Module, dict]:
+    """A channel plan fixed on the re-parameterised model, then surgery; asserts the surgery is exact."""
+    ss = SynapticStrength(model, prune_depthwise=kw.pop("prune_depthwise", False))
+    plan = json.loads(json.dumps(ss.plan(sparsity, granularity="channel", **kw)))
+    ss.prune(plan)
+    x = torch.randn(2, 3, 32, 32)
+    pruned = apply_plan(model.eval(), plan)
+    torch.testing.assert_close(pruned(x), model(x), rtol=1e-4, atol=1e-5)
+    assert count_params(pruned) == plan["summary"]["params_after"]
+    return pruned, plan
+
+
+def _stream_widths(plan: dict) -> list[int]:
+    return [plan["layers"][f"stages.{i}.0.conv2.conv"]["out_channels_after"] for i in range(3)]
+
+
+def test_channel_granularity_reaches_a_mac_target_on_resnet20_by_shrinking_the_residual_streams():
+    # Shortcut B: the streams are written by the stem / 1x1 projections and every block's conv2 (one space per
+    # stage). Stage 1 alone is 36% of the MACs at width 16, so round_to=16 cannot reach 30%: 8 is used.
+    torch.manual_seed(0)
+    model = create_model("resnet20", shortcut="B")
+    ss = SynapticStrength(model)
+    kw = {"rank": "cost", "input_size": (3, 32, 32), "round_to": 8, "granularity": "channel"}
+    s = ss.sparsity_for_macs(0.3, **kw)
+    plan = ss.plan(s, **kw)
+    x = torch.zeros(1, 3, 32, 32)
+    assert profile(apply_plan(model, plan), x).macs <= 0.3 * profile(model, x).macs
+    assert any(w < full for w, full in zip(_stream_widths(plan), (16, 32, 64), strict=True))
+    assert all(e["out_channels_after"] % 8 == 0 for e in plan["layers"].values())
+    with pytest.raises(ConfigError, match=r"99\.9% of the channels"):
+        ss.sparsity_for_macs(0.3, **{**kw, "round_to": 16})
+
+
+@pytest.mark.parametrize(
+    ("name", "depthwise"),
+    [("resnet20_b", False), ("vgg", False), ("mobilenet_v2", False), ("mobilenet_v2", True)],
+)
+def test_channel_plans_are_exact_after_surgery(name, depthwise):
+    torch.manual_seed(0)
+    build = {"resnet20_b": lambda: create_model("resnet20", shortcut="B"), "vgg": lambda: create_model("vgg8_cifar"),
+             "mobilenet_v2": MODELS["mobilenet_v2"]}[name]  # fmt: skip
+    model = _randomise_bn(build()).eval()
+    kw = {"rank": "cost", "input_size": (3, 32, 32), "prune_depthwise": depthwise}
+    pruned, plan = _prune_channels_exactly(model, 0.4, **kw)
+    assert plan["summary"]["params_after"] < plan["summary"]["params"]
+    if name == "resnet20_b":
+        assert any(w < full for w, full in zip(_stream_widths(plan), (16, 32, 64), strict=True))
+    if name == "mobilenet_v2":  # a depthwise conv keeps the channels of its expansion conv
+        dws = [m for m in pruned.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)][1:]  # no stem
+        assert all(dw.in_channels == dw.out_channels == dw.groups == dw.weight.shape[0] for dw in dws)
+        assert sum(dw.groups for dw in dws) < sum(m.groups for m in build().modules() if isinstance(m, nn.Conv2d)
+                                                  and m.groups > 1)  # fmt: skip

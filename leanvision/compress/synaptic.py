@@ -6,7 +6,8 @@ channel has exactly one. Training writes it as ``s[j, i] * K[j, i] / ||K[j, i]||
 strengths of the next conv). Connections with the smallest |s| are then pruned, globally, to a target sparsity.
 Beside the paper's raw |s| ranking, two rankings aim the pruning at whole channels where the time is spent:
 ``"normalized"`` (|s| over a per-layer scale, so layers initialised small are not emptied first) and ``"cost"``
-(normalised |s| per MAC the connection carries).
+(normalised |s| per MAC the connection carries). ``granularity="channel"`` prunes whole channels instead (each
+scored by the connections that write it), so shared channel spaces such as a residual stream shrink too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from leanvision.compress.plan import apply_plan, make_plan, read_plan, scale_passes, silence_targets, trace_model
+from leanvision.compress.plan import (
+    ChannelGraph,
+    apply_plan,
+    is_conv,
+    make_plan,
+    read_plan,
+    scale_passes,
+    silence_targets,
+    trace_model,
+)  # fmt: skip
 from leanvision.errors import ConfigError
 from leanvision.models.surgery import replace_modules
 from leanvision.ops.fuse import plain_conv2d
@@ -35,6 +45,7 @@ SCOPES = ("global", "layer")
 RANKS = ("strength", "normalized", "cost")
 NORMS = ("median", "fan_in")
 BN_SCALES = ("remove", "keep")
+GRANULARITIES = ("connection", "channel")
 
 
 class SynapticConv2d(nn.Module):
@@ -90,6 +101,11 @@ class SynapticConv2d(nn.Module):
 
 def _is_depthwise(conv: nn.Conv2d) -> bool:
     return conv.groups > 1 and conv.in_channels == conv.groups
+
+
+def _keeps_channels(conv: nn.Module) -> bool:
+    """A depthwise conv keeps the same channels on its input and output (plan's coupled spaces)."""
+    return _is_depthwise(conv) and conv.out_channels == conv.in_channels
 
 
 class SynapticStrength:
@@ -176,17 +192,63 @@ class SynapticStrength:
                 scale = torch.tensor(float(m.kernel[0].numel())).rsqrt()  # (in/groups)·k_h·k_w inputs per output
             scores[name] = scores[name] / scale.clamp_min(EPS)
         if rank == "cost":
-            per_conn = self._macs_per_connection(input_size)
-            total = sum(per_conn[n] * scores[n].numel() for n in scores)
-            mean = total / sum(v.numel() for v in scores.values())
-            scores = {n: v * (mean / per_conn[n]) for n, v in scores.items()}
+            macs = self._conv_macs(input_size)
+            per_conn = {n: macs[n] / m.strength.numel() for n, m in self.layers.items()}
+            scores = _per_cost(scores, per_conn)
         return scores
 
-    def _macs_per_connection(self, input_size: Sequence[int] | None) -> dict[str, float]:
+    def _conv_macs(self, input_size: Sequence[int] | None) -> dict[str, float]:
+        """MACs of every conv for one ``input_size`` image (at least 1, so a share of them can divide)."""
         if input_size is None:
             raise ConfigError("rank='cost' needs input_size=(C, H, W): a connection's MACs depend on the image size")
         prof = profile(self.model, torch.zeros(1, *input_size, device=next(self.model.parameters()).device))
-        return {n: max(prof.by_module.get(n, 0), 1) / m.strength.numel() for n, m in self.layers.items()}
+        return {n: max(prof.by_module.get(n, 0), 1) for n, m in self.model.named_modules() if is_conv(m)}
+
+    def channel_scores(
+        self, rank: str = "strength", *, norm: str = "median", input_size: Sequence[int] | None = None
+    ) -> tuple[dict[str, Tensor], dict[str, list[str]]]:
+        """The score each prunable channel is ranked by with ``granularity="channel"``, and its producers.
+
+        Channels are grouped per channel space (all convs writing the same channels, e.g. a residual stream; a
+        depthwise conv's input and output are one), keyed by the space's first producer; only spaces surgery can
+        resize appear. A channel scores the sum of the ``rank_scores`` of the connections that write it. For
+        ``rank="cost"`` that sum (of normalised scores) is divided by the MACs removing the channel saves (its rows
+        in the producers and columns in the consumers, relative to the mean over channels).
+        """
+        base = self.rank_scores("normalized" if rank == "cost" else rank, norm=norm)
+        graph = ChannelGraph(self.model)
+        units = self._channel_units(graph)
+        # A sum, not a max: a channel written strongly by many connections carries more than one with a single
+        # strong connection, and round_to brings back removed channels ranked by the same sum.
+        scores = {k: sum((base[p].double().sum(1) for s in spaces for p in graph.space(s).producers if p in base),
+                         torch.zeros(graph.space(spaces[0]).size, dtype=torch.float64))
+                  for k, spaces in units.items()}  # fmt: skip
+        if rank == "cost":
+            macs = self._conv_macs(input_size)
+            scores = _per_cost(scores, {k: _channel_macs(graph, spaces, macs) for k, spaces in units.items()})
+        producers = {k: [p for s in spaces for p in graph.space(s).producers] for k, spaces in units.items()}
+        return scores, producers
+
+    def _channel_units(self, graph: ChannelGraph) -> dict[str, list[int]]:
+        """Channel spaces (roots) that can lose channels, grouped where a depthwise conv couples them."""
+        group = {r: (r,) for r in graph.roots()}
+        for a, b in graph.coupled:
+            merged = tuple(sorted(set(group[graph.root(a)]) | set(group[graph.root(b)])))
+            group.update(dict.fromkeys(merged, merged))
+
+        def resizable(r: int) -> bool:
+            s = graph.space(r)
+            # a plain (unconverted) producer can only be a depthwise conv, whose channel dies with its input's
+            ok = all(p in self.layers or _keeps_channels(graph.modules[p]) for p in s.producers)
+            return s.size is not None and not s.opaque and not s.source and bool(s.producers) and ok
+
+        names = list(self.layers)
+        order, units = {n: i for i, n in enumerate(names)}, {}
+        for spaces in dict.fromkeys(group.values()):
+            first = min((order[p] for r in spaces for p in graph.space(r).producers if p in order), default=None)
+            if first is not None and all(resizable(r) for r in spaces):
+                units[names[first]] = list(spaces)
+        return units
 
     def masks(
         self,
@@ -198,6 +260,7 @@ class SynapticStrength:
         norm: str = "median",
         input_size: Sequence[int] | None = None,
         max_layer_sparsity: float | None = None,
+        granularity: str = "connection",
     ) -> dict[str, Tensor]:
         """Bool masks (True = keep) that prune the weakest connections; already pruned ones stay pruned.
 
@@ -207,10 +270,12 @@ class SynapticStrength:
         layer by itself. ``rank``/``norm``/``input_size``: what is ranked (``rank_scores``). ``max_layer_sparsity``
         caps the share of any one layer's connections a global ranking may prune (the rest comes from other layers),
         so a ranking cannot empty a layer.
+
+        ``granularity="channel"`` prunes whole channels (``channel_scores``) instead: ``sparsity`` is the fraction of
+        prunable channels removed, ``scope="layer"`` and ``max_layer_sparsity`` apply per channel space, every space
+        keeps at least one channel, and the masks drop every kernel that writes a removed channel.
         """
-        scores = self.rank_scores(rank, norm=norm, input_size=input_size)
-        masks, _ = self._select(sparsity, threshold, scope, scores, max_layer_sparsity)
-        return masks
+        return self._choose(sparsity, threshold, scope, rank, norm, input_size, max_layer_sparsity, granularity)[0]
 
     def plan(
         self,
@@ -223,15 +288,17 @@ class SynapticStrength:
         input_size: Sequence[int] | None = None,
         max_layer_sparsity: float | None = None,
         round_to: int | None = None,
+        granularity: str = "connection",
     ) -> dict:
         """A JSON-ready pruning plan from ``masks(...)`` (see ``leanvision.compress.plan.make_plan``).
 
         ``round_to`` (e.g. 8 or 16) rounds every resized layer's kept channels up to a multiple, keeping the
         strongest of the channels it would have removed (fast kernels want such widths).
         """
-        scores = self.rank_scores(rank, norm=norm, input_size=input_size)
-        masks, cut = self._select(sparsity, threshold, scope, scores, max_layer_sparsity)
-        selection = {"method": "synaptic_strength", "paper": "arXiv 1811.02454", "scope": scope, "rank": rank}
+        masks, cut, scores = self._choose(sparsity, threshold, scope, rank, norm, input_size, max_layer_sparsity,
+                                          granularity)  # fmt: skip
+        selection = {"method": "synaptic_strength", "paper": "arXiv 1811.02454", "granularity": granularity,
+                     "scope": scope, "rank": rank}  # fmt: skip
         if rank != "strength":
             selection["norm"] = norm
         if max_layer_sparsity is not None:
@@ -244,9 +311,9 @@ class SynapticStrength:
     def sparsity_for_macs(
         self, fraction: float, *, input_size: Sequence[int], iters: int = 14, **plan_kw: Any
     ) -> float:
-        """The smallest connection sparsity whose plan (``plan(s, **plan_kw)``) leaves at most ``fraction`` of the
-        dense MACs after surgery, by bisection: channels go only when all their connections do, so a MAC (or
-        latency) target needs this search rather than a sparsity."""
+        """The smallest sparsity whose plan (``plan(s, **plan_kw)``) leaves at most ``fraction`` of the dense MACs
+        after surgery, by bisection: channels go only when all their connections do (or, with
+        ``granularity="channel"``, at different costs), so a MAC (or latency) target needs this search."""
         if not 0 < fraction < 1:
             raise ConfigError(f"fraction is the share of the dense MACs to keep, in (0, 1); got {fraction!r}")
         x = torch.zeros(1, *input_size, device=next(self.model.parameters()).device)
@@ -257,51 +324,32 @@ class SynapticStrength:
 
         lo, hi = 0.0, 0.999
         if macs(hi) > fraction * dense:
-            raise ConfigError(f"the most this ranking prunes (99.9% of the connections, less under max_layer_sparsity, "
+            unit = "channels, one kept per layer" if plan_kw.get("granularity") == "channel" else "connections"
+            raise ConfigError(f"the most this ranking prunes (99.9% of the {unit}, less under max_layer_sparsity, "
                               f"widths rounded up) leaves more than {fraction:.0%} of the MACs")  # fmt: skip
         for _ in range(iters):  # invariant: macs(hi) <= target < macs(lo)
             mid = (lo + hi) / 2
             lo, hi = (lo, mid) if macs(mid) <= fraction * dense else (mid, hi)
         return hi
 
-    def _select(
-        self,
-        sparsity: float | None,
-        threshold: float | None,
-        scope: str,
-        scores: dict[str, Tensor],
-        max_layer_sparsity: float | None = None,
-    ) -> tuple[dict[str, Tensor], float | None]:
-        if scope not in SCOPES:
-            raise unknown_choice("scope", scope, SCOPES)
-        if (sparsity is None) == (threshold is None):
-            raise ConfigError("give exactly one of sparsity= (fraction of connections to prune) or threshold=")
-        if sparsity is not None and not 0 <= sparsity < 1:
-            raise ConfigError(f"sparsity is the fraction of connections to prune, in [0, 1); got {sparsity!r}")
-        if threshold is not None and not 0 <= threshold <= 1:
-            raise ConfigError(f"threshold is relative to the largest score, in [0, 1]; got {threshold!r}")
-        if max_layer_sparsity is not None and not 0 < max_layer_sparsity <= 1:
-            raise ConfigError(f"max_layer_sparsity is a fraction of a layer's connections, in (0, 1]; got "
-                              f"{max_layer_sparsity!r}")  # fmt: skip
-        groups = [list(scores)] if scope == "global" else [[n] for n in scores]
-        masks, cut = {}, None
-        for names in groups:
-            flat = torch.cat([scores[n].flatten() for n in names])
-            keep = torch.ones_like(flat, dtype=torch.bool)
-            if sparsity is not None:
-                n_prune = round(sparsity * flat.numel())
-                order = torch.argsort(flat, stable=True)  # ties (e.g. already pruned zeros) go in a fixed order
-                if max_layer_sparsity is not None:  # a layer's weakest beyond its cap leave the ranking
-                    order = order[~_beyond_cap(order, [scores[n].numel() for n in names], max_layer_sparsity)]
-                    n_prune = min(n_prune, order.numel())  # the caps may leave fewer to prune
-                keep[order[:n_prune]] = False
-                if n_prune and scope == "global":
-                    cut = float(flat[order[n_prune - 1]])
-            else:
-                keep = flat >= threshold * flat.max()
-            for n, part in zip(names, keep.split([scores[n].numel() for n in names]), strict=True):
-                masks[n] = part.view_as(scores[n]) & self.layers[n].mask.cpu()
-        return masks, cut
+    def _choose(self, sparsity: float | None, threshold: float | None, scope: str, rank: str, norm: str,
+                input_size: Sequence[int] | None, cap: float | None,
+                granularity: str) -> tuple[dict[str, Tensor], float | None, dict[str, Tensor]]:  # fmt: skip
+        """Masks, the score cut and the per-connection scores (what round_to ranks channels by)."""
+        if granularity not in GRANULARITIES:
+            raise unknown_choice("granularity", granularity, GRANULARITIES)
+        if granularity == "connection":
+            scores = self.rank_scores(rank, norm=norm, input_size=input_size)
+            keep, cut = _select(sparsity, threshold, scope, scores, cap)
+            return {n: k & self.layers[n].mask.cpu() for n, k in keep.items()}, cut, scores
+        channels, producers = self.channel_scores(rank, norm=norm, input_size=input_size)
+        keep, cut = _select(sparsity, threshold, scope, channels, cap, keep_one=True)
+        masks = {n: m.mask.cpu().clone() for n, m in self.layers.items()}
+        for unit, kept in keep.items():
+            for p in producers[unit]:
+                if p in masks:  # a plain depthwise producer loses the channel with its input
+                    masks[p][~kept] = False
+        return masks, cut, self.rank_scores("normalized" if rank == "cost" else rank, norm=norm)
 
     def strength_stats(self) -> dict[str, float]:
         """How bimodal the L1 term made the strengths: the share of live |s| below 1e-2 and 1e-3 of the largest."""
@@ -336,13 +384,65 @@ class SynapticStrength:
             _zero(getattr(module, attr), idx, optimizer)
 
 
-def _beyond_cap(order: Tensor, sizes: list[int], cap: float) -> Tensor:
+def _select(sparsity: float | None, threshold: float | None, scope: str, scores: Mapping[str, Tensor],
+            cap: float | None = None, *, keep_one: bool = False) -> tuple[dict[str, Tensor], float | None]:  # fmt: skip
+    """Bool keep-tensors shaped like ``scores`` (the lowest scores go) and the global cut; ``keep_one``: every entry
+    of ``scores`` keeps at least one unit, and the cap applies under a threshold too."""
+    if scope not in SCOPES:
+        raise unknown_choice("scope", scope, SCOPES)
+    if (sparsity is None) == (threshold is None):
+        raise ConfigError("give exactly one of sparsity= (fraction of connections to prune) or threshold=")
+    if sparsity is not None and not 0 <= sparsity < 1:
+        raise ConfigError(f"sparsity is the fraction of connections to prune, in [0, 1); got {sparsity!r}")
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise ConfigError(f"threshold is relative to the largest score, in [0, 1]; got {threshold!r}")
+    if cap is not None and not 0 < cap <= 1:
+        raise ConfigError(f"max_layer_sparsity is a fraction of a layer's connections, in (0, 1]; got {cap!r}")
+    groups = [list(scores)] if scope == "global" else [[n] for n in scores]
+    keep_of, cut = {}, None
+    for names in groups:
+        sizes = [scores[n].numel() for n in names]
+        flat = torch.cat([scores[n].flatten() for n in names])
+        order = torch.argsort(flat, stable=True)  # ties (e.g. already pruned zeros) go in a fixed order
+        if keep_one or (cap is not None and sparsity is not None):  # a layer's weakest beyond its cap leave
+            order = order[~_beyond_cap(order, sizes, 1.0 if cap is None else cap, keep_one)]
+        if sparsity is not None:
+            n_prune = min(round(sparsity * flat.numel()), order.numel())  # the caps may leave fewer to prune
+        else:
+            n_prune = int((flat[order] < threshold * flat.max()).sum())  # ascending: a prefix of the order
+        keep = torch.ones_like(flat, dtype=torch.bool)
+        keep[order[:n_prune]] = False
+        if sparsity is not None and n_prune and scope == "global":
+            cut = float(flat[order[n_prune - 1]])
+        keep_of |= {n: part.view_as(scores[n]) for n, part in zip(names, keep.split(sizes), strict=True)}
+    return keep_of, cut
+
+
+def _per_cost(scores: dict[str, Tensor], cost: Mapping[str, float]) -> dict[str, Tensor]:
+    """Scores divided by each entry's cost per unit relative to the mean cost per unit (a score per MAC)."""
+    mean = sum(cost[n] * v.numel() for n, v in scores.items()) / max(sum(v.numel() for v in scores.values()), 1)
+    return {n: v * (mean / cost[n]) for n, v in scores.items()}
+
+
+def _channel_macs(graph: ChannelGraph, spaces: list[int], macs: Mapping[str, float]) -> float:
+    """The MACs removing one channel of ``spaces`` saves: its output row in each producer, its input column in each
+    consumer (a depthwise conv's channel once)."""
+    total = 0.0
+    for c in {c for r in spaces for c in graph.space(r).producers + graph.space(r).consumers}:
+        conv, (sin, sout) = graph.modules[c], (graph.root(r) in spaces for r in graph.conv_io[c])
+        share = 1 / conv.out_channels if _keeps_channels(conv) else sout / conv.out_channels + sin / conv.in_channels
+        total += macs[c] * share
+    return total
+
+
+def _beyond_cap(order: Tensor, sizes: list[int], cap: float, keep_one: bool = False) -> Tensor:
     """For a global ascending ``order`` over layers of ``sizes``: whether each entry is past its layer's cap."""
     layer = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))[order]
     rank_in_layer = torch.zeros_like(order)
     for i, n in enumerate(sizes):
         rank_in_layer[layer == i] = torch.arange(n)
-    return rank_in_layer >= torch.tensor([math.floor(cap * n + 1e-9) for n in sizes])[layer]
+    limit = [min(math.floor(cap * n + 1e-9), n - 1 if keep_one else n) for n in sizes]
+    return rank_in_layer >= torch.tensor(limit)[layer]
 
 
 def _zero(t: Tensor, where: Tensor, optimizer: torch.optim.Optimizer | None) -> None:

@@ -47,7 +47,9 @@ class CompressConfig(BaseModel):
     lr: float = Field(0.05, gt=0, le=10, description="learning rate of baseline and regularised training")
     lam: float = Field(1e-4, gt=0, description="L1 weight on the synaptic strengths")
     reg_epochs: int = Field(5, ge=1, description="epochs of training with the L1 term")
-    sparsity: float = Field(0.9, gt=0, lt=1, description="fraction of connections (kernels) to prune")
+    sparsity: float = Field(
+        0.9, gt=0, lt=1, description="fraction of connections (kernels) to prune; of channels with granularity channel"
+    )
     target_macs: float | None = Field(
         None, gt=0, lt=1, description="prune to this share of the dense MACs instead (the sparsity is searched)"
     )
@@ -55,6 +57,10 @@ class CompressConfig(BaseModel):
         "strength", description="what pruning ranks: |s| (the paper), |s| over a per-layer scale, or that per MAC"
     )
     norm: Literal["median", "fan_in"] = Field("median", description="the per-layer scale of rank normalized/cost")
+    granularity: Literal["connection", "channel"] = Field(
+        "connection", description="prune single connections (the paper) or whole channels, residual streams included: "
+        "sparsity is then the share of channels removed and a MAC target is reached with real speed-ups",
+    )
     max_layer_sparsity: float | None = Field(
         None, gt=0, le=1, description="the most of one layer's connections a global ranking may prune"
     )
@@ -97,6 +103,7 @@ class CompressResult:
     strengths: dict[str, float] | None = None  # after regularisation: share of |s| near 0 (how bimodal L1 made them)
     rounding: dict[str, Any] | None = None  # round_to: the same pruning without rounding, beside it
     thin: dict[str, Any] | None = None  # the thin control: width, how it was matched, epochs, acc, params, MACs
+    granularity: str = "connection"  # what was pruned: connections (kernels) or whole channels
 
     @property
     def checkpoint(self) -> Path:
@@ -167,10 +174,11 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
     what = f"L1 regularisation of the connection strengths (lam={cfg.lam:g})"
     _fit(say, what, model, train, val, out / REGULARISE_DIR, cfg, cfg.reg_epochs, cfg.lr, step=ss.train_step(cfg.lam))
     strengths = ss.strength_stats()
-    rank = {"rank": cfg.rank, "norm": cfg.norm, "input_size": size, "max_layer_sparsity": cfg.max_layer_sparsity}
+    rank = {"rank": cfg.rank, "norm": cfg.norm, "input_size": size, "max_layer_sparsity": cfg.max_layer_sparsity,
+            "granularity": cfg.granularity}  # fmt: skip
     sparsity = cfg.sparsity
     if cfg.target_macs is not None:
-        say(f"searching the connection sparsity that leaves {cfg.target_macs:.0%} of the dense MACs")
+        say(f"searching the {cfg.granularity} sparsity that leaves {cfg.target_macs:.0%} of the dense MACs")
         sparsity = ss.sparsity_for_macs(cfg.target_macs, **rank, round_to=cfg.round_to)
     sparsities = sorted(set(cfg.curve) | {sparsity})
     curve = []
@@ -213,7 +221,7 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
         say(f"measuring latency: {', '.join(timed)}; eager and onnxruntime at batch 1 and 32 (about a minute each)")
         lat = _latencies(timed, size, cfg.threads)
     result = CompressResult(arch["name"], cfg.dataset, sparsity, before, after, _removed(plan, before, after),
-                            curve, plan["summary"], lat, out, strengths, rounding, thin)  # fmt: skip
+                            curve, plan["summary"], lat, out, strengths, rounding, thin, cfg.granularity)  # fmt: skip
     atomic_write_text(out / RESULTS_FILE, json.dumps({**asdict(result), "out_dir": str(out)}, indent=2) + "\n")
     say("writing the report")
     _report(result)
@@ -393,6 +401,10 @@ def _report(result: CompressResult) -> Path:
         "The curve shows test accuracy right after pruning (no fine-tuning), the table the written model after "
         "fine-tuning.",
     ]
+    if result.granularity == "channel":
+        notes.append("Granularity channel: whole channels (residual streams included) were ranked by the summed "
+                     "strengths of the connections that write them and pruned; the curve's sparsity is the share of "
+                     "prunable channels removed.")  # fmt: skip
     if result.strengths is not None:
         st = result.strengths
         notes.append(
