@@ -1,30 +1,51 @@
 """Weight-sharing search on NAS-Bench-201 with real CIFAR-10 training: SPOS vs BETANAS vs CARS, judged by truth.
 
-    python benchmarks/supernet_nb201.py --data-dir DIR                  # 3 methods x seeds 0-2
+    python benchmarks/supernet_nb201.py --data-dir DIR                  # SPOS, BETANAS, CARS x seeds 0-2
+    python benchmarks/supernet_nb201.py --data-dir DIR --proxy-scores ZC/proxies_nb201.json   # + synflow's tau
+    python benchmarks/supernet_nb201.py --data-dir DIR --methods SPOS BETANAS CARS GREEDY     # + the reference
     python benchmarks/supernet_nb201.py --data-dir DIR --resume         # continue a stopped benchmark
     python benchmarks/supernet_nb201.py --summarize OUT/supernet_nb201.json
 
-DIR holds cifar10/ and nasbench201/ (or set $LEANVISION_DATA). Every run goes through the library's resumable
-one-shot driver (`run_oneshot`, journal and state in OUT/runs/<method>-s<seed>/), so a run stopped mid-way
-continues from its last finished round with --resume. Supernet (all methods): NAS-Bench-201 skeleton with C = 8,
-N = 1 cell per stage, CIFAR-10 resized to 16x16, a seeded class-balanced 10,000-image training subset, 5,000
-training images held out for scoring (1,000 scored per cell, BatchNorm re-estimated per cell on 500 training
-images), SGD lr 0.05 cosine, batch 128, the same number of path passes for every method (--epochs SPOS epochs;
-CARS: 3 warm-up + --epochs - 3 evolution epochs, population 16, pNSGA-III). Picks: SPOS the best of 200 random
-cells by supernet score, BETANAS the best of the cells left after two drops (all scored), CARS the most accurate
-(by supernet score) of its uniform-Pareto picks. Each pick is judged by its 200-epoch CIFAR-10 test accuracy in
-the table, which no method sees; the supernet's Kendall tau is over every cell the run scored (latest score).
-PASS (the stated rules): SPOS's, BETANAS's and CARS's median over seeds of the pick's true accuracy >= 93.5%. Also
-reported: BETANAS's drop order vs the ground-truth op marginals (avg_pool_3x3 or none dropped first on >= 4 of 6
-edges in >= 2 of 3 seeds), its balance (every remaining op of an edge trained equally often within each stage),
-and the unbalanced reference GREEDY (paths drawn from softmax(alpha), alpha raised for well-scoring ops, pick =
-argmax alpha; same path passes): BETANAS's median >= SPOS's and GREEDY's, and GREEDY's training skew (most- over
-least-trained op per edge).
-Writes JSON + PNG into --out.
+Methods: SPOS (arXiv 1904.00420), BETANAS (arXiv 1912.11191) and CARS (arXiv 1909.04977) on the NAS-Bench-201
+(arXiv 2001.00326) cell space. DIR holds cifar10/ and nasbench201/ (or set $LEANVISION_DATA). Every run goes
+through the library's resumable one-shot driver (`run_oneshot`, journal and state in OUT/runs/<method>-s<seed>/),
+so a run stopped mid-way continues from its last finished round with --resume.
+
+Protocol (each run about 30 CPU minutes at one thread, at least 25 of them training; see DEFAULTS below for the
+measurement): supernet C = 16, N = 1 cell per stage, CIFAR-10 resized to 16x16, every training image but the 5,000
+held out for scoring (45,000), SGD lr 0.05 cosine, batch 128, 40 epochs of path passes for every method (BETANAS
+and CARS spend the same forward/backward passes as SPOS). Candidates are connected canonical cells (one per
+isomorphism class, `create_space("nasbench201", canonical=True)`); training paths stay uniform over every edge's
+ops. SPOS: uniform single paths, then scores the ranking set below; pick = its best score. BETANAS: three balanced
+stages, one op per edge dropped after the first two, the first drop after >= 50% of the passes (R = 10 balanced
+super-steps of paths score the ops), then at most 50 remaining cells scored; pick = the best. CARS: uniform
+warm-up (20 epochs, one resumable round), then 4 evolution rounds over the other half of the epochs (5 each) on
+the population (16, pNSGA-III); pick = its best uniform-Pareto pick. GREEDY (optional, --methods ... GREEDY):
+the unbalanced reference, paths drawn from softmax(alpha), alpha raised for well-scoring ops, pick = argmax alpha,
+8 update rounds.
+
+Ranking set: 200 connected canonical cells drawn once with a fixed seed (the same for every method and seed).
+After training, each run's final supernet scores all 200 on the same held-out images (the first 1,000 of the 5,000
+held-out training images, BatchNorm re-estimated per cell on 500 training images). Per run: Kendall tau of these
+scores vs the cells' 200-epoch CIFAR-10 test accuracy in the table (which no method sees); the mean score per op
+(for op o: the mean over the 6 edges of the mean score of the ranking cells with o on that edge); the pick's true
+accuracy. Baselines on the same 200 cells, in the same table: the parameter count of the NAS-Bench-201 network
+(C = 16, N = 5), whose pick is the cell with the most parameters (mean truth over ties), and with --proxy-scores
+(a benchmarks/proxies_nb201.py result) synflow on the ranking cells whose isomorphism class that run scored.
+
+Verdicts (a narrow miss is a miss), for each of SPOS, BETANAS and CARS over seeds 0-2: (1) median tau >= 0.30;
+(2) op order: conv_3x3 > conv_1x1 > each of skip_connect, avg_pool_3x3, none, by the median over seeds of each op's
+mean score; (3) median pick (its true accuracy) >= the parameter-count pick. And BETANAS drops none or
+avg_pool_3x3 first on >= 4 of 6 edges in >= 2 seeds. PASS = all of them. Reported, not required: supernet median
+tau >= synflow's tau (both on synflow's cells), BETANAS's balance (every remaining op of an edge trained equally
+often per stage), the tau over every cell a search scored, and GREEDY's training skew.
+Writes OUT/supernet_nb201.json (every run holds its ranking scores, so --summarize needs no rerun) + a PNG.
 """
 
 from __future__ import annotations
 
+import json
+import random
 import statistics
 import time
 from pathlib import Path
@@ -36,33 +57,65 @@ from leanvision.search import Journal, create_space
 from leanvision.search.evaluators.tabular import load_nb201
 from leanvision.search.oneshot import create_oneshot, run_oneshot
 from leanvision.search.report import kendall_tau, latest_scores
-from leanvision.search.spaces.nasbench201 import EDGES, OPS, format_arch
+from leanvision.search.spaces.nasbench201 import EDGES, OPS, canonical_archs, format_arch, params_macs, parse_arch
 
 METHODS = ("SPOS", "BETANAS", "CARS", "GREEDY")
-JUDGED = ("SPOS", "BETANAS", "CARS")  # the target applies to these; GREEDY is the unbalanced reference
-TARGET = 93.5
-SAME_ON_RESUME = ("epochs", "subset", "resolution", "C")
+JUDGED = ("SPOS", "BETANAS", "CARS")  # the verdicts apply to these; GREEDY is the unbalanced reference
+SAME_ON_RESUME = ("epochs", "subset", "resolution", "C", "N")
+TRUE = "cifar10_test_200ep"
+RANK_N, RANK_SEED = 200, 201  # the ranking set: the same 200 canonical cells for every method and seed
+MIN_TAU = 0.30
+# Defaults from measurements on this 2-core machine (other jobs running), one thread, C = 16, N = 1, 16x16, batch
+# 128, 45,000 training images: one epoch of single-path steps (351) took 41.9 CPU s (0.119-0.125 s per step over
+# shorter windows); a BETANAS pass (K = 5 paths per step) 0.109 s; scoring one cell (500 BatchNorm + 1,000 scoring
+# images) 0.60-0.84 s. 40 epochs: SPOS and CARS train 1,676 s (27.9 min), BETANAS 14,040 passes x 0.109 = 1,530 s
+# (25.5 min). Scoring: SPOS 200 cells, BETANAS 2 drops of 50 + 40 paths + 50 final + 200, CARS 16 + 4 x 32 + 200
+# = 2.0-4.8 min, so a run takes 29-33 CPU min. (C = 8: 0.062 s per step; C = 8, N = 2: 0.087; 32x32 at C = 16:
+# 0.43 s per step and 4.3 s per scored cell, too slow to score 200 cells.)
+DEFAULTS = {"epochs": 40, "subset": 0, "resolution": 16, "C": 16, "N": 1}
+OP_ORDER = ("nor_conv_3x3", "nor_conv_1x1")  # each above the next; conv_1x1 above every parameter-free op
+WEAK = ("skip_connect", "avg_pool_3x3", "none")
 
 
-def method_options(method: str, epochs: int) -> tuple[str, dict]:
+def rank_cells(n: int = RANK_N, seed: int = RANK_SEED) -> list[str]:
+    """The ranking set: ``n`` connected canonical cells drawn with ``seed`` from the 6,461 of the space."""
+    return random.Random(seed).sample(create_space("nasbench201", canonical=True).cells(), n)
+
+
+def cars_schedule(epochs: int, rounds: int = 4) -> dict:
+    """CARS's split of ``epochs``: up to ``rounds`` evolution rounds over about the second half, the rest warm-up."""
+    rounds = min(rounds, max(epochs - 1, 0))
+    per = max(1, epochs // (2 * rounds)) if rounds else 1
+    return {"warmup_epochs": epochs - rounds * per, "evolution_rounds": rounds, "epochs_per_round": per}
+
+
+def method_options(method: str, epochs: int, cells: list[str]) -> tuple[str, dict]:
     if method == "SPOS":
-        return "spos", {"epochs": epochs, "n_eval": 200}
+        return "spos", {"epochs": epochs, "eval_cells": cells}  # scores exactly the ranking set
     if method == "BETANAS":
-        return "betanas", {"epochs": epochs, "stages": 3, "d": 1, "R": 20}
+        return "betanas", {"epochs": epochs, "stages": 3, "d": 1, "R": 10, "max_final": 50, "first_drop": 0.5}
     if method == "GREEDY":
-        return "greedy", {"epochs": epochs}
-    return "cars", {"warmup_epochs": 3, "evolution_rounds": epochs - 3, "population": 16, "selection": "pnsga3"}
+        return "greedy", {"epochs": epochs, "rounds": min(epochs, 8)}
+    return "cars", {**cars_schedule(epochs), "population": 16, "selection": "pnsga3"}
 
 
-def truth_of(table: dict, sample: dict) -> float:
-    return table[format_arch(sample)]["cifar10_test_200ep"]
+def truth_of(table: dict, sample: dict | str) -> float:
+    return table[sample if isinstance(sample, str) else format_arch(sample)][TRUE]
 
 
-def one_run(method: str, seed: int, args, table: dict) -> dict:
-    name, options = method_options(method, args.epochs)
-    space = create_space("nasbench201")
-    supernet = {"C": args.C, "N": 1, "resolution": args.resolution, "subset": args.subset, "val_size": 5_000,
-                "data_dir": args.data_dir, "threads": args.threads}  # fmt: skip
+def proxy_of(path: Path, cells: list[str], proxy: str = "synflow") -> list[float | None]:
+    """A proxies_nb201 run's ``proxy`` score of each cell, via its isomorphism class (None where it scored none)."""
+    data = json.loads(Path(path).read_text())
+    rows = data if isinstance(data, list) else data["runs"]
+    by_class = {canonical_archs()[r["arch"]]: r["scores"][proxy] for r in rows}
+    return [by_class.get(canonical_archs()[c]) for c in cells]
+
+
+def one_run(method: str, seed: int, args, table: dict, cells: list[str]) -> dict:
+    name, options = method_options(method, args.epochs, cells)
+    space = create_space("nasbench201", canonical=True)
+    supernet = {"C": args.C, "N": args.N, "resolution": args.resolution, "subset": args.subset or None,
+                "val_size": 5_000, "data_dir": args.data_dir, "threads": args.threads}  # fmt: skip
     run_dir = args.out / "runs" / f"{name}-s{seed}"
     config = {"method": name, "seed": seed, "options": options, "supernet": {**supernet, "data_dir": None}}
     journal_path = run_dir / "journal.jsonl"
@@ -72,18 +125,51 @@ def one_run(method: str, seed: int, args, table: dict) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     result = run_oneshot(method_obj, journal, run_dir, ground_truth=lambda s: {"test_200ep": truth_of(table, s)},
                          progress=True)  # fmt: skip
-    cells = latest_scores([t for t in journal.trials() if t["status"] == "ok"], space)
-    tau = kendall_tau([t["objective"] for t in cells], [t["report"]["test_200ep"] for t in cells])
+    searched = latest_scores([t for t in journal.trials() if t["status"] == "ok"], space)
+    if name == "spos":  # SPOS scored the ranking set itself, with its final supernet
+        own = {format_arch(c["sample"]): c["objective"] for c in method_obj.scored}
+        rank_scores = [own[c] for c in cells]
+    else:
+        rank_scores = method_obj.trainer.score(cells)
+    rank_true = [truth_of(table, c) for c in cells]
     pick = result["picks"][0]
     run = {"model": method, "seed": seed, "pick": format_arch(pick), "pick_true_acc": truth_of(table, pick),
-           "picks_true_acc": [truth_of(table, s) for s in result["picks"]], "tau": tau, "cells_scored": len(cells),
+           "picks_true_acc": [truth_of(table, s) for s in result["picks"]], "tau": kendall_tau(rank_scores, rank_true),
+           "tau_search": kendall_tau([t["objective"] for t in searched], [t["report"]["test_200ep"] for t in searched]),
+           "cells_scored": len(searched), "rank_cells": cells, "rank_scores": rank_scores, "rank_true": rank_true,
+           "train_cpu_s": method_obj.trainer.cpu_s["train"], "score_cpu_s": method_obj.trainer.cpu_s["score"],
            "wall_s_this_call": time.perf_counter() - t0, "cpu_s_this_call": time.process_time() - c0}  # fmt: skip
+    run["op_scores"] = op_means(cells, rank_scores)
+    if args.proxy_scores is not None:
+        run["rank_synflow"] = proxy_of(args.proxy_scores, cells)
     if name == "betanas":
         run["dropped"] = result["dropped"]
         run["stage_op_counts"] = result["stage_op_counts"]
+        run["stage_steps"] = result["stage_steps"]
     if name == "greedy":
         run["op_counts"] = result["op_counts"]
     return run
+
+
+def op_means(cells: list[str], scores: list[float]) -> dict[str, float | None]:
+    """Per op: the mean over edges of the mean score of the cells with that op on the edge (edges without one skip)."""
+    per: dict[str, dict[str, list[float]]] = {o: {e: [] for e in EDGES} for o in OPS}
+    for cell, s in zip(cells, scores, strict=True):
+        for e, o in parse_arch(cell).items():
+            per[o][e].append(s)
+    out: dict[str, float | None] = {}
+    for o in OPS:
+        means = [statistics.fmean(v) for v in per[o].values() if v]
+        out[o] = statistics.fmean(means) if means else None
+    return out
+
+
+def op_order_ok(scores: dict[str, float | None]) -> bool:
+    """conv_3x3 > conv_1x1 > each of skip_connect, avg_pool_3x3 and none."""
+    if any(scores.get(o) is None for o in (*OP_ORDER, *WEAK)):
+        return False
+    conv3, conv1 = scores["nor_conv_3x3"], scores["nor_conv_1x1"]
+    return conv3 > conv1 and all(conv1 > scores[o] for o in WEAK)
 
 
 def skew(op_counts: dict[str, dict[str, int]]) -> float:
@@ -93,12 +179,10 @@ def skew(op_counts: dict[str, dict[str, int]]) -> float:
 
 def marginals(table: dict) -> dict[str, dict[str, float]]:
     """Median 200-epoch CIFAR-10 accuracy of all cells with op o on edge e (the ground-truth op quality)."""
-    from leanvision.search.spaces.nasbench201 import parse_arch
-
     per: dict[str, dict[str, list[float]]] = {e: {o: [] for o in OPS} for e in EDGES}
     for arch, row in table.items():
         for e, o in parse_arch(arch).items():
-            per[e][o].append(row["cifar10_test_200ep"])
+            per[e][o].append(row[TRUE])
     return {e: {o: statistics.median(v) for o, v in ops.items()} for e, ops in per.items()}
 
 
@@ -111,92 +195,176 @@ def drop_check(run: dict) -> dict:
     return {"edges_dropping_pool_or_none_first": bad_first, "balanced": flat}
 
 
-def summarize(runs: list[dict]) -> dict:
-    names = [m for m in METHODS if any(r["model"] == m for r in runs)]
-    by, seeds, missing = _runs.complete_seeds(runs, names)
-    out: dict = {"seeds": seeds, "missing_runs": missing, "target_median_true_acc": TARGET, "methods": {}}
-    for m in names:
-        mine = [by[(m, s)] for s in seeds]
-        if not mine:
-            continue
-        accs = [r["pick_true_acc"] for r in mine]
-        taus = [r["tau"] for r in mine if r["tau"] is not None]
-        out["methods"][m] = {"pick_true_acc": accs, "median_pick_true_acc": statistics.median(accs),
-                             "tau": [r["tau"] for r in mine], "median_tau": statistics.median(taus) if taus else None,
-                             "meets_target": statistics.median(accs) >= TARGET}  # fmt: skip
-    betanas = [drop_check(by[("BETANAS", s)]) for s in seeds if ("BETANAS", s) in by]
-    if betanas:
-        out["betanas_drop"] = betanas
-        out["betanas_drop_quality"] = sum(d["edges_dropping_pool_or_none_first"] >= 4 for d in betanas) >= 2
-        out["betanas_balanced"] = all(d["balanced"] for d in betanas)
-    med = {m: v["median_pick_true_acc"] for m, v in out["methods"].items()}
-    if "BETANAS" in med and "SPOS" in med:
-        # The spec's comparison: balanced training with drops at least as good as SPOS and the unbalanced greedy.
-        out["betanas_ge_spos_and_greedy"] = med["BETANAS"] >= med["SPOS"] and med["BETANAS"] >= med.get("GREEDY", 0)
-    greedy = [by[("GREEDY", s)] for s in seeds if ("GREEDY", s) in by]
-    if greedy:
-        out["greedy_op_count_skew"] = [skew(r["op_counts"]) for r in greedy]
-    judged = [v["meets_target"] for m, v in out["methods"].items() if m in JUDGED]
-    out["pass"] = bool(judged) and all(judged)
+def baselines(run: dict) -> dict:
+    """The free rankers on a run's ranking set: parameter count (NAS-Bench-201's C = 16, N = 5) and synflow."""
+    cells, true = run["rank_cells"], run["rank_true"]
+    params = [params_macs(c, C=16, N=5)[0] for c in cells]
+    top = [t for p, t in zip(params, true, strict=True) if p == max(params)]
+    out = {"params": {"tau": kendall_tau(params, true), "cells": len(cells), "pick_true_acc": statistics.fmean(top)}}
+    proxy = run.get("rank_synflow")
+    if proxy:
+        have = [k for k, v in enumerate(proxy) if v is not None]
+        if have:
+            best = max(have, key=lambda k: proxy[k])
+            out["synflow"] = {"tau": kendall_tau([proxy[k] for k in have], [true[k] for k in have]),
+                              "cells": len(have), "pick_true_acc": true[best], "indices": have}  # fmt: skip
     return out
 
 
+def summarize(runs: list[dict]) -> dict:
+    if any("rank_scores" not in r for r in runs):
+        raise SystemExit("these runs hold no ranking-set scores: they were written by an older protocol of this "
+                         "benchmark (C = 8, per-method cell sets); rerun it to get this summary")  # fmt: skip
+    names = [m for m in METHODS if any(r["model"] == m for r in runs)]
+    by, seeds, missing = _runs.complete_seeds(runs, names)
+    out: dict = {"seeds": seeds, "missing_runs": missing, "min_tau": MIN_TAU, "methods": {}}
+    if not seeds:
+        out["pass"] = False
+        return out
+    base = baselines(by[(names[0], seeds[0])])
+    out["baselines"] = {k: {kk: vv for kk, vv in v.items() if kk != "indices"} for k, v in base.items()}
+    true_ops = op_means(by[(names[0], seeds[0])]["rank_cells"], by[(names[0], seeds[0])]["rank_true"])
+    out["true_op_means"] = true_ops
+    for m in names:
+        mine = [by[(m, s)] for s in seeds]
+        accs = [r["pick_true_acc"] for r in mine]
+        taus = [r["tau"] for r in mine if r["tau"] is not None]
+        ops = {o: statistics.median(r["op_scores"][o] for r in mine if r["op_scores"][o] is not None) for o in OPS}
+        v = {"pick_true_acc": accs, "median_pick_true_acc": statistics.median(accs),
+             "tau": [r["tau"] for r in mine], "median_tau": statistics.median(taus) if len(taus) == len(mine) else None,
+             "median_op_scores": ops, "cpu_min": [(r["train_cpu_s"] + r["score_cpu_s"]) / 60 for r in mine],
+             "train_cpu_min": [r["train_cpu_s"] / 60 for r in mine]}  # fmt: skip
+        v["tau_ok"] = v["median_tau"] is not None and v["median_tau"] >= MIN_TAU
+        v["op_order_ok"] = op_order_ok(ops)
+        v["pick_ge_params"] = v["median_pick_true_acc"] >= base["params"]["pick_true_acc"]
+        if "synflow" in base:  # the stretch goal: supernet tau >= synflow tau on synflow's cells
+            have = base["synflow"]["indices"]
+            sub = [kendall_tau([r["rank_scores"][k] for k in have], [r["rank_true"][k] for k in have]) for r in mine]
+            v["median_tau_on_synflow_cells"] = None if None in sub else statistics.median(sub)
+            v["tau_ge_synflow"] = (v["median_tau_on_synflow_cells"] is not None and base["synflow"]["tau"] is not None
+                                   and v["median_tau_on_synflow_cells"] >= base["synflow"]["tau"])  # fmt: skip
+        out["methods"][m] = v
+    verdicts = {f"{m} {k}": out["methods"][m][k] for m in JUDGED if m in out["methods"]
+                for k in ("tau_ok", "op_order_ok", "pick_ge_params")}  # fmt: skip
+    betanas = [drop_check(by[("BETANAS", s)]) for s in seeds if ("BETANAS", s) in by]
+    if betanas:
+        out["betanas_drop"] = betanas
+        verdicts["BETANAS drops none/avg_pool first"] = sum(d["edges_dropping_pool_or_none_first"] >= 4
+                                                            for d in betanas) >= 2  # fmt: skip
+        out["betanas_balanced"] = all(d["balanced"] for d in betanas)
+    greedy = [by[("GREEDY", s)] for s in seeds if ("GREEDY", s) in by]
+    if greedy:
+        out["greedy_op_count_skew"] = [skew(r["op_counts"]) for r in greedy]
+    out["verdicts"] = verdicts
+    out["pass"] = bool(verdicts) and all(verdicts.values())
+    return out
+
+
+def _f(x: float | None, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
 def print_table(runs: list[dict], summary: dict) -> None:
-    print("\n| method | seed | pick (200-epoch test acc) | Kendall tau | cells scored |")
-    print("|---|---:|---:|---:|---:|")
+    short = {"nor_conv_3x3": "conv3", "nor_conv_1x1": "conv1", "skip_connect": "skip", "avg_pool_3x3": "pool",
+             "none": "none"}  # fmt: skip
+    ops = (*OP_ORDER, *WEAK)
+    print(f"\nRuns (tau and op scores on the {RANK_N} ranking cells; CPU minutes training + scoring):")
+    print("| method | seed | tau | pick acc | " + " | ".join(short[o] for o in ops) + " | tau (searched) | CPU min |")
+    print("|---|---:|---:|---:|" + "---:|" * len(ops) + "---:|---:|")
     for r in runs:
-        tau = "n/a" if r["tau"] is None else f"{r['tau']:.3f}"
-        print(f"| {r['model']} | {r['seed']} | {r['pick_true_acc']:.2f} | {tau} | {r['cells_scored']} |")
-    print("\n| method | median pick acc | median tau | >= 93.5 |")
-    print("|---|---:|---:|---|")
+        cpu = f"{r['train_cpu_s'] / 60:.1f} + {r['score_cpu_s'] / 60:.1f}"
+        cols = [_f(r["tau"]), f"{r['pick_true_acc']:.2f}", *(_f(r["op_scores"][o], ".1f") for o in ops)]
+        print(f"| {r['model']} | {r['seed']} | " + " | ".join(cols) + f" | {_f(r['tau_search'])} | {cpu} |")
+    if not summary.get("methods"):
+        print("no seed finished by every method" + (f"; missing: {summary['missing_runs']}" if runs else ""))
+        print("FAIL")
+        return
+    print(f"\nMedians over seeds {summary['seeds']} and the free baselines on the same cells (verdicts: tau >= "
+          f"{MIN_TAU}; conv3 > conv1 > skip, pool, none; pick >= the parameter-count pick):")  # fmt: skip
+    heads = ["ranker", "tau", "pick acc", *(short[o] for o in ops), "tau ok", "op order", "pick >= params"]
+    print("| " + " | ".join(heads) + " |")
+    print("|---|---:|---:|" + "---:|" * len(ops) + "---|---|---|")
+    yes = {True: "met", False: "MISSED"}
     for m, v in summary["methods"].items():
-        tau = "n/a" if v["median_tau"] is None else f"{v['median_tau']:.3f}"
-        print(f"| {m} | {v['median_pick_true_acc']:.2f} | {tau} | {'met' if v['meets_target'] else 'MISSED'} |")
-    for key in ("betanas_drop", "betanas_drop_quality", "betanas_balanced", "betanas_ge_spos_and_greedy",
-                "greedy_op_count_skew", "missing_runs"):  # fmt: skip
+        judged = m in JUDGED
+        verdict = [yes[v[k]] if judged else "(ref)" for k in ("tau_ok", "op_order_ok", "pick_ge_params")]
+        scores = [_f(v["median_op_scores"][o], ".1f") for o in ops]
+        cols = [_f(v["median_tau"]), f"{v['median_pick_true_acc']:.2f}", *scores, *verdict]
+        print(f"| {m} | " + " | ".join(cols) + " |")
+    for k, b in summary["baselines"].items():
+        print(f"| {k} ({b['cells']} cells) | {_f(b['tau'])} | {b['pick_true_acc']:.2f} |" + " |" * len(ops) + " | | |")
+    true_ops = summary["true_op_means"]
+    print(f"| NB201 truth (best of the cells) | 1 | {max(runs[0]['rank_true']):.2f} | "
+          + " | ".join(_f(true_ops[o], ".1f") for o in ops) + " | | | |")  # fmt: skip
+    if "synflow" not in summary["baselines"] and runs and runs[0].get("rank_synflow") is not None:
+        print("synflow: the --proxy-scores file scored none of the ranking cells")
+    if "synflow" in summary["baselines"]:
+        print("stretch, median tau on synflow's cells >= synflow's: "
+              + ", ".join(f"{m} {_f(v.get('median_tau_on_synflow_cells'))} ({yes[v['tau_ge_synflow']]})"
+                          for m, v in summary["methods"].items()))  # fmt: skip
+    for key in ("betanas_drop", "betanas_balanced", "greedy_op_count_skew", "missing_runs"):
         if key in summary:
             print(f"{key}: {summary[key]}")
+    print("verdicts: " + ", ".join(f"{k} {yes[v]}" for k, v in summary["verdicts"].items()))
     print("PASS" if summary["pass"] else "FAIL")
 
 
-def plot(runs: list[dict], summary: dict, path: Path) -> None:
-    rows = [{"model": m, "median pick acc": v["median_pick_true_acc"], "median tau": v["median_tau"]}
-            for m, v in summary["methods"].items()]  # fmt: skip
-    bar_panels(rows, [("median pick acc", "pick's 200-epoch test acc (%)"), ("median tau", "Kendall tau")], path,
-               title="weight-sharing search on NAS-Bench-201 (CPU scale)")  # fmt: skip
+def plot(summary: dict, path: Path) -> None:
+    rows = [{"model": m, "median tau": v["median_tau"], "median pick acc": v["median_pick_true_acc"]}
+            for m, v in summary.get("methods", {}).items()]  # fmt: skip
+    rows += [{"model": k, "median tau": b["tau"], "median pick acc": b["pick_true_acc"]}
+             for k, b in summary.get("baselines", {}).items()]  # fmt: skip
+    if rows:
+        bar_panels(rows, [("median tau", f"Kendall tau on {RANK_N} canonical cells"),
+                          ("median pick acc", "pick's 200-epoch test acc (%)")], path,
+                   title="weight-sharing search on NAS-Bench-201 (CPU scale)")  # fmt: skip
 
 
 def main() -> None:
     ap = _runs.make_parser(__doc__, data_help="root holding cifar10/ and nasbench201/ (else $LEANVISION_DATA)")
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--methods", nargs="+", default=list(JUDGED), choices=METHODS)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=15, help="path passes in SPOS epochs, the same for every method")
-    ap.add_argument("--subset", type=int, default=10_000)
-    ap.add_argument("--resolution", type=int, default=16)
-    ap.add_argument("--C", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=DEFAULTS["epochs"],
+                    help="path passes in SPOS epochs, the same for every method")  # fmt: skip
+    ap.add_argument("--subset", type=int, default=DEFAULTS["subset"], help="training images (0 = all 45,000)")
+    ap.add_argument("--resolution", type=int, default=DEFAULTS["resolution"])
+    ap.add_argument("--C", type=int, default=DEFAULTS["C"], help="supernet width (channels of the first stage)")
+    ap.add_argument("--N", type=int, default=DEFAULTS["N"], help="cells per stage")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--proxy-scores", type=Path, default=None,
+                    help="a proxies_nb201.py result: synflow's tau on the ranking cells it scored")  # fmt: skip
     _runs.add_run_args(ap, "supernet_nb201", rewrite=False)  # the saved summary also holds the op marginals
     args = ap.parse_args()
+    if args.proxy_scores is not None and not args.proxy_scores.is_file():
+        ap.error(f"--proxy-scores: {args.proxy_scores} is not a file; run benchmarks/proxies_nb201.py first")
     table: dict = {}
 
     def run(runs: _runs.Runs) -> None:
+        # Saved before the first run ends, so a run killed mid-way is held by OUT and continues under --resume.
+        _runs.write_json(runs.partial, {"args": runs.saved_args, "runs": runs.runs})
         table.update(load_nb201(args.data_dir))
+        cells = rank_cells()
         done = {(r["model"], r["seed"]) for r in runs.runs}
         for seed in args.seeds:
             for m in args.methods:
                 if (m, seed) not in done:
-                    r = runs.add(one_run(m, seed, args, table), echo=False)
-                    print(f"{m} seed {seed}: pick {r['pick_true_acc']:.2f}%, tau {r['tau']}", flush=True)
+                    r = runs.add(one_run(m, seed, args, table, cells), echo=False)
+                    print(f"{m} seed {seed}: pick {r['pick_true_acc']:.2f}%, tau {_f(r['tau'])}, CPU "
+                          f"{r['train_cpu_s'] / 60:.1f} min training + {r['score_cpu_s'] / 60:.1f} scoring",
+                          flush=True)  # fmt: skip
         runs.runs = _runs.in_order(
             runs.runs, args.seeds, [m for m in METHODS if any(r["model"] == m for r in runs.runs)]
         )
 
     def summary_of(runs: list[dict]) -> dict:
+        if args.proxy_scores is not None:  # (re)attach synflow's scores, e.g. to a saved result under --summarize
+            for r in runs:
+                r["rank_synflow"] = proxy_of(args.proxy_scores, r["rank_cells"])
         # A saved summary also holds the table's op marginals: --summarize (no table loaded) only prints.
         return {**summarize(runs), "marginals": marginals(table)} if table else summarize(runs)
 
     _runs.main(args, "supernet_nb201", SAME_ON_RESUME, run, summary_of, print_table,
-               lambda runs, summary: plot(runs, summary, args.out / "supernet_nb201.png"), rewrite=False)  # fmt: skip
+               lambda runs, summary: plot(summary, args.out / "supernet_nb201.png"), rewrite=False)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -238,6 +238,18 @@ def test_cars_offspring_follow_the_25_25_50_rule(supernet_opts) -> None:
     assert len(children) == 16 and not set(keys(c for c, _ in children)) & set(keys(parents))
 
 
+def test_cars_candidates_on_a_canonical_space_are_connected_class_representatives(supernet_opts) -> None:
+    space = NB201Space(canonical=True)
+    reps = set(space.cells())
+    m = create_oneshot("cars", space, supernet=supernet_opts, seed=0, population=16)
+    parents = m._distinct_random(16, set())
+    children = [c for _ in range(20) for c, _ in m._offspring(parents)]
+    assert {o for _ in range(5) for _, o in m._offspring(parents)} == {"mutation", "crossover", "random"}
+    # mutations and crossovers of canonical parents often land on a non-representative or disconnected cell: all
+    # are mapped to their class or redrawn
+    assert set(keys(parents)) <= reps and set(keys(children)) <= reps
+
+
 def test_cars_rejects_bad_options(supernet_opts) -> None:
     with pytest.raises(ConfigError, match="population must be an integer >= 2"):
         make(supernet_opts, population=1)

@@ -27,7 +27,17 @@ from leanvision.search.oneshot import (
     score_paths,
     uniform_sampler,
 )
-from leanvision.search.spaces.nasbench201 import EDGES, OPS, NB201Space, params_macs
+from leanvision.search.oneshot.betanas import final_cells, stage_sizes, stage_steps
+from leanvision.search.oneshot.train import canonical_cell
+from leanvision.search.spaces.nasbench201 import (
+    EDGES,
+    OPS,
+    NB201Space,
+    canonical_arch,
+    format_arch,
+    is_connected,
+    params_macs,
+)
 
 # Tiny real-data setting shared by every data test (one cached load): 8x8 CIFAR-10, 256 train / 200 val images.
 TINY = {"C": 4, "N": 1, "resolution": 8, "subset": 256, "val_size": 200, "batch_size": 32, "bn_images": 64,
@@ -199,6 +209,8 @@ def test_trainer_resume_is_bitwise_identical(tiny: dict[str, Any]) -> None:
     assert all(torch.equal(v, c.net.state_dict()[k]) for k, v in a.net.state_dict().items())
     assert a.op_counts == c.op_counts and a.passes_done == c.passes_done == 16
     assert a.scheduler.get_last_lr() == c.scheduler.get_last_lr()
+    # CPU time is counted and carried by the state: the resumed total includes the time before the save
+    assert state["cpu_s"]["train"] > 0 and c.cpu_s["train"] > state["cpu_s"]["train"] and c.cpu_s["score"] == 0
     with pytest.raises(ConfigError, match="steps_per_epoch"):
         SupernetTrainer(space, seed=3, total_epochs=2, **{**tiny, "batch_size": 64}).load_state_dict(state)
 
@@ -211,9 +223,9 @@ def _spos(tiny: dict[str, Any]) -> SPOS:
     return create_oneshot("spos", NB201Space(), seed=1, supernet=tiny, epochs=2, n_eval=6, eval_chunk=3)
 
 
-def _betanas(tiny: dict[str, Any]) -> BETANAS:
+def _betanas(tiny: dict[str, Any]) -> BETANAS:  # equal stages
     return create_oneshot("betanas", NB201Space(), seed=1, supernet=tiny, epochs=4, R=2, max_final=12,
-                          eval_chunk=5, first_drop=None)  # fmt: skip (equal stages)
+                          eval_chunk=5, first_drop=None)  # fmt: skip
 
 
 def _greedy(tiny: dict[str, Any]) -> GreedyAlpha:
@@ -278,11 +290,78 @@ def test_training_paths_stay_uniform_per_edge_on_a_canonical_space() -> None:
 
 
 def test_betanas_first_drop_after_half_the_budget(tiny: dict[str, Any]) -> None:
-    # 32 path passes: 16 before the first drop, then 8 and 8, at K = 5, 4, 3 paths per step
+    # 32 path passes: at least 16 before the first drop (4 steps x K = 5 = 20), then the 12 left split 6 and 6
+    # at K = 4, 3 paths per step
     bn = create_oneshot("betanas", NB201Space(), seed=1, supernet=tiny, epochs=4, R=2, max_final=12, eval_chunk=5)
-    assert bn.stage_steps == [3, 2, 3]
+    assert bn.stage_steps == [4, 2, 2]
+    out = _run(bn, range(bn.rounds()))
+    drop_round = next(k for k, r in enumerate(out) if r)  # the first round that scores: the first drop
+    assert drop_round == 1 and bn.trainer.history[0]["passes"] == 20 >= 32 / 2
     with pytest.raises(ConfigError, match="first_drop is the share of the budget"):
         create_oneshot("betanas", NB201Space(), supernet=tiny, first_drop=1.0)
+
+
+@pytest.mark.parametrize("first_drop", [0.5, 0.6, 0.3])
+@pytest.mark.parametrize("budget", [7, 32, 100, 1_001, 36 * 351])
+def test_stage_steps_never_drop_before_the_share_and_keep_the_budget(budget: int, first_drop: float) -> None:
+    sizes = stage_sizes(5, 3, 1)
+    steps = stage_steps(budget, sizes, first_drop)
+    passes = [n * k for n, k in zip(steps, sizes, strict=True)]
+    assert passes[0] >= first_drop * budget and passes[0] - sizes[0] < first_drop * budget  # the fewest such steps
+    assert abs(sum(passes) - budget) <= sum(sizes) or budget < 2 * sum(sizes)  # rounding only (1 step per stage min)
+    equal = stage_steps(budget, sizes, None)
+    assert abs(sum(n * k for n, k in zip(equal, sizes, strict=True)) - budget) <= sum(sizes) or budget < 2 * sum(sizes)
+
+
+def test_canonical_cell_maps_to_the_class_representative_and_rejects_disconnected() -> None:
+    canonical, plain = NB201Space(canonical=True), NB201Space()
+    reps = set(canonical.cells())
+    rng = random.Random(0)
+    for _ in range(300):
+        cell = plain.sample(rng)
+        got = canonical_cell(canonical, cell)
+        if is_connected(format_arch(cell)):
+            assert format_arch(got) == canonical_arch(cell) and format_arch(got) in reps
+        else:
+            assert got is None
+        assert canonical_cell(plain, cell) == cell  # a plain space keeps every cell as drawn
+    assert canonical_cell(canonical, ALL_NONE) is None
+
+
+def test_betanas_final_cells_on_a_canonical_space_are_one_connected_cell_per_class() -> None:
+    remaining = {e: ["none", "skip_connect", "nor_conv_3x3"] for e in EDGES}
+    plain = final_cells(NB201Space(), remaining)
+    assert len(plain) == 3**6
+    cells = final_cells(NB201Space(canonical=True), remaining)
+    classes = {canonical_arch(c) for c in plain if is_connected(format_arch(c))}
+    assert len(cells) == len(classes) < len(plain)
+    assert {canonical_arch(c) for c in cells} == classes
+    assert all(c[e] in remaining[e] for c in cells for e in EDGES)  # only remaining ops, even when the
+    # class's representative uses a dropped one
+    assert all(is_connected(format_arch(c)) for c in cells)
+
+
+def test_spos_scores_the_given_cells_in_order(tiny: dict[str, Any]) -> None:
+    canonical = NB201Space(canonical=True)
+    cells = random.Random(5).sample(canonical.cells(), 4)
+    spos = create_oneshot("spos", canonical, seed=1, supernet=tiny, epochs=1, eval_cells=cells, eval_chunk=3)
+    out = _run(spos, range(spos.rounds()))
+    assert [format_arch(c["sample"]) for r in out for c in r] == cells
+    with pytest.raises(ConfigError, match="distinct cells"):
+        create_oneshot("spos", canonical, supernet=tiny, eval_cells=[cells[0], cells[0]])
+
+
+def test_spos_and_greedy_pick_canonical_cells_on_a_canonical_space(tiny: dict[str, Any]) -> None:
+    canonical = NB201Space(canonical=True)
+    spos = create_oneshot("spos", canonical, seed=1, supernet=tiny, epochs=1, n_eval=30)
+    assert all(format_arch(c) in set(canonical.cells()) for c in spos.eval_archs)
+    greedy = create_oneshot("greedy", canonical, seed=1, supernet=tiny, epochs=1, n_update=2)
+    # alpha favours a cell that is not its class's representative: node 1 feeds nothing, so its op is dead
+    odd = {**dict.fromkeys(EDGES, "nor_conv_3x3"), "1<-0": "nor_conv_1x1", "2<-1": "none", "3<-1": "none"}
+    for e in EDGES:
+        greedy.alpha[e][odd[e]] = 1.0
+    assert greedy.argmax() == odd
+    assert format_arch(greedy.pick()) == canonical_arch(odd) != format_arch(odd)
 
 
 def test_greedy_baseline_follows_its_alpha(tiny: dict[str, Any]) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 from leanvision.errors import ConfigError
 from leanvision.search.oneshot.base import ONESHOT, OneShotMethod
 from leanvision.search.oneshot.spos import RoundPlan, best_first, chunks
-from leanvision.search.oneshot.train import as_space, make_trainer, random_state, set_random_state
-from leanvision.search.spaces.nasbench201 import EDGES, OPS
+from leanvision.search.oneshot.train import as_space, canonical_cell, make_trainer, random_state, set_random_state
+from leanvision.search.spaces.nasbench201 import EDGES, OPS, NB201Space, format_arch
 
 Remaining = Mapping[str, Sequence[str]]
 
@@ -61,6 +61,23 @@ def drop_ops(remaining: Remaining, scores: Mapping[str, Mapping[str, float]], d:
     return dropped
 
 
+def final_cells(space: NB201Space, remaining: Remaining) -> list[dict[str, str]]:
+    """Every cell made of the ``remaining`` ops (in the benchmark's op order); on a ``canonical`` space only the
+    connected ones, one per isomorphism class: its representative if that uses remaining ops only, else the class's
+    first member here."""
+    cells = [dict(zip(EDGES, ops, strict=True)) for ops in itertools.product(*(remaining[e] for e in EDGES))]
+    if not space.canonical:
+        return cells
+    classes: dict[str, dict[str, str]] = {}
+    for cell in cells:
+        rep = canonical_cell(space, cell)
+        if rep is None:
+            continue
+        if rep == cell or format_arch(rep) not in classes:
+            classes[format_arch(rep)] = cell
+    return [classes[k] for k in sorted(classes)]
+
+
 def _split(total: int, parts: int) -> list[int]:
     """``total`` in ``parts`` near-equal integers."""
     return [total * (s + 1) // parts - total * s // parts for s in range(parts)]
@@ -74,6 +91,21 @@ def stage_sizes(n_ops: int, stages: int, d: int) -> list[int]:
     return sizes
 
 
+def stage_steps(budget: int, sizes: Sequence[int], first_drop: float | None) -> list[int]:
+    """Optimiser steps per stage for ``budget`` path passes in stages of ``sizes`` paths per step.
+
+    ``first_drop=None``: the passes split equally over the stages. Otherwise the first stage takes the smallest
+    whole number of steps holding at least ``first_drop`` x ``budget`` passes (so the first drop never comes
+    before that share of the training), and the later stages split the passes left equally.
+    """
+    if first_drop is None or len(sizes) == 1:
+        passes = _split(budget, len(sizes))
+        return [max(1, round(p / k)) for p, k in zip(passes, sizes, strict=True)]
+    first = max(1, math.ceil(budget * first_drop / sizes[0]))
+    rest = _split(max(budget - first * sizes[0], 0), len(sizes) - 1)
+    return [first, *(max(1, round(p / k)) for p, k in zip(rest, sizes[1:], strict=True))]
+
+
 @ONESHOT.register("betanas", paper="1912.11191")
 class BETANAS(OneShotMethod):
     """Balanced training in ``stages`` stages; after each stage but the last, drop the ``d`` worst ops per edge; then
@@ -82,13 +114,16 @@ class BETANAS(OneShotMethod):
     Balanced step: per edge a random permutation of its remaining ops, K = the most ops any edge has; the K paths'
     gradients are summed on the same batch before one SGD step, so every remaining op gets the same number of
     gradient contributions. Budget: ``epochs`` is in SPOS epochs, i.e. ``epochs`` x batches-per-epoch path
-    forward/backward passes in all: a share ``first_drop`` before the first drop (so ops are judged on a trained
-    supernet), the rest split equally over the later stages (``first_drop=None``: all stages equal); a stage with K
-    paths per step takes 1/K as many optimiser steps (and data batches) as SPOS would for its passes, and the cosine
-    LR spans all steps.
+    forward/backward passes in all: at least a share ``first_drop`` before the first drop (so ops are judged on a
+    trained supernet; :func:`stage_steps`), the rest split equally over the later stages (``first_drop=None``: all
+    stages equal); a stage with K paths per step takes 1/K as many optimiser steps (and data batches) as SPOS would
+    for its passes, and the cosine LR spans all steps.
     Drop score: the mean supernet score (val accuracy, BatchNorm re-estimated) of the paths containing the op; the
     paths are ``R`` balanced super-steps' worth (R x K), shared by all ops, so each op on each edge is in exactly R
-    of them while the other edges' ops vary at random.
+    of them while the other edges' ops vary at random (these paths estimate op quality; they are not candidates and
+    are used as drawn, disconnected ones included, so the balance stays exact).
+    Final cells: on a ``canonical`` space only connected cells, one per isomorphism class (the class's
+    representative when it uses remaining ops only, else its first member in the benchmark's op order).
     """
 
     name = "betanas"
@@ -112,11 +147,8 @@ class BETANAS(OneShotMethod):
         budget = epochs * b
         self.budget_passes = budget
         self.sizes = stage_sizes(len(self.space.ops), stages, d)
-        passes = _split(budget, stages)
-        if first_drop is not None and stages > 1:  # drop from a trained supernet: the later stages share the rest
-            first = round(budget * first_drop)
-            passes = [first, *_split(budget - first, stages - 1)]
-        self.stage_steps = [max(1, round(p / k)) for p, k in zip(passes, self.sizes, strict=True)]
+        # Drop from a trained supernet: the first stage holds >= first_drop of the passes, the later ones the rest.
+        self.stage_steps = stage_steps(budget, self.sizes, first_drop)
         self.trainer.set_total_steps(sum(self.stage_steps))
         plan: list[tuple[Any, ...]] = []
         for s, steps in enumerate(self.stage_steps):
@@ -167,10 +199,12 @@ class BETANAS(OneShotMethod):
             return copy.deepcopy(found)
         if arg[0] == 0:  # the first final round fixes the cells to score
             self._end_stage()
-            cells = [dict(zip(EDGES, ops, strict=True)) for ops in itertools.product(*self.remaining.values())]
+            cells = final_cells(self.space, self.remaining)
             self.final = cells if len(cells) <= self.max_final else self.rng.sample(cells, self.max_final)
-        batch = chunks(self.final, self.eval_chunk)[arg[0]]
-        found = self.trainer.candidates(batch)
+        batches = chunks(self.final, self.eval_chunk)
+        if arg[0] >= len(batches):  # a canonical space left fewer cells than the rounds planned for
+            return []
+        found = self.trainer.candidates(batches[arg[0]])
         for c in found:
             c["stage"] = self.stages
         self.scored += found
@@ -216,7 +250,8 @@ class GreedyAlpha(OneShotMethod):
 
     After each training round, ``n_update`` policy paths are scored and each op's alpha moves by ``eta`` x the mean
     standardised score of those paths that use it (a REINFORCE step with a mean baseline). Budget: ``epochs``
-    single-path epochs, like SPOS. A last round scores the argmax cell.
+    single-path epochs, like SPOS, in ``rounds`` rounds (default one per epoch). A last round scores the argmax
+    cell (on a ``canonical`` space its class's representative).
     """
 
     name = "greedy"
@@ -248,10 +283,14 @@ class GreedyAlpha(OneShotMethod):
     def argmax(self) -> dict[str, str]:
         return {e: max(self.space.ops, key=lambda o: self.alpha[e][o]) for e in EDGES}
 
+    def pick(self) -> dict[str, str]:
+        """The argmax cell; on a ``canonical`` space its class's representative (as is if it is disconnected)."""
+        return canonical_cell(self.space, self.argmax()) or self.argmax()
+
     def run_round(self, r: int) -> list[dict[str, Any]]:
         kind, *arg = self.plan.take(r)
         if kind == "final":
-            found = self.trainer.candidates([self.argmax()])
+            found = self.trainer.candidates([self.pick()])
         else:
             self.trainer.train(arg[0], self._sampler)
             paths = [p for _ in range(self.n_update) for p in self._sampler(self.rng)]
@@ -277,7 +316,7 @@ class GreedyAlpha(OneShotMethod):
 
     def result(self) -> dict[str, Any]:
         return {
-            "picks": [self.argmax()],
+            "picks": [self.pick()],
             "alpha": copy.deepcopy(self.alpha),
             "op_counts": copy.deepcopy(self.trainer.op_counts),
             "path_passes": self.trainer.passes_done,

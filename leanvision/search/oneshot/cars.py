@@ -19,6 +19,7 @@ from leanvision.errors import ConfigError
 from leanvision.registry import unknown_choice
 from leanvision.search.oneshot.base import ONESHOT, OneShotMethod
 from leanvision.search.oneshot.nsga import non_dominated_fronts, nsga3_select, pnsga3_select, require_pymoo
+from leanvision.search.oneshot.train import canonical_cell
 from leanvision.search.space import Sample
 from leanvision.search.spaces.nasbench201 import EDGES
 
@@ -72,7 +73,9 @@ class CARS(OneShotMethod):
 
     Children: 25% mutation of a random parent (each edge's op replaced by a uniformly random op with probability
     0.5), 25% uniform crossover of two distinct random parents (each edge from the second with probability 0.5),
-    50% a brand-new random cell; a child equal to a parent or an earlier child is rejected and redrawn, at most
+    50% a brand-new random cell (on a ``canonical`` space every child is mapped to its isomorphism class's
+    representative, and disconnected children are rejected, so candidates are connected canonical cells; new cells
+    come from the space's own sampling); a child equal to a parent or an earlier child is rejected and redrawn, at most
     ``max_retries`` times per round (then the round goes on with fewer children). ``supernet``: options of
     :class:`~leanvision.search.oneshot.train.SupernetTrainer` (data, width, optimiser); the cosine schedule spans
     ``warmup_epochs + evolution_rounds * epochs_per_round`` epochs. The state after round 0 does not depend on
@@ -152,8 +155,9 @@ class CARS(OneShotMethod):
                 child, origin = self._crossover(a, b), "crossover"
             else:
                 child, origin = self.space.sample(self.rng), "random"
-            key = self.space.key(child)
-            if key in taken:
+            child = canonical_cell(self.space, child)  # on a canonical space: the class, None if disconnected
+            key = None if child is None else self.space.key(child)
+            if key is None or key in taken:
                 retries += 1
                 if retries > self.max_retries:
                     break

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from leanvision.errors import ConfigError
 from leanvision.search.oneshot.base import ONESHOT, OneShotMethod
 from leanvision.search.oneshot.train import as_space, make_trainer, uniform_sampler
-from leanvision.search.spaces.nasbench201 import NB201Space
+from leanvision.search.spaces.nasbench201 import NB201Space, format_arch
 
 
 def split_evenly(total: int, parts: int) -> list[int]:
@@ -58,13 +59,16 @@ class SPOS(OneShotMethod):
 
     Training runs in ``rounds`` rounds of whole epochs (default one epoch each), then scoring in rounds of
     ``eval_chunk`` cells; ``supernet`` holds :class:`SupernetTrainer` options (C, N, resolution, data, SGD...).
+    The cells to score are drawn by the space (on a ``canonical`` space: connected cells, one per isomorphism
+    class), or given as ``eval_cells`` (arch strings or samples, scored in that order; ``n_eval`` is then ignored),
+    e.g. a fixed set shared with other methods. Training paths are uniform over every op of every edge either way.
     """
 
     name = "spos"
 
     def __init__(self, space: Any, *, seed: int = 0, supernet: dict[str, Any] | None = None, epochs: int = 30,
-                 rounds: int | None = None, n_eval: int = 200, eval_chunk: int = 50,
-                 n_picks: int = 10) -> None:  # fmt: skip
+                 rounds: int | None = None, n_eval: int = 200, eval_chunk: int = 50, n_picks: int = 10,
+                 eval_cells: Sequence[Any] | None = None) -> None:  # fmt: skip
         self.space = as_space(space)
         rounds = epochs if rounds is None else rounds
         if not isinstance(epochs, int) or epochs < 1 or not isinstance(rounds, int) or not 1 <= rounds <= epochs:
@@ -74,7 +78,15 @@ class SPOS(OneShotMethod):
         self.seed, self.epochs, self.n_picks = seed, epochs, n_picks
         self.trainer = make_trainer(self.space, seed, supernet, total_epochs=epochs, total_steps=None)
         # The cells to score are fixed up front (their own stream), so they never depend on training.
-        self.eval_archs = distinct_samples(self.space, n_eval, random.Random(f"spos-eval:{seed}"))
+        if eval_cells is not None:
+            cells = [self.space.from_string(c) if isinstance(c, str) else self.space.from_string(format_arch(c))
+                     for c in eval_cells]  # fmt: skip
+            if not cells or len({format_arch(c) for c in cells}) != len(cells):
+                raise ConfigError(f"spos: eval_cells must be distinct cells, at least one; got {len(cells)} "
+                                  f"with {len(cells) - len({format_arch(c) for c in cells})} repeats")  # fmt: skip
+            self.eval_archs = cells
+        else:
+            self.eval_archs = distinct_samples(self.space, n_eval, random.Random(f"spos-eval:{seed}"))
         self.plan = RoundPlan([("train", e) for e in split_evenly(epochs, rounds)]
                               + [("score", c) for c in chunks(self.eval_archs, eval_chunk)])  # fmt: skip
         self.scored: list[dict[str, Any]] = []

@@ -6,6 +6,7 @@ import copy
 import math
 import os
 import random
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,7 +17,16 @@ from leanvision.errors import ConfigError
 from leanvision.search.oneshot.data import SupernetData, load_supernet_data
 from leanvision.search.oneshot.supernet import Arch, NB201Supernet, score_paths
 from leanvision.search.space import ChoiceSpace
-from leanvision.search.spaces.nasbench201 import EDGES, NB201Space, cell_ops, params_macs
+from leanvision.search.spaces.nasbench201 import (
+    EDGES,
+    NB201Space,
+    canonical_archs,
+    cell_ops,
+    format_arch,
+    is_connected,
+    params_macs,
+    parse_arch,
+)
 
 # sampler(rng) -> the paths of ONE optimiser step (their gradients accumulate on the same batch).
 Sampler = Callable[[random.Random], Sequence[Arch]]
@@ -31,6 +41,15 @@ def as_space(space: Any) -> NB201Space:
     if not isinstance(space, NB201Space):
         raise ConfigError(f"one-shot methods search the 'nasbench201' space, got {type(space).__name__}")
     return space
+
+
+def canonical_cell(space: NB201Space, sample: Arch) -> dict[str, str] | None:
+    """``sample`` as a candidate of ``space``: on a ``canonical`` space the representative of its isomorphism class,
+    or None for a disconnected cell (no input->output path without ``none``); elsewhere ``sample`` itself."""
+    if not space.canonical:
+        return cell_ops(sample)
+    rep = canonical_archs(space.ops)[format_arch(cell_ops(sample))]
+    return parse_arch(rep) if is_connected(rep) else None
 
 
 def random_state(rng: random.Random) -> dict[str, Any]:
@@ -63,6 +82,7 @@ class SupernetTrainer:
     :meth:`state_dict` continues bitwise as an uninterrupted run. The cosine LR spans ``total_steps`` optimiser
     steps (default ``total_epochs`` x batches per epoch) across calls. Data: ``load_supernet_data`` (train subset,
     held-out val split); scoring: :func:`score_paths` on ``bn_images`` train / ``eval_images`` val images.
+    ``cpu_s`` holds the CPU seconds spent training and scoring so far (kept in the state, so a resumed run's total).
     ``threads`` torch threads while training or scoring (restored after; None leaves them).
     """
 
@@ -101,6 +121,8 @@ class SupernetTrainer:
         self.passes_done = 0  # path forward/backward passes (K per step)
         self.op_counts: dict[str, dict[str, int]] = {e: dict.fromkeys(self.space.ops, 0) for e in EDGES}
         self.history: list[dict[str, float]] = []
+        # CPU seconds (this process, all threads) spent training and scoring, summed over resumed calls.
+        self.cpu_s = {"train": 0.0, "score": 0.0}
         self._sampler: Sampler | None = None
         self._costs: dict[str, tuple[int, int]] = {}
 
@@ -144,6 +166,7 @@ class SupernetTrainer:
             raise ConfigError(f"SupernetTrainer: steps must be an int >= 1, got {steps!r}")
         previous = self._threads()
         self._sampler = sampler
+        c0 = time.process_time()
         try:
             result = fit(self.net, self.loader.window(self.steps_done, steps), epochs=1, optimizer=self.optimizer,
                          scheduler=self.scheduler, train_step=self._step, seed=self.seed, progress=self.progress,
@@ -151,6 +174,7 @@ class SupernetTrainer:
         finally:
             self._sampler = None
             torch.set_num_threads(previous)
+            self.cpu_s["train"] += time.process_time() - c0
         self.steps_done += steps
         row = result.final
         self.history.append({"steps": self.steps_done, "passes": self.passes_done, "train_loss": row["train_loss"],
@@ -165,10 +189,12 @@ class SupernetTrainer:
     def score(self, archs: Sequence[Arch]) -> list[float]:
         """Held-out accuracy (%) of each path with inherited weights and per-path BatchNorm re-estimation."""
         previous = self._threads()
+        c0 = time.process_time()
         try:
             return score_paths(self.net, archs, self.data, bn_images=self.bn_images, eval_images=self.eval_images)
         finally:
             torch.set_num_threads(previous)
+            self.cpu_s["score"] += time.process_time() - c0
 
     def candidates(self, archs: Sequence[Arch]) -> list[dict[str, Any]]:
         """:meth:`score` as a method's candidate dicts: ``{"sample", "objective" (= val acc %), "params", "macs"}``."""
@@ -214,6 +240,7 @@ class SupernetTrainer:
             "rng": random_state(self.rng),
             "op_counts": self.op_counts,
             "history": self.history,
+            "cpu_s": self.cpu_s,
             "steps_per_epoch": self.steps_per_epoch,
             "total_steps": self.total_steps,
         })  # fmt: skip
@@ -232,6 +259,7 @@ class SupernetTrainer:
         set_random_state(self.rng, state["rng"])
         self.op_counts = state["op_counts"]
         self.history = state["history"]
+        self.cpu_s = state.get("cpu_s", {"train": 0.0, "score": 0.0})  # states saved before it was kept: none
 
 
 def make_trainer(space: Any, seed: int, options: dict[str, Any] | None, **fixed: Any) -> SupernetTrainer:
