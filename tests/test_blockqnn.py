@@ -340,6 +340,39 @@ def test_choice_space_respected_and_seeded() -> None:
     nb.validate(strat.greedy())
 
 
+def _drive_choices(strategy, n: int) -> list[str]:
+    keys = []
+    for _ in range(n):
+        s = strategy.ask(1)[0]
+        keys.append(strategy.space.key(s))
+        strategy.tell(s, {"status": "ok", "objective": float(sum(s.values()))})
+    return keys
+
+
+def test_repeats_are_learnt_from_the_stored_result_not_asked() -> None:
+    """MetaQNN's replay dictionary: a block already told is learnt again, never asked twice; pending ones redrawn."""
+    space = create_space("synthetic", dims=2, options=3)  # 9 cells: repeats are frequent
+    q = create_strategy("blockqnn", space, seed=0, budget=9, max_redraws=10_000)
+    keys = _drive_choices(q, 9)
+    assert len(set(keys)) == len(keys) == space.size()  # every cell once
+    assert q.reused > 0 and len(q.memory) == 9 + q.reused  # each reuse joined the replay memory
+    pending = create_strategy("blockqnn", space, seed=1, budget=9, max_redraws=10_000).ask(9)  # nothing told yet
+    assert len({space.key(x) for x in pending}) == 9
+    old = create_strategy("blockqnn", space, seed=0, budget=9, reuse_results=False)
+    assert len(set(_drive_choices(old, 9))) < 9 and old.reused == 0  # the plain rule spends queries on repeats
+
+
+def test_repeats_are_asked_after_max_redraws() -> None:
+    space = create_space("synthetic", dims=1, options=2)
+    q = create_strategy("blockqnn", space, seed=0, max_redraws=5)
+    keys = _drive_choices(q, 2)
+    before = q.reused
+    keys += _drive_choices(q, 1)  # only 2 cells exist: the third ask is a repeat, after 5 redraws learnt again
+    assert len(set(keys)) == 2 and len(keys) == 3 and q.reused - before == 5
+    with pytest.raises(ConfigError, match="max_redraws"):
+        create_strategy("blockqnn", space, max_redraws=-1)
+
+
 def test_choice_space_failed_trials() -> None:
     h = _choice_run("blockqnn", 0, 40, raise_on={"x0": 1})
     assert len(h) == 40 and h.failed() and all(t.sample["x0"] == 1 for t in h.failed())
@@ -378,7 +411,8 @@ def test_qlearning_beats_random_on_the_synthetic_mdp(space) -> None:
 def test_search_driver_runs_blockqnn(space) -> None:
     strat = create_strategy("blockqnn", space, seed=0, budget=30)
     hist = search(space, strat, lambda s: {"objective": synthetic_reward(s)}, budget=30)
-    assert len(hist) == 30 and len(strat.memory) == 30
+    assert len(hist) == 30 and len(strat.memory) == 30 + strat.reused  # repeats learnt again, not asked
+    assert len({space.key(t.sample) for t in hist.trials}) == 30
     assert math.isfinite(hist.best().objective)
 
 

@@ -378,7 +378,7 @@ class IRLAS(BlockQNN):
     the least and greatest MSF of the last ``norm_window`` remembered blocks (0.5 when they are all equal). With
     ``lam_scale="range"`` λ is in units of the spread (max − min) of the scaled objective over the same window,
     so ``lam=0.5`` lets the MSF move a block by at most half the objective's range; ``"absolute"`` (default) uses
-    ``lam`` as it is (the reward's units). ``exploit_share`` is BlockQNN's.
+    ``lam`` as it is (the reward's units). ``exploit_share``, ``reuse_results`` and ``max_redraws`` are BlockQNN's.
     Replayed episodes are scored with the current w and window, so the Q table always learns the latest MSF. A
     failed trial learnt with ``failure_reward`` gets no MSF. Deterministic given the seed and the asks and tells.
     """
@@ -390,11 +390,12 @@ class IRLAS(BlockQNN):
                  exploit_share: float | None = 0.6, lam: float = 1.0, lam_scale: str = "absolute",
                  feature_gamma: float = FEATURE_GAMMA, pad: bool = True, expert: Sample | str | None = None,
                  irl_every: int | str = "phase", irl_window: int = 32, irl_init: int = 256,
-                 norm_window: int = 64) -> None:  # fmt: skip
+                 norm_window: int = 64, reuse_results: bool = True, max_redraws: int = 100) -> None:  # fmt: skip
         super().__init__(space, seed=seed, budget=budget, schedule=schedule, epsilons=epsilons, alpha=alpha,
                          gamma=gamma, q_init=q_init, shaping=shaping, shaping_steps=shaping_steps, replay=replay,
                          failure_reward=failure_reward, objective_scale=objective_scale,
-                         exploit_share=exploit_share)  # fmt: skip
+                         exploit_share=exploit_share, reuse_results=reuse_results,
+                         max_redraws=max_redraws)  # fmt: skip
         if lam_scale not in ("absolute", "range"):
             raise ConfigError(f"irlas: lam_scale is 'absolute' or 'range', got {lam_scale!r}")
         self.lam_scale = lam_scale
@@ -431,15 +432,17 @@ class IRLAS(BlockQNN):
         return (told - self._bounds[-1]) % self._period == 0
 
     def tell(self, sample: Sample, result: Result) -> None:
-        mu = self.features.counts(sample)
-        self._told_mu.append(mu)
+        self._told_mu.append(self.features.counts(sample))
         if self._irl_due(len(self._told_mu)):
             self.msf.step(np.mean(self._told_mu[-self.irl_window :], axis=0))
             self.irl_steps.append(len(self._told_mu))
-        if self._base_reward(result) is not None:
-            self._mem_mu = np.vstack([self._mem_mu, mu])
-            self._mem_ok.append(ok(result))
         super().tell(sample, result)
+
+    def _learn(self, sample: Sample, result: Result) -> None:
+        if self._base_reward(result) is not None:  # one feature row per replay-memory entry
+            self._mem_mu = np.vstack([self._mem_mu, self.features.counts(sample)])
+            self._mem_ok.append(ok(result))
+        super()._learn(sample, result)
 
     def _rewards(self) -> list[float]:
         values = self.msf(self._mem_mu)

@@ -186,7 +186,13 @@ class BlockQNN(Strategy):
 
     The reward is ``objective_scale * result["objective"]`` (BlockQNN's rewards are accuracies as fractions, near
     the initial Q of 0.5; ``objective_scale=0.01`` brings accuracies in percent there). A failed trial is skipped
-    (not learnt from) unless ``failure_reward`` is set, in which case it is learnt with that reward. Deterministic
+    (not learnt from) unless ``failure_reward`` is set, in which case it is learnt with that reward.
+
+    ``reuse_results`` (default): an episode that yields a block already told is learnt again from its stored
+    result (it joins the replay memory and the replay runs, as MetaQNN's code does with its replay dictionary) and
+    another episode is drawn, so a query is never spent on a repeat; one still being evaluated is redrawn without
+    learning. After ``max_redraws`` repeats in a row the repeat is asked anyway. Asks count unique blocks, so the
+    epsilon schedule advances per new block. ``False``: every episode is asked, repeats included. Deterministic
     given the seed and the asks and tells.
     """
 
@@ -194,7 +200,8 @@ class BlockQNN(Strategy):
                  schedule: Sequence[int] = SCHEDULE, epsilons: Sequence[float] = EPSILONS, alpha: float = 0.01,
                  gamma: float = 1.0, q_init: float = 0.5, shaping: bool = True, shaping_steps: str = "episode",
                  replay: int = 64, failure_reward: float | None = None,
-                 objective_scale: float = 1.0, exploit_share: float | None = 0.6) -> None:  # fmt: skip
+                 objective_scale: float = 1.0, exploit_share: float | None = 0.6, reuse_results: bool = True,
+                 max_redraws: int = 100) -> None:  # fmt: skip
         episodes = episodes_for(space, type(self).__name__.lower())
         if not 0 < alpha <= 1:
             raise ConfigError(f"blockqnn: alpha (the Q learning rate) must be in (0, 1], got {alpha}")
@@ -219,6 +226,12 @@ class BlockQNN(Strategy):
         self.memory: list[tuple[list[tuple], float]] = []
         self.asked = 0
         self._replay_rng = random.Random(f"blockqnn-replay-{seed}")
+        if not isinstance(max_redraws, int) or isinstance(max_redraws, bool) or max_redraws < 0:
+            raise ConfigError(f"blockqnn: max_redraws must be an int >= 0, got {max_redraws!r}")
+        self.reuse_results, self.max_redraws = bool(reuse_results), max_redraws
+        self._results: dict[str, Result] = {}  # space key -> the told result (MetaQNN's replay dictionary)
+        self._pending: set[str] = set()  # asked, not yet told
+        self.reused = 0  # episodes learnt from a stored result instead of being asked
 
     # --- Q table ---------------------------------------------------------------------------------------------
 
@@ -274,9 +287,20 @@ class BlockQNN(Strategy):
         return layers
 
     def _ask_one(self) -> Sample:
-        layers = self._episode(self.epsilon(), self.rng)
+        eps = self.epsilon()
+        sample = self.episodes.to_sample(self._episode(eps, self.rng))
+        if self.reuse_results:
+            for _ in range(self.max_redraws):
+                key = self.space.key(sample)
+                if key not in self._results and key not in self._pending:
+                    break
+                if key in self._results:  # known: learn it again from the stored result, spend no query
+                    self._learn(sample, self._results[key])
+                    self.reused += 1
+                sample = self.episodes.to_sample(self._episode(eps, self.rng))
+            self._pending.add(self.space.key(sample))
         self.asked += 1
-        return self.episodes.to_sample(layers)
+        return sample
 
     def greedy(self) -> Sample:
         """The block the current Q table prefers (epsilon 0; ties broken by a fixed seed, not the ask stream)."""
@@ -310,6 +334,13 @@ class BlockQNN(Strategy):
         return None
 
     def tell(self, sample: Sample, result: Result) -> None:
+        key = self.space.key(sample)
+        self._pending.discard(key)
+        self._results[key] = result
+        self._learn(sample, result)
+
+    def _learn(self, sample: Sample, result: Result) -> None:
+        """Add the episode to the replay memory with its reward and replay (a failure without a reward: nothing)."""
         reward = self._base_reward(result)
         if reward is None:
             return
