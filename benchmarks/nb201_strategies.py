@@ -10,7 +10,9 @@ proxy, and it is judged by its 200-epoch test accuracy, which no strategy ever s
 up (repeats count). Reported per strategy: median and quartiles over seeds of the pick's test accuracy after
 each query, and the queries until the pick is the optimum (94.37%; "never" within the budget counts as
 infinite in the median). BlockQNN and IRLAS plan their ε schedule over the budget, BlockQNN's shape shrunk so
-60% of the decisions exploit (`exploit_share`).
+60% of the decisions exploit (`exploit_share`), learn a repeated cell from its stored result instead of asking it
+again, and use the Q learning rate 0.5 (chosen on seeds 100-115 among 0.01, 0.1, 0.5 and 1; the paper's 0.01, sized
+for ~11,000 blocks, is a row of its own).
 Verdict (a narrow miss is a miss): BlockQNN's and IRLAS's median pick each >= regularised evolution's (population
 20, tournament 5) at 100 and at 200 queries. Reported beside it for every strategy of ours (local search too): no
 worse than evolution at every budget, a median >= 94.3% after 100 queries, the optimum in a median of <= 80 queries.
@@ -36,10 +38,13 @@ STRATEGIES = {
     "TPE (optuna)": ("tpe", {}),
     "local search": ("local", {"n_init": 10}),
     # Q-learning rewards are fractions of 1 (Q starts at 0.5, IRLAS adds an MSF in [0, 1]): accuracies in % x 0.01.
-    "BlockQNN Q-learning": ("blockqnn", {"objective_scale": 0.01}),
-    "IRLAS": ("irlas", {"objective_scale": 0.01}),
+    # The paper's Q learning rate 0.01 is sized for ~11,000 blocks; over 200 queries it leaves Q near its initial
+    # 0.5, so the judged runs use 0.5, chosen on seeds 100-115 (never on the reported seeds) among 0.01/0.1/0.5/1.
+    "BlockQNN Q-learning": ("blockqnn", {"objective_scale": 0.01, "alpha": 0.5}),
+    "IRLAS": ("irlas", {"objective_scale": 0.01, "alpha": 0.5}),
+    "BlockQNN, the paper's alpha 0.01": ("blockqnn", {"objective_scale": 0.01}),
 }
-OURS = [n for n in STRATEGIES if n not in ("regularised evolution", "random", "TPE (optuna)")]
+OURS = [n for n in STRATEGIES if n not in ("regularised evolution", "random", "TPE (optuna)")]  # verdicts reported
 JUDGED = ("BlockQNN Q-learning", "IRLAS")  # the verdict's strategies
 JUDGED_AT = (100, 200)  # queries at which their median pick must match evolution's
 SAME_ON_RESUME = ("budget",)
