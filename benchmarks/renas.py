@@ -3,7 +3,7 @@
     python benchmarks/renas.py --data-dir DIR                    # part A seeds 0-9, part B seeds 0-49
     python benchmarks/renas.py --data-dir DIR --proxy-scores ZC/proxies_nb201.json   # + synflow on the same cells
     python benchmarks/renas.py --data-dir DIR --parts A          # Kendall tau vs training-set size only
-    python benchmarks/renas.py --data-dir DIR --parts B --seeds 100 101 102 103 104 --budget 100 \\
+    python benchmarks/renas.py --data-dir DIR --parts B --search-seeds 100 101 102 103 104 --budget 100 \\
         --n-init 5 10 20 --out /tmp/renas_tune                   # how n_init was chosen (seeds never reported)
     python benchmarks/renas.py --data-dir DIR --out OUT --resume # continue a stopped run in OUT
     python benchmarks/renas.py --data-dir DIR --summarize OUT/renas.json   # recompute tables and verdicts only
