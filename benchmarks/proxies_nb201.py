@@ -21,10 +21,12 @@ OUT/proxies_nb201.partial.json (--resume continues); OUT/proxies_nb201.json hold
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 import statistics
 import time
+from pathlib import Path
 
 import _runs
 import numpy as np
@@ -35,6 +37,7 @@ from leanvision.models import create_model
 from leanvision.search import create_evaluator, create_space
 from leanvision.search.evaluators.tabular import load_nb201
 from leanvision.search.proxies import PROXIES, rank_aggregate
+from leanvision.search.spaces.nasbench201 import canonical_archs
 
 TRUE = "cifar10_test_200ep"
 COMBOS = {"params + naswot": ("params", "naswot"), "synflow + naswot": ("synflow", "naswot"),
@@ -45,6 +48,14 @@ COMBOS = {"params + naswot": ("params", "naswot"), "synflow + naswot": ("synflow
 PUBLISHED_RHO = {"grad_norm": 0.594, "snip": 0.596, "synflow": 0.737, "jacov": 0.731}
 PUBLISHED_VOTE_PAIRS = 0.817
 SAME_ON_RESUME = ("cells", "seed", "batch_size", "C", "N")
+
+
+def class_scores(path: Path, proxy: str = "synflow") -> dict[str, float]:
+    """A saved run's (proxies_nb201.json or .partial.json) ``proxy`` score of each isomorphism class it scored, keyed
+    by the class's representative (other benchmarks put these beside their own rankers)."""
+    data = json.loads(Path(path).read_text())
+    classes = canonical_archs()
+    return {classes[r["arch"]]: r["scores"][proxy] for r in (data if isinstance(data, list) else data["runs"])}
 
 
 def run_cell(arch: str, evaluator, proxies: list[str], args, true_acc: float) -> dict:

@@ -44,7 +44,6 @@ seed) run is saved at once to OUT/renas.partial.json (--resume continues).
 from __future__ import annotations
 
 import functools
-import json
 import math
 import statistics
 import time
@@ -54,6 +53,7 @@ import _runs
 import numpy as np
 from nb201_strategies import pick_curve
 from nb201_strategies import summarize as summarize_curves
+from proxies_nb201 import class_scores
 
 from leanvision.report import line_panels
 from leanvision.search import create_space, create_strategy, search
@@ -94,8 +94,7 @@ def all_params() -> np.ndarray:
 def proxy_scores(path, proxy: str = "synflow") -> np.ndarray:
     """A proxies_nb201 run's ``proxy`` score of every cell, via its isomorphism class, indexed like ``nb201_encodings``
     (NaN where that run scored no cell of the class)."""
-    data = json.loads(Path(path).read_text())
-    by_class = {r["arch"]: r["scores"][proxy] for r in (data if isinstance(data, list) else data["runs"])}
+    by_class = class_scores(path, proxy)
     out = np.full(len(OPS) ** len(EDGES), np.nan)
     for arch, rep_ in canonical_archs().items():
         if rep_ in by_class:

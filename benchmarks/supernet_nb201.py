@@ -44,13 +44,13 @@ Writes OUT/supernet_nb201.json (every run holds its ranking scores, so --summari
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import time
 from pathlib import Path
 
 import _runs
+from proxies_nb201 import class_scores
 
 from leanvision.report import bar_panels
 from leanvision.search import Journal, create_space
@@ -105,10 +105,8 @@ def truth_of(table: dict, sample: dict | str) -> float:
 
 def proxy_of(path: Path, cells: list[str], proxy: str = "synflow") -> list[float | None]:
     """A proxies_nb201 run's ``proxy`` score of each cell, via its isomorphism class (None where it scored none)."""
-    data = json.loads(Path(path).read_text())
-    rows = data if isinstance(data, list) else data["runs"]
-    by_class = {canonical_archs()[r["arch"]]: r["scores"][proxy] for r in rows}
-    return [by_class.get(canonical_archs()[c]) for c in cells]
+    by_class, classes = class_scores(path, proxy), canonical_archs()
+    return [by_class.get(classes[c]) for c in cells]
 
 
 def one_run(method: str, seed: int, args, table: dict, cells: list[str]) -> dict:

@@ -75,8 +75,7 @@ def naswot(model: nn.Module, batch: Batch) -> float:
     """NASWOT, log|det K| with K_ij = units where images i and j share their ReLU on/off state (arXiv 2006.04647)."""
     model = copy.deepcopy(model).train()  # a copy: train-mode BatchNorm updates its running statistics
     n = batch[0].shape[0]
-    k = torch.zeros(n, n, dtype=torch.float64)
-    seen = [False]
+    k = torch.zeros(n, n, dtype=torch.float64)  # stays 0 only if no ReLU ran (every layer adds its units)
 
     def add(_m: nn.Module, inp: tuple[Tensor, ...]) -> None:
         # Accumulated per ReLU, as the authors' code does: codes of all layers at once would take GBs. The 0/1
@@ -85,7 +84,6 @@ def naswot(model: nn.Module, batch: Batch) -> float:
         c = (inp[0] > 0).flatten(1).float()
         s = c.sum(1)
         k.add_((2 * c @ c.t() - s[:, None] - s[None, :] + c.shape[1]).double())
-        seen[0] = True
 
     hooks = [m.register_forward_pre_hook(add) for m in model.modules() if isinstance(m, nn.ReLU)]  # before in-place
     try:
@@ -93,7 +91,7 @@ def naswot(model: nn.Module, batch: Batch) -> float:
     finally:
         for h in hooks:
             h.remove()
-    return float(torch.linalg.slogdet(k)[1]) if seen[0] else 0.0
+    return float(torch.linalg.slogdet(k)[1]) if k.any() else 0.0
 
 
 def jacov(model: nn.Module, batch: Batch) -> float:
