@@ -21,22 +21,26 @@ PASS (the rule of the validation plan; medians over seeds): A's and B's final gr
 optimum; A first reaches a greedy block with >= 90% of the optimum in fewer episodes than B (a run that never
 does counts as never); A's mean reward over the last 200 episodes > C's.
 
-Part 2, the early-stop reward: 16 random valid blocks (seed --block-seed), network N = 1 block per stage, F = 16,
-a seeded class-balanced --subset of CIFAR-10 training images (5,000 held out for validation), Adam 1e-3, batch 128;
-each block trained 1 epoch ("early") and --final-epochs (6) ("final", lr x0.2 after epoch 5 as in BlockQNN's
-recipe). Early score: the 1-epoch validation accuracy, and the redefined reward val_acc - log(FLOPs / median block
-FLOPs) - 8 log(density). Final accuracy: the 6-epoch model's test accuracy. PASS: Spearman rho(redefined reward,
-final) >= rho(early accuracy, final). The summary also fits mu and rho on these blocks by least squares of the final
-accuracy on the reward's terms (signs free; `leanvision.search.evaluators.train.calibrate_reward`), reported beside
-the paper's 1 and 8 with the leave-one-out Spearman of the fitted reward; --summarize recomputes it from a saved file.
+Part 2, the early-stop reward: 16 random valid blocks (seed --block-seed; --allow-conv-free for the earlier runs'
+blocks), network N = 1 block per stage, F = 16, a seeded class-balanced --subset of CIFAR-10 training images (5,000
+held out for validation), Adam 1e-3, batch 128; each block trained 1 epoch ("early") and --final-epochs (6)
+("final", lr x0.2 after epoch 5 as in BlockQNN's recipe). Early score: the 1-epoch validation accuracy, and the
+redefined reward acc - mu log(FLOPs / median block FLOPs) - rho log(density). Calibration: mu and rho fitted by
+least squares of the 6-epoch *validation* accuracy on the reward's terms (signs free;
+`leanvision.search.evaluators.train.calibrate_reward`), reported beside the paper's 1 and 8; each block's fitted
+reward comes from a fit without it (leave-one-out). PASS (per reward): Spearman rho(reward, 6-epoch test accuracy)
+>= 0.8, judged for the paper's constants (either accuracy unit) and for the fitted ones; --summarize recomputes
+it from a saved file.
 
 Part 3, the search: `leanvision.search.search()` on --executor (process or ray) with 2 workers of 1 torch thread,
 results told in arrival order; BlockQNN (epsilon schedule over the 40 blocks) vs random search, 40 blocks each,
-seeds 0-2, the 1-epoch proxy with the redefined reward as the objective. Throughput: --probe-blocks fixed random
-blocks trained serially in this process, then on the executor. The best block of each search is re-trained for
---final-epochs and tested. PASS (weak, noisy): throughput >= 1.6x serial; mean objective of BlockQNN's last 16
-blocks > random's last 16 in >= 2 of 3 seeds; the mean re-trained test accuracy of BlockQNN's best blocks >=
-random's.
+seeds 0-2, the 1-epoch proxy with the redefined reward (--mu, --rho: part 2's fitted constants) as the objective
+(--alpha: the Q learning rate; the paper's 0.01 is sized for ~11,000 blocks and leaves Q near its initial 0.5 over
+40, so the runs use 0.5, chosen on NAS-Bench-201 seeds 100-115).
+Throughput: --probe-blocks fixed random blocks trained serially in this process, then on the executor. The best
+block of each search is re-trained for --final-epochs and tested. PASS: every search's best block holds a
+convolution, and BlockQNN's best block re-trains above random search's best in >= 2 of 3 seeds and on the mean
+(throughput and the last 16 blocks' mean objective are reported beside).
 
 Cost of parts 2 and 3 (estimated from 500-image smoke runs on 2 busy cores, not measured at full size): roughly
 30-80 s per block-epoch on 10,000 images, so part 2 (16 x 7 block-epochs) about an hour and part 3 (about 290
@@ -60,14 +64,26 @@ import _runs
 
 from leanvision.errors import ConfigError
 from leanvision.search import Journal, create_evaluator, create_space, create_strategy, search
-from leanvision.search.evaluators.train import calibrate_reward, redefined_reward
-from leanvision.search.spaces.nsc import synthetic_reward
+from leanvision.search.evaluators.train import PAPER_MU, PAPER_RHO, calibrate_reward, redefined_reward
+from leanvision.search.spaces.nsc import has_conv, synthetic_reward
 
 VARIANTS = {"A shaping": {"shaping": True}, "B no shaping": {"shaping": False}, "C random": None}
+PART2_RHO = 0.8  # the rank correlation a reward needs with the 6-epoch test accuracy
 SAME = {
     1: ("max_layers", "episodes", "eval_every", "replay", "alpha", "q_init"),
     2: ("max_layers", "blocks", "block_seed", "subset", "final_epochs", "channels", "acc_scale", "allow_conv_free"),
-    3: ("max_layers", "budget", "subset", "final_epochs", "channels", "acc_scale", "allow_conv_free"),
+    3: (
+        "max_layers",
+        "alpha",
+        "budget",
+        "subset",
+        "final_epochs",
+        "channels",
+        "acc_scale",
+        "mu",
+        "rho",
+        "allow_conv_free",
+    ),
 }
 
 
@@ -202,7 +218,7 @@ def evaluator(args: argparse.Namespace, epochs: int, *, report_test: bool = Fals
         "train_cifar", space="nsc", space_kwargs=space_kwargs(args), dataset="cifar10",
         data_dir=None if args.data_dir is None else str(args.data_dir), subset=args.subset or None,
         val_size=args.val_size, epochs=epochs, channels=args.channels, N=1, report_test=report_test,
-        acc_scale=args.acc_scale, threads=args.threads,
+        acc_scale=args.acc_scale, mu=args.mu, rho=args.rho, threads=args.threads,
     )  # fmt: skip
 
 
@@ -237,7 +253,14 @@ def part2(args: argparse.Namespace, book: _runs.Runs) -> None:
                 i = index[json.dumps(block)]
                 if not isinstance(out, dict):
                     raise SystemExit(f"block {i} ({phase}) failed: {out}")
-                book.add({"model": phase, "seed": i, "block": block, "acc_scale": args.acc_scale, **out}, echo=False)
+                record = {
+                    "model": phase,
+                    "seed": i,
+                    "block": block,
+                    "acc_scale": args.acc_scale,
+                    "channels": args.channels,
+                }
+                book.add({**record, **out}, echo=False)
                 print(f"block {i} {phase}: val {out['val_acc']:.4f} objective {out['objective']:.3f} "
                       f"({out['train_s']:.0f} s)", flush=True)  # fmt: skip
     finally:
@@ -251,37 +274,51 @@ def part2_summary(runs: list[dict]) -> dict:
     if len(blocks) < 3:
         return {"pass": False, "note": f"{len(blocks)} blocks with both runs finished; need >= 3"}
     early = [by[("early", b)]["val_acc"] for b in blocks]
-    reward = [by[("early", b)]["objective"] for b in blocks]
-    final = [by[("final", b)]["report"]["test_acc"] for b in blocks]
-    rho_raw, rho_red = spearmanr(early, final).statistic, spearmanr(reward, final).statistic
-    # The same reward with the accuracy in the other unit (fraction <-> percent): the paper's unit is not verified.
-    acc_scale = by[("early", blocks[0])].get("acc_scale", 1.0)
-    cost = [acc_scale * by[("early", b)]["val_acc"] - by[("early", b)]["objective"] for b in blocks]
-    other = 100.0 if acc_scale == 1.0 else 1.0
-    rho_other = spearmanr([other * a - c for a, c in zip(early, cost, strict=True)], final).statistic
-    # mu and rho fitted on these blocks (signs free) beside the paper's 1 and 8; leave-one-out keeps it honest
-    fl = [by[("early", b)]["flops"] for b in blocks]
+    # a conv-free block (an earlier run's) is charged one 1x1 conv, as the evaluator's reward charges it
+    fl = [max(by[("early", b)]["flops"], by[("early", b)].get("channels", 16) ** 2 * 32 * 32) for b in blocks]
     dens = [by[("early", b)]["density"] for b in blocks]
+    final = [by[("final", b)]["report"]["test_acc"] for b in blocks]
+    final_val = [by[("final", b)]["val_acc"] for b in blocks]
+
+    def rho_of(scores: list[float]) -> float:
+        return float(spearmanr(scores, final).statistic)
+
+    def paper(acc_scale: float) -> list[float]:  # rankings do not depend on flops_ref: it shifts every reward alike
+        return [redefined_reward(a, f, d, acc_scale=acc_scale) for a, f, d in zip(early, fl, dens, strict=True)]
+
+    # mu and rho fitted (signs free) to the 6-epoch *validation* accuracy, never the test accuracy they are judged
+    # by; each block is scored by a fit without it (leave-one-out: its predicted 6-epoch accuracy, since the rewards
+    # of different fits are on different scales), so no block ranks itself.
     calib, loo = None, []
     try:
-        calib = calibrate_reward(early, fl, dens, final, acc_scale=acc_scale)
+        calib = vars(calibrate_reward(early, fl, dens, final_val))
         for i in range(len(blocks)):
             rest = [j for j in range(len(blocks)) if j != i]
-            f = calibrate_reward(*([v[j] for j in rest] for v in (early, fl, dens, final)), acc_scale=acc_scale)
-            loo.append(redefined_reward(early[i], fl[i], dens[i], mu=f.mu, rho=f.rho, acc_scale=acc_scale))
+            f = calibrate_reward(*([v[j] for j in rest] for v in (early, fl, dens, final_val)))
+            loo.append(f.predict(early[i], fl[i], dens[i]))
     except ConfigError as e:  # too few blocks, or an early accuracy that does not predict the final one
         calib = str(e)
+    rhos = {
+        "early_acc": rho_of(early),
+        "paper_reward_acc_fraction": rho_of(paper(1.0)),
+        "paper_reward_acc_percent": rho_of(paper(100.0)),
+        "fitted_reward_leave_one_out": rho_of(loo) if loo else None,
+        "log_flops": rho_of([math.log(f) for f in fl]),
+        "final_val_acc": rho_of(final_val),
+    }
     return {
-        "calibration": calib if isinstance(calib, str) or calib is None else vars(calib),
-        "spearman_leave_one_out_fitted_reward_vs_final": spearmanr(loo, final).statistic if loo else None,
         "blocks": blocks,
         "missing_runs": missing,
-        "spearman_early_acc_vs_final": rho_raw,
-        "spearman_redefined_reward_vs_final": rho_red,
-        f"spearman_redefined_reward_acc_x{other:g}_vs_final": rho_other,
-        "spearman_final_val_vs_final_test": spearmanr([by[("final", b)]["val_acc"] for b in blocks], final).statistic,
-        "criterion": "Spearman rho(redefined reward, final test acc) >= rho(1-epoch val acc, final test acc)",
-        "pass": bool(rho_red >= rho_raw),
+        "spearman_vs_final_test": rhos,
+        "calibration": calib,
+        "criterion": f"Spearman rho(reward, 6-epoch test acc) >= {PART2_RHO} on the same blocks, judged for the "
+        "paper's reward (mu 1, rho 8; the better of the two accuracy units) and for the fitted one (leave-one-out); "
+        "pass: the fitted one, which part 3 searches with (--mu, --rho)",
+        "paper_reward_pass": bool(
+            max(rhos["paper_reward_acc_fraction"], rhos["paper_reward_acc_percent"]) >= PART2_RHO
+        ),
+        "fitted_reward_pass": bool(loo and rhos["fitted_reward_leave_one_out"] >= PART2_RHO),
+        "pass": bool(loo and rhos["fitted_reward_leave_one_out"] >= PART2_RHO),
     }
 
 
@@ -343,7 +380,7 @@ def part3(args: argparse.Namespace, book: _runs.Runs) -> None:
             for method in ("blockqnn", "random"):
                 if (method, seed) in done:
                     continue
-                opts = {"budget": args.budget} if method == "blockqnn" else {}
+                opts = {"budget": args.budget, "alpha": args.alpha} if method == "blockqnn" else {}
                 strat = create_strategy(method, space, seed=seed, **opts)
                 jpath = args.out / "journals" / f"part3_{method}_s{seed}.jsonl"
                 config = {"method": method, "seed": seed, "budget": args.budget, "evaluator": proxy.config}
@@ -396,26 +433,30 @@ def part3_summary(runs: list[dict]) -> dict:
         r = by[(method, s)]
         return sum(t["seconds"] or 0 for t in r["trials"]) / r["wall_s"]
 
-    last = {m: [last16(m, s) for s in seeds] for m in ("blockqnn", "random")}
-    wins = sum(q > r for q, r in zip(last["blockqnn"], last["random"], strict=True))
+    methods = ("blockqnn", "random")
+    last = {m: [last16(m, s) for s in seeds] for m in methods}
     retrained = {m: [by[(f"retrain {m}", s)]["report"]["test_acc"] for s in seeds if (f"retrain {m}", s) in by]
-                 for m in ("blockqnn", "random")}  # fmt: skip
+                 for m in methods}  # fmt: skip
+    best_conv = {m: [has_conv(by[(f"retrain {m}", s)]["sample"]) for s in seeds if (f"retrain {m}", s) in by]
+                 for m in methods}  # fmt: skip
     both = len(retrained["blockqnn"]) == len(retrained["random"]) == len(seeds)
-    retrain_ok = both and statistics.mean(retrained["blockqnn"]) >= statistics.mean(retrained["random"])
-    throughput = probe["throughput_x"] if probe else None
+    wins = sum(q > r for q, r in zip(retrained["blockqnn"], retrained["random"], strict=True)) if both else 0
+    mean_ok = both and statistics.mean(retrained["blockqnn"]) > statistics.mean(retrained["random"])
+    conv_ok = both and all(all(v) for v in best_conv.values())
     return {
         "seeds": seeds,
-        "throughput_x_serial": throughput,
-        "trial_seconds_per_wall_second": {m: [occupancy(m, s) for s in seeds] for m in ("blockqnn", "random")},
+        "throughput_x_serial": probe["throughput_x"] if probe else None,
+        "trial_seconds_per_wall_second": {m: [occupancy(m, s) for s in seeds] for m in methods},
         "last16_mean_objective": last,
-        "blockqnn_last16_wins": wins,
         "best_retrained_test_acc": retrained,
-        "criterion": "throughput >= 1.6x serial; BlockQNN's last-16 mean objective > random's in >= 2 of 3 seeds; "
-        "mean re-trained test acc of the best blocks BlockQNN >= random",
-        "throughput_ok": bool(throughput is not None and throughput >= 1.6),
-        "last16_ok": wins >= 2,
-        "retrain_ok": bool(retrain_ok),
-        "pass": bool(throughput is not None and throughput >= 1.6 and wins >= 2 and retrain_ok),
+        "best_block_has_conv": best_conv,
+        "blockqnn_retrain_wins": wins,
+        "criterion": "every search's best block holds a convolution; BlockQNN's best block re-trains above random "
+        "search's best in >= 2 of 3 seeds and on the mean",
+        "best_blocks_have_conv": bool(conv_ok),
+        "retrain_wins_ok": wins >= 2,
+        "retrain_mean_ok": bool(mean_ok),
+        "pass": bool(conv_ok and wins >= 2 and mean_ok),
     }
 
 
@@ -462,7 +503,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--episodes", type=int, default=2000, help="part 1: blocks per run")
     ap.add_argument("--eval-every", type=int, default=10, help="part 1: score the greedy block every N episodes")
     ap.add_argument("--replay", type=int, default=64, help="part 1: episodes replayed per result")
-    ap.add_argument("--alpha", type=float, default=0.01, help="part 1: Q learning rate (BlockQNN: 0.01)")
+    ap.add_argument("--alpha", type=float, default=0.01, help="parts 1, 3: Q learning rate (BlockQNN: 0.01)")
     ap.add_argument("--q-init", type=float, default=0.5, help="part 1: initial Q value (MetaQNN's 0.5)")
     ap.add_argument("--blocks", type=int, default=16, help="part 2: random blocks")
     ap.add_argument("--block-seed", type=int, default=0, help="part 2: seed of the random blocks")
@@ -472,6 +513,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--final-epochs", type=int, default=6)
     ap.add_argument("--channels", type=int, default=16, help="F: width of the first stage")
     ap.add_argument("--acc-scale", type=float, default=1.0, help="parts 2-3: accuracy unit in the reward (100: %%)")
+    ap.add_argument("--mu", type=float, default=PAPER_MU, help="parts 2-3: the reward's FLOPs weight (paper: 1)")
+    ap.add_argument("--rho", type=float, default=PAPER_RHO, help="parts 2-3: the reward's density weight (paper: 8)")
     ap.add_argument("--allow-conv-free", action="store_true",
                     help="parts 2-3: let blocks without a convolution in (the earlier runs' blocks)")  # fmt: skip
     ap.add_argument("--executor", choices=("process", "ray"), default="process")

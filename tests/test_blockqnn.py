@@ -478,6 +478,8 @@ def test_calibration_recovers_known_constants_with_either_sign() -> None:
     assert fit.mu == pytest.approx(-3.0) and fit.rho == pytest.approx(5.0) and fit.acc_weight == pytest.approx(2.0)
     assert fit.spearman_fit == pytest.approx(1.0) and (fit.paper_mu, fit.paper_rho) == (1.0, 8.0)
     assert fit.spearman_paper < fit.spearman_fit
+    # predictions are on the target's scale (intercept 7, weight 2), whatever the fit's reward scale
+    assert fit.predict(acc[0], fl[0], dens[0]) == pytest.approx(target[0])
     with pytest.raises(ConfigError, match=">= 5 blocks"):
         calibrate_reward(acc[:3], fl[:3], dens[:3], target[:3])
 

@@ -48,10 +48,22 @@ class RewardFit:
     mu: float
     rho: float
     acc_weight: float  # the raw least-squares weight of the early accuracy (mu, rho are divided by it)
+    intercept: float
     spearman_fit: float
     spearman_paper: float
+    flops_ref: float = 1.0
+    acc_scale: float = 1.0
     paper_mu: float = PAPER_MU
     paper_rho: float = PAPER_RHO
+
+    def predict(self, acc: float, flops: float, density: float) -> float:
+        """The fitted target of one block (e.g. its longer-trained accuracy): intercept + acc_weight · reward.
+
+        Rewards of different fits are on different scales (mu and rho are divided by each fit's ``acc_weight``);
+        predictions are on the target's scale, so blocks scored by different fits (leave-one-out) compare."""
+        reward = redefined_reward(acc, flops, density, mu=self.mu, rho=self.rho, flops_ref=self.flops_ref,
+                                  acc_scale=self.acc_scale)  # fmt: skip
+        return self.intercept + self.acc_weight * reward
 
 
 def calibrate_reward(acc: Sequence[float], flops: Sequence[float], density: Sequence[float], target: Sequence[float],
@@ -70,7 +82,7 @@ def calibrate_reward(acc: Sequence[float], flops: Sequence[float], density: Sequ
     a = acc_scale * np.asarray(acc, float)
     lf, ld = np.log(np.asarray(flops, float) / flops_ref), np.log(np.asarray(density, float))
     X = np.column_stack([np.ones(n), a, lf, ld])
-    (_, w, b, d), *_ = np.linalg.lstsq(X, np.asarray(target, float), rcond=None)
+    (c, w, b, d), *_ = np.linalg.lstsq(X, np.asarray(target, float), rcond=None)
     if not w > 0:
         raise ConfigError(f"calibrate_reward: the early accuracy does not predict the target (weight {w:.3g}); "
                           "train the blocks longer or use more blocks")  # fmt: skip
@@ -83,7 +95,7 @@ def calibrate_reward(acc: Sequence[float], flops: Sequence[float], density: Sequ
 
     fit = a - mu * lf - rho * ld
     paper = a - PAPER_MU * lf - PAPER_RHO * ld
-    return RewardFit(float(mu), float(rho), float(w), rank(fit), rank(paper))
+    return RewardFit(float(mu), float(rho), float(w), float(c), rank(fit), rank(paper), flops_ref, acc_scale)
 
 
 _DATA: dict[tuple, tuple[Any, Any, Any]] = {}  # per-process cache: (train, val, test) by data options
