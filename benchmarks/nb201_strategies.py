@@ -2,6 +2,7 @@
 
     python benchmarks/nb201_strategies.py --data-dir DIR                 # 50 seeds x 200 queries, all strategies
     python benchmarks/nb201_strategies.py --data-dir DIR --seeds 20      # fewer seeds (noisier medians)
+    python benchmarks/nb201_strategies.py --first-seed 150 --budget 400  # other seeds, a longer search (diagnosis)
     python benchmarks/nb201_strategies.py --summarize OUT/nb201_strategies.json
 
 DIR holds nasbench201/nasbench201.csv (or set $LEANVISION_DATA). Every strategy searches on the CIFAR-10
@@ -47,8 +48,8 @@ STRATEGIES = {
 OURS = [n for n in STRATEGIES if n not in ("regularised evolution", "random", "TPE (optuna)")]  # verdicts reported
 JUDGED = ("BlockQNN Q-learning", "IRLAS")  # the verdict's strategies
 JUDGED_AT = (100, 200)  # queries at which their median pick must match evolution's
-SAME_ON_RESUME = ("budget",)
-CHECKPOINTS = (25, 50, 100, 150, 200)
+SAME_ON_RESUME = ("budget", "first_seed")
+CHECKPOINTS = (25, 50, 100, 150, 200, 300, 400)
 
 
 def pick_curve(history) -> list[float]:
@@ -124,7 +125,8 @@ def print_table(runs: list[dict], summary: dict) -> None:
 
 def main() -> None:
     ap = _runs.make_parser(__doc__, "root holding nasbench201/nasbench201.csv (else $LEANVISION_DATA)")
-    ap.add_argument("--seeds", type=int, default=50, help="seeds 0..N-1 (the reference values used 50)")
+    ap.add_argument("--seeds", type=int, default=50, help="N seeds (the reference values used 50)")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds FIRST..FIRST+N-1 (reported: 0; others diagnose)")
     ap.add_argument("--budget", type=int, default=200)
     ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES), metavar="NAME")
     ap.add_argument("--threads", type=int, default=1)
@@ -137,7 +139,7 @@ def main() -> None:
         evaluator = NB201Tabular(data_dir=args.data_dir)
         done = {(r["strategy"], r["seed"]) for r in runs.runs}
         for name in args.strategies:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 if (name, seed) not in done:
                     runs.add(run_one(name, seed, evaluator, args.budget), echo=False)
             print(f"{name}: {args.seeds} seeds done", flush=True)
