@@ -4,6 +4,7 @@
     python benchmarks/ghost_cifar.py --data-dir DIR --seeds 0 1 2 --resume # add a 3rd seed to a finished run
     python benchmarks/ghost_cifar.py --out OUT --resume                    # continue a stopped run in OUT (mid-run too)
     python benchmarks/ghost_cifar.py --summarize OUT/ghost_cifar.json      # recompute the verdict, no training
+    python benchmarks/ghost_cifar.py --epochs 30 --seeds 0 --models ghost_resnet20 thin_resnet20 --out OUT2  # a pair
 
 DIR holds cifar10/ (or set $LEANVISION_DATA and omit --data-dir). Three nets, one recipe (SGD nesterov lr 0.1, cosine,
 wd 5e-4, batch 128, crop + flip) and one init rule (leanvision.ops.init_convs): ResNet-20; Ghost-ResNet-20 (every
@@ -131,6 +132,8 @@ def main() -> None:
     ap.add_argument(
         "--shortcut", choices=["A", "B"], default="B", help="B = 1x1 conv+BN projection (ResNet-20: 272,474 params)"
     )
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="MODEL",
+                    help="train only these (a verdict needs all three per seed)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     _runs.add_run_args(ap, "ghost_cifar")
@@ -141,7 +144,7 @@ def main() -> None:
         thin = thin_width(args.shortcut)
         data: dict = {}
         for seed in args.seeds:
-            todo = [n for n in MODELS if (n, seed) not in done]
+            todo = [n for n in args.models if (n, seed) not in done]
             if not todo:
                 continue
             _runs.protocol_data(args, seed, data)
