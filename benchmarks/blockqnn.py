@@ -317,7 +317,6 @@ def part2_summary(runs: list[dict]) -> dict:
         "paper_reward_pass": bool(
             max(rhos["paper_reward_acc_fraction"], rhos["paper_reward_acc_percent"]) >= PART2_RHO
         ),
-        "fitted_reward_pass": bool(loo and rhos["fitted_reward_leave_one_out"] >= PART2_RHO),
         "pass": bool(loo and rhos["fitted_reward_leave_one_out"] >= PART2_RHO),
     }
 
