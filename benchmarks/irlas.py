@@ -59,7 +59,7 @@ import numpy as np
 from _machine import QUIET_CORES, cores_text, other_cpu
 
 from leanvision.search import create_evaluator, create_space, create_strategy, search
-from leanvision.search.spaces.nsc import expert_block, flops, synthetic_reward
+from leanvision.search.spaces.nsc import CONV, expert_block, flops, real_layers, synthetic_reward
 from leanvision.search.strategies.irlas import (
     MirrorStimuli,
     TopologyFeatures,
@@ -326,6 +326,11 @@ def part2(args: argparse.Namespace, book: _runs.Runs) -> None:
         book.add(record, echo=False)
 
 
+def conv_count(block: dict) -> int:
+    """Convolution layers in a block."""
+    return sum(layer[1] == CONV for layer in real_layers(block))
+
+
 def _run_stats(r: dict, blocks: dict, lat: dict) -> dict | None:
     keys = [t["key"] for t in r["top"]]
     if any(k not in blocks or k not in lat for k in keys):
@@ -333,6 +338,7 @@ def _run_stats(r: dict, blocks: dict, lat: dict) -> dict | None:
     return {
         "latency_ms": statistics.median(lat[k] for k in keys),
         "concat": statistics.mean(blocks[k]["concat"] for k in keys),
+        "convs": statistics.mean(conv_count(blocks[k]["sample"]) for k in keys),
         "test_acc_pct": 100 * statistics.mean(blocks[k]["test_acc"] for k in keys),
         "proxy": statistics.mean(t["proxy"] for t in r["top"]),
     }
@@ -350,8 +356,14 @@ def _latency_verdict(runs: list[dict], blocks: dict, lat: dict) -> dict:
     if not seeds:
         return {"pass": False, "note": "no seed with both runs searched, re-trained and timed"}
     a, b = MODELS
-    mean = {m: {k: statistics.mean(per[s][m][k] for s in seeds) for k in ("latency_ms", "concat", "test_acc_pct",
-                                                                          "proxy")} for m in MODELS}  # fmt: skip
+    mean = {m: {k: statistics.mean(per[s][m][k] for s in seeds) for k in ("latency_ms", "concat", "convs",
+                                                                          "test_acc_pct", "proxy")}
+            for m in MODELS}  # fmt: skip
+    # What the latency follows, over every timed block: the diagnosis when B is not faster
+    timed = [k for k in lat if k in blocks]
+    follows = {name: _spearman([f(blocks[k]["sample"]) for k in timed], [lat[k] for k in timed])
+               for name, f in (("convs", conv_count), ("layers", lambda b: len(real_layers(b))),
+                               ("concat", concat_count))}  # fmt: skip
     faster = mean[b]["latency_ms"] <= 0.85 * mean[a]["latency_ms"]
     # per seed at matched proxy: B's top blocks' median latency <= 0.85 x A's while their mean proxy is within 0.02
     matched = {s: per[s][b]["proxy"] >= per[s][a]["proxy"] - 0.02 for s in seeds}
@@ -364,6 +376,7 @@ def _latency_verdict(runs: list[dict], blocks: dict, lat: dict) -> dict:
         "latency_reduction_pct": 100 * (1 - mean[b]["latency_ms"] / mean[a]["latency_ms"]),
         "proxy_matched_per_seed": matched,
         "seeds_B_faster_at_matched_proxy": [int(s) for s in faster_seeds],
+        "spearman_latency_vs": follows,
         "pass": len(faster_seeds) >= need,
         "plan_rule": {
             "B_latency_at_least_15pct_lower": faster,
