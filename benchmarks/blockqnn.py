@@ -64,7 +64,13 @@ import _runs
 
 from leanvision.errors import ConfigError
 from leanvision.search import Journal, create_evaluator, create_space, create_strategy, search
-from leanvision.search.evaluators.train import PAPER_MU, PAPER_RHO, calibrate_reward, redefined_reward
+from leanvision.search.evaluators.train import (
+    PAPER_MU,
+    PAPER_RHO,
+    calibrate_reward,
+    charged_flops,
+    redefined_reward,
+)
 from leanvision.search.spaces.nsc import has_conv, synthetic_reward
 
 VARIANTS = {"A shaping": {"shaping": True}, "B no shaping": {"shaping": False}, "C random": None}
@@ -274,8 +280,8 @@ def part2_summary(runs: list[dict]) -> dict:
     if len(blocks) < 3:
         return {"pass": False, "note": f"{len(blocks)} blocks with both runs finished; need >= 3"}
     early = [by[("early", b)]["val_acc"] for b in blocks]
-    # a conv-free block (an earlier run's) is charged one 1x1 conv, as the evaluator's reward charges it
-    fl = [max(by[("early", b)]["flops"], by[("early", b)].get("channels", 16) ** 2 * 32 * 32) for b in blocks]
+    # as the evaluator's reward charges them (a conv-free block of an earlier run: one 1x1 conv); CIFAR-10 is 32x32
+    fl = [charged_flops(by[("early", b)]["flops"], by[("early", b)].get("channels", 16), 32) for b in blocks]
     dens = [by[("early", b)]["density"] for b in blocks]
     final = [by[("final", b)]["report"]["test_acc"] for b in blocks]
     final_val = [by[("final", b)]["val_acc"] for b in blocks]

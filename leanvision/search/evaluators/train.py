@@ -41,6 +41,12 @@ def redefined_reward(acc: float, flops: float, density: float | None, *, mu: flo
     return out if density is None else out - rho * math.log(density)
 
 
+def charged_flops(flops: float, channels: int, resolution: int) -> float:
+    """The FLOPs the reward charges an NSC block: its own, at least one 1x1 conv (a conv-free block, allowed with
+    ``require_conv=False``, would otherwise have ln(0))."""
+    return max(flops, channels * channels * resolution * resolution)
+
+
 @dataclass
 class RewardFit:
     """Fitted reward constants (signs free) beside the paper's, and how well each reward ranks the target."""
@@ -215,9 +221,8 @@ class ShortTraining:
             flops = space.flops(sample, self.channels, res)
             ref = self.flops_ref or space.median_flops(self.channels, res)
             dens = space.density(sample)
-            floor = self.channels * self.channels * res * res  # one 1x1 conv (conv-free blocks: require_conv=False)
-            objective = redefined_reward(val_acc, max(flops, floor), dens, mu=self.mu, rho=self.rho, flops_ref=ref,
-                                         acc_scale=self.acc_scale)  # fmt: skip
+            objective = redefined_reward(val_acc, charged_flops(flops, self.channels, res), dens, mu=self.mu,
+                                         rho=self.rho, flops_ref=ref, acc_scale=self.acc_scale)  # fmt: skip
         else:
             from leanvision.profile import profile
 
