@@ -77,6 +77,8 @@ def train_one(name: str, data: dict, runs: _runs.Runs, *, seed: int, thin: float
         "params": prof.params,
         "macs": prof.macs,
         "val_acc_by_epoch": [100 * h["val_acc"] for h in res.history],
+        # running accuracy on the augmented training batches: tells under-fitting from over-fitting beside val
+        "train_acc_by_epoch": [100 * h["train_acc"] for h in res.history],
         "train_s": sum(h["epoch_time_s"] for h in res.history),
     }
 
