@@ -277,12 +277,18 @@ def test_onehot_encoding_by_hand_and_round_trip() -> None:
     # CELL_B: 0 -pool-> 2 -conv3-> 3 and 0 -skip-> 3 are live; 1 is never reached (0->1 is none), so 1->2 is dead
     assert live_edges(CELL_B) == [False, True, False, True, False, True]
     assert live_edges(CELL_A) == [True] * 6
-    X = encode_onehot([CELL_A, CELL_B])
-    assert X.shape == (2, ONEHOT_DIM) == (2, 36) and X.dtype == np.float32
-    for arch, row in zip([CELL_A, CELL_B], X, strict=True):
-        blocks = row[:30].reshape(6, 5)
-        assert (blocks.sum(1) == 1).all()
-        assert format_arch({e: OPS[int(b.argmax())] for e, b in zip(EDGES, blocks, strict=True)}) == arch
+    # the effective cell: CELL_B's dead 1->2 conv_1x1 is encoded as none; effective=False keeps every op
+    CELL_B_EFFECTIVE = "|none~0|+|avg_pool_3x3~0|none~1|+|skip_connect~0|none~1|nor_conv_3x3~2|"
+    for effective, want in ((True, [CELL_A, CELL_B_EFFECTIVE]), (False, [CELL_A, CELL_B])):
+        X = encode_onehot([CELL_A, CELL_B], effective=effective)
+        assert X.shape == (2, ONEHOT_DIM) == (2, 36) and X.dtype == np.float32
+        for arch, row in zip(want, X, strict=True):
+            blocks = row[:30].reshape(6, 5)
+            assert (blocks.sum(1) == 1).all()
+            assert format_arch({e: OPS[int(b.argmax())] for e, b in zip(EDGES, blocks, strict=True)}) == arch
+        assert list(X[1, 30:]) == [0, 1, 0, 1, 0, 1]
+    # every cell of one isomorphism class that differs only in dead edges gets one encoding
+    assert np.array_equal(encode_onehot([CELL_B]), encode_onehot([CELL_B_EFFECTIVE]))
     table = nb201_onehot()
     assert table.shape == (15625, 36) and not table.flags.writeable
     for arch in (CELL_A, CELL_B):

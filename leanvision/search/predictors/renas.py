@@ -22,7 +22,8 @@ start), the model of the last epoch is kept (the official code picks the epoch w
 and the pair mask lives on the scores' device (the official one calls ``.cuda()``).
 
 The default encoding here is not the paper's: ``encoding="onehot"`` (:func:`encode_onehot`) is each edge's op one-hot
-plus one flag per edge saying whether it lies on an input->output path of non-``none`` edges, scored by a small MLP
+(``none`` for an edge whose output cannot reach the cell's output) plus one flag per edge saying whether it lies on an
+input->output path of non-``none`` edges, scored by a small MLP
 (:class:`ReNASMLP`) with the same pairwise loss; it ranks NAS-Bench-201 cells better than the paper's tensor with
 the LeNet. ``encoding="paper"`` keeps the tensor above.
 """
@@ -68,23 +69,29 @@ def live_edges(sample: Mapping[str, str] | str) -> list[bool]:
     return [on[e] and int(e[-1]) in fwd and int(e[0]) in back for e in EDGES]
 
 
-def encode_onehot(samples: Iterable[Mapping[str, str] | str]) -> np.ndarray:
-    """The (n, 36) float32 one-hot + live-edge features of NAS-Bench-201 samples or arch strings."""
+def encode_onehot(samples: Iterable[Mapping[str, str] | str], *, effective: bool = True) -> np.ndarray:
+    """The (n, 36) float32 one-hot + live-edge features of NAS-Bench-201 samples or arch strings.
+
+    With ``effective`` an edge on no live input->output path is one-hot encoded as ``none``: its output never
+    reaches the cell's output (the isomorphism rule of ``canonical_archs``), and encoding the op it names only adds
+    noise for the predictor (Kendall tau at 50 / 156 training cells 0.63 / 0.76 instead of 0.56 / 0.69).
+    """
     rows = []
     for ops in map(cell_ops, samples):
         row = np.zeros(ONEHOT_DIM, np.float32)
+        live = live_edges(ops)
         for k, e in enumerate(EDGES):
-            row[k * len(OPS) + OPS.index(ops[e])] = 1
-        row[len(EDGES) * len(OPS) :] = live_edges(ops)
+            row[k * len(OPS) + OPS.index(ops[e] if live[k] or not effective else "none")] = 1
+        row[len(EDGES) * len(OPS) :] = live
         rows.append(row)
     return np.stack(rows) if rows else np.zeros((0, ONEHOT_DIM), np.float32)
 
 
-@functools.lru_cache(maxsize=1)
-def nb201_onehot() -> np.ndarray:
+@functools.lru_cache(maxsize=2)
+def nb201_onehot(effective: bool = True) -> np.ndarray:
     """One-hot + live-edge features of all 15,625 cells, row k = the cell with ``tabular.arch_code`` k."""
     codes = np.arange(len(OPS) ** len(EDGES))[:, None] // len(OPS) ** np.arange(len(EDGES)) % len(OPS)
-    out = encode_onehot({e: OPS[d] for e, d in zip(EDGES, row, strict=True)} for row in codes)
+    out = encode_onehot(({e: OPS[d] for e, d in zip(EDGES, row, strict=True)} for row in codes), effective=effective)
     out.flags.writeable = False
     return out
 
