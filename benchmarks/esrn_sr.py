@@ -177,13 +177,18 @@ def part2(args: argparse.Namespace, book: _runs.Runs) -> None:
         time_table(args, book, trained)
 
 
+def timing(runs: list[dict]) -> dict:
+    """The saved 720p timing record ({} before one is taken)."""
+    return next((r for r in runs if r["model"] == "latency"), {})
+
+
 def time_table(args: argparse.Namespace, book: _runs.Runs, models: dict[str, torch.nn.Module]) -> None:
     """Eager CPU latency at a 720p output, 1 and 2 threads, every model interleaved in rounds (medians).
 
     The cores other processes kept busy meanwhile are recorded; a timing taken on a busy machine is labelled in
     the table and taken again by the next --resume.
     """
-    timed = next((r for r in book.runs if r["model"] == "latency"), None)
+    timed = timing(book.runs)
     if timed and set(models) <= set(timed["ms"]["1"]) and (timed.get("other_cores") or 0) <= QUIET_CORES:
         return
     x = torch.rand(1, 3, *lr_size_720p(SCALE))
@@ -204,11 +209,11 @@ def run(args: argparse.Namespace, book: _runs.Runs) -> None:
 
 def table_rows(runs: list[dict]) -> list[dict]:
     """The x2 table's rows with their 720p latencies (labelled when other processes kept the CPU busy)."""
-    timed = next((r for r in runs if r["model"] == "latency"), {"ms": {}})
+    timed = timing(runs)
     busy = (timed.get("other_cores") or 0) > QUIET_CORES
     rows = [dict(r) for r in runs if r["model"] not in STRATEGIES and r["model"] != "latency"]
     for r in rows:
-        for t, ms in timed["ms"].items():
+        for t, ms in timed.get("ms", {}).items():
             if r["model"] in ms:
                 r[f"latency_t{t}_ms"], r["timing"] = ms[r["model"]], "busy" if busy else "quiet"
     return rows
@@ -221,8 +226,7 @@ def summarize(runs: list[dict]) -> dict:
     mean = {s: statistics.mean(best[(s, seed)] for seed in seeds) for s in STRATEGIES} if seeds else {}
     wins = {o: sum(best[("credit", seed)] > best[(o, seed)] for seed in seeds) for o in ("uniform", "random")}
     table = {r["model"]: r for r in table_rows(runs)}
-    timed = next((r for r in runs if r["model"] == "latency"), {})
-    out = {"seeds": seeds, "missing": missing, "timing_other_cores": timed.get("other_cores"),
+    out = {"seeds": seeds, "missing": missing, "timing_other_cores": timing(runs).get("other_cores"),
            "best_val_psnr": {f"{s} s{seed}": v for (s, seed), v in best.items()},
            "mean_best_val_psnr": mean, "credit_wins_of_seeds": wins}  # fmt: skip
     if seeds:

@@ -74,7 +74,7 @@ def encode_onehot(samples: Iterable[Mapping[str, str] | str], *, effective: bool
 
     With ``effective`` an edge on no live input->output path is one-hot encoded as ``none``: its output never
     reaches the cell's output (the isomorphism rule of ``canonical_archs``), and encoding the op it names only adds
-    noise for the predictor (Kendall tau at 50 / 156 training cells 0.63 / 0.76 instead of 0.56 / 0.69).
+    noise for the predictor (measured in docs/search.md).
     """
     rows = []
     for ops in map(cell_ops, samples):
@@ -87,11 +87,11 @@ def encode_onehot(samples: Iterable[Mapping[str, str] | str], *, effective: bool
     return np.stack(rows) if rows else np.zeros((0, ONEHOT_DIM), np.float32)
 
 
-@functools.lru_cache(maxsize=2)
-def nb201_onehot(effective: bool = True) -> np.ndarray:
+@functools.lru_cache(maxsize=1)
+def nb201_onehot() -> np.ndarray:
     """One-hot + live-edge features of all 15,625 cells, row k = the cell with ``tabular.arch_code`` k."""
     codes = np.arange(len(OPS) ** len(EDGES))[:, None] // len(OPS) ** np.arange(len(EDGES)) % len(OPS)
-    out = encode_onehot(({e: OPS[d] for e, d in zip(EDGES, row, strict=True)} for row in codes), effective=effective)
+    out = encode_onehot({e: OPS[d] for e, d in zip(EDGES, row, strict=True)} for row in codes)
     out.flags.writeable = False
     return out
 
