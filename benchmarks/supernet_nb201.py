@@ -13,13 +13,13 @@ so a run stopped mid-way continues from its last finished round with --resume.
 
 Protocol (each run about 30 CPU minutes at one thread, at least 25 of them training; see DEFAULTS below for the
 measurement): supernet C = 16, N = 1 cell per stage, CIFAR-10 resized to 16x16, every training image but the 5,000
-held out for scoring (45,000), SGD lr 0.05 cosine, batch 128, 40 epochs of path passes for every method (BETANAS
+held out for scoring (45,000), SGD lr 0.05 cosine, batch 128, 50 epochs of path passes for every method (BETANAS
 and CARS spend the same forward/backward passes as SPOS). Candidates are connected canonical cells (one per
 isomorphism class, `create_space("nasbench201", canonical=True)`); training paths stay uniform over every edge's
 ops. SPOS: uniform single paths, then scores the ranking set below; pick = its best score. BETANAS: three balanced
 stages, one op per edge dropped after the first two, the first drop after >= 50% of the passes (R = 10 balanced
 super-steps of paths score the ops), then at most 50 remaining cells scored; pick = the best. CARS: uniform
-warm-up (20 epochs, one resumable round), then 4 evolution rounds over the other half of the epochs (5 each) on
+warm-up (26 epochs, one resumable round), then 4 evolution rounds over about the other half (6 epochs each) on
 the population (16, pNSGA-III); pick = its best uniform-Pareto pick. GREEDY (optional, --methods ... GREEDY):
 the unbalanced reference, paths drawn from softmax(alpha), alpha raised for well-scoring ops, pick = argmax alpha,
 8 update rounds.
@@ -65,14 +65,15 @@ SAME_ON_RESUME = ("epochs", "subset", "resolution", "C", "N")
 TRUE = "cifar10_test_200ep"
 RANK_N, RANK_SEED = 200, 201  # the ranking set: the same 200 canonical cells for every method and seed
 MIN_TAU = 0.30
-# Defaults from measurements on this 2-core machine (other jobs running), one thread, C = 16, N = 1, 16x16, batch
-# 128, 45,000 training images: one epoch of single-path steps (351) took 41.9 CPU s (0.119-0.125 s per step over
-# shorter windows); a BETANAS pass (K = 5 paths per step) 0.109 s; scoring one cell (500 BatchNorm + 1,000 scoring
-# images) 0.60-0.84 s. 40 epochs: SPOS and CARS train 1,676 s (27.9 min), BETANAS 14,040 passes x 0.109 = 1,530 s
-# (25.5 min). Scoring: SPOS 200 cells, BETANAS 2 drops of 50 + 40 paths + 50 final + 200, CARS 16 + 4 x 32 + 200
-# = 2.0-4.8 min, so a run takes 29-33 CPU min. (C = 8: 0.062 s per step; C = 8, N = 2: 0.087; 32x32 at C = 16:
-# 0.43 s per step and 4.3 s per scored cell, too slow to score 200 cells.)
-DEFAULTS = {"epochs": 40, "subset": 0, "resolution": 16, "C": 16, "N": 1}
+# Defaults from measurements on 2-core machines (other jobs running), one thread, C = 16, N = 1, 16x16, batch 128,
+# 45,000 training images. First machine: one epoch of single-path steps (351) took 41.9 CPU s, a BETANAS pass
+# (K = 5 paths per step) 0.109 s, scoring one cell (500 BatchNorm + 1,000 scoring images) 0.60-0.84 s. A later one
+# was faster: a 40-epoch SPOS run trained in 1,304 CPU s (32.6 s per epoch, 21.7 min, under the 25 minutes the
+# protocol asks for) and scored 200 cells in 117 s. 50 epochs: SPOS and CARS train 1,630-2,095 s (27-35 min) and
+# BETANAS about 1,490-1,910 s across the two machines; scoring (SPOS 200 cells, BETANAS 2 drops of 50 + 40 paths +
+# 50 final + 200, CARS 16 + 4 x 32 + 200) adds 2-5 min. (C = 8: 0.062 s per step; C = 8, N = 2: 0.087; 32x32 at
+# C = 16: 0.43 s per step and 4.3 s per scored cell, too slow to score 200 cells.)
+DEFAULTS = {"epochs": 50, "subset": 0, "resolution": 16, "C": 16, "N": 1}
 OP_ORDER = ("nor_conv_3x3", "nor_conv_1x1")  # each above the next; conv_1x1 above every parameter-free op
 WEAK = ("skip_connect", "avg_pool_3x3", "none")
 
