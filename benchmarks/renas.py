@@ -25,7 +25,8 @@ cells whose isomorphism class that run scored (the predictor and the parameter c
 Part B, search under the proxy protocol: every strategy sees only the CIFAR-10 12-epoch validation accuracy of the
 cells it queries; after each query the pick is the queried cell with the best proxy, judged by its 200-epoch test
 accuracy (benchmarks/nb201_strategies.py's pick_curve). ReNAS: --n-init random cells, then rounds of --batch
-cells (a share --explore of them unqueried neighbours of the best cell so far, the rest best-scored), the predictor
+cells (a share --explore of them unqueried neighbours of the best cell so far, drawn at random or, with --neighbours
+predicted, the best-scored of them; the rest best-scored over all cells), the predictor
 retrained each round for --search-epochs epochs; local search (10 random cells, then the best cell's unqueried
 neighbours), regularised evolution (population 20, tournament 5) and random search run with the same --search-seeds
 and --budget queries.
@@ -71,7 +72,7 @@ BASELINES = {
 LOCAL = "local search"
 MAX_QUERIES = 60  # B1: median queries to the optimum
 MIN_SEARCH_SEEDS = 50
-SAME_ON_RESUME = ("epochs", "budget", "batch", "search_epochs", "encoding", "explore")
+SAME_ON_RESUME = ("epochs", "budget", "batch", "search_epochs", "encoding", "explore", "neighbours")
 TOP1_PERCENT = 93.77  # the 200-epoch test accuracy of the 1% best cells (156th of 15,625)
 
 
@@ -315,6 +316,8 @@ def main() -> None:
         help="ops one-hot + live edges with an MLP, or the paper's tensor with the LeNet",
     )
     ap.add_argument("--explore", type=float, default=0.5, help="part B: share of each round spent on neighbours")
+    ap.add_argument("--neighbours", choices=("random", "predicted"), default="random",
+                    help="part B: the incumbent's neighbours asked: drawn at random, or the best-scored")  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     _runs.add_run_args(ap, "renas")
     args = ap.parse_args()
@@ -338,7 +341,8 @@ def main() -> None:
         if "B" in args.parts:
             evaluator = NB201Tabular(data_dir=args.data_dir)
             renas = {f"ReNAS (n_init={k})": ("renas", {"n_init": k, "batch": args.batch, "epochs": args.search_epochs,
-                                                       "encoding": args.encoding, "explore": args.explore})
+                                                       "encoding": args.encoding, "explore": args.explore,
+                                                       "neighbours": args.neighbours})
                      for k in args.n_init}  # fmt: skip
             for name, (registered, kwargs) in {**renas, **BASELINES}.items():
                 for seed in args.search_seeds:

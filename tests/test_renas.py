@@ -24,7 +24,7 @@ from leanvision.search.predictors import (
     pairwise_ranking_loss,
 )
 from leanvision.search.predictors.renas import ADJACENCY
-from leanvision.search.spaces.nasbench201 import BEST_CIFAR10_ARCH, EDGES, params_macs, parse_arch
+from leanvision.search.spaces.nasbench201 import BEST_CIFAR10_ARCH, EDGES, cell_ops, params_macs, parse_arch
 
 # e(0->1) e(0->2) e(1->2) e(0->3) e(1->3) e(2->3) = conv3 conv3 conv3 skip conv3 conv1
 CELL_A = BEST_CIFAR10_ARCH
@@ -305,6 +305,27 @@ def test_acquisition_mixes_predictor_picks_with_neighbours_of_the_incumbent(expl
     near = [sum(t.sample[e] != best[e] for e in EDGES) == 1 for t in h.trials[10:]]
     assert near[10 - want :] == [True] * want  # the round's last `want` asks are one edge from the incumbent
     assert trace(_search(0, budget=20, explore=explore)[2]) == trace(h)
+
+
+def test_predicted_neighbours_are_the_best_scored_neighbours_of_the_incumbent(monkeypatch) -> None:
+    import leanvision.search.predictors.renas as renas_predictors
+
+    class ByRow:  # a stand-in predictor with known scores: the cell's row in the table (higher = better)
+        def predict(self, X):
+            return X @ (np.arange(X.shape[1], dtype=np.float64) + 1) ** 2
+
+    monkeypatch.setattr(renas_predictors, "fit_predictor", lambda *a, **k: ByRow())
+    space, strategy, h = _search(0, budget=14, explore=0.4, batch=4, neighbours="predicted")
+    assert strategy.explored == 2 and strategy.fits == 1
+    best = max(h.trials[:10], key=lambda t: t.objective).sample
+    table = renas_predictors.nb201_onehot()
+    asked = {arch_code(cell_ops(t.sample)) for t in h.trials[:10]}
+    near = [arch_code(cell_ops({**best, e: o})) for e in EDGES for o in SMALL_OPS if o != best[e]]
+    near = sorted([c for c in dict.fromkeys(near) if c not in asked], key=lambda c: -ByRow().predict(table[[c]])[0])
+    got = [arch_code(cell_ops(t.sample)) for t in h.trials[12:]]
+    assert got == near[:2]  # the round's last two asks: the two best-scored unasked neighbours, best first
+    with pytest.raises(ConfigError, match="neighbours must be one of random, predicted"):
+        create_strategy("renas", space, neighbours="best")
 
 
 def test_strategy_encoding_options_and_canonical_space() -> None:

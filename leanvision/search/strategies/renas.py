@@ -23,12 +23,16 @@ def _sample(code: int) -> Sample:
     return {e: OPS[code // len(OPS) ** k % len(OPS)] for k, e in enumerate(EDGES)}
 
 
+NEIGHBOURS = ("random", "predicted")
+
+
 @STRATEGIES.register("renas")
 class ReNASSearch(Strategy):
     """``n_init`` uniformly random distinct cells, then rounds of: train ReNAS's predictor on every result told so
     far (sample, objective), score every cell of the space not yet asked, ask the best-scored ones and, for a
     fraction ``explore`` of the ``batch`` asks (rounded half up), unasked cells one edge away from the best cell told
-    so far (drawn at random; predictor picks fill in when fewer are left). ``explore=0`` is the paper's pure top-k.
+    so far (``neighbours="random"``: drawn at random; ``"predicted"``: the best-scored of them; predictor picks fill
+    in when fewer are left). ``explore=0`` is the paper's pure top-k.
     ``encoding`` is ``"onehot"`` (ops one-hot + live edges, an MLP) or ``"paper"`` (the paper's tensor, the LeNet).
     On a ``canonical`` space only its representatives are asked.
 
@@ -40,7 +44,7 @@ class ReNASSearch(Strategy):
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, n_init: int = 10, batch: int = 10,
                  loss: str = "pairwise", epochs: int = 200, features: str = "full", encoding: str = "onehot",
-                 explore: float = 0.5, max_redraws: int = 1000) -> None:  # fmt: skip
+                 explore: float = 0.5, neighbours: str = "random", max_redraws: int = 1000) -> None:  # fmt: skip
         if not isinstance(space, NB201Space):
             raise ConfigError(f"renas scores every cell of its space, which only 'nasbench201' can list; got "
                               f"'{space.name}' (use random, evolution or local there)")  # fmt: skip
@@ -56,12 +60,14 @@ class ReNASSearch(Strategy):
             raise ConfigError(f"renas: encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
         if isinstance(explore, bool) or not isinstance(explore, (int, float)) or not 0 <= explore <= 1:
             raise ConfigError(f"renas: explore must be a fraction in [0, 1] of each round's asks, got {explore!r}")
+        if neighbours not in NEIGHBOURS:
+            raise ConfigError(f"renas: neighbours must be one of {', '.join(NEIGHBOURS)}, got {neighbours!r}")
         super().__init__(space, seed=seed)
         self.n_init, self.batch, self.loss, self.epochs, self.features = n_init, batch, loss, epochs, features
         self.max_redraws, self.encoding, self.explore = max_redraws, encoding, float(explore)
+        self.neighbours = neighbours
         self._X = nb201_onehot() if encoding == "onehot" else nb201_encodings()
-        self._allowed = [OPS.index(o) for o in space.ops]
-        allowed = [OPS.index(o) for o in space.ops]
+        self._allowed = allowed = [OPS.index(o) for o in space.ops]
         digits = np.arange(len(self._X))[:, None] // len(OPS) ** np.arange(len(EDGES)) % len(OPS)
         self._open = np.isin(digits, allowed).all(axis=1)  # in the space and not asked yet
         if space.canonical:  # one representative per isomorphism class, connected cells only
@@ -94,7 +100,12 @@ class ReNASSearch(Strategy):
                               seed=self.rng.randrange(2**31), features=self.features)  # fmt: skip
         self.fits += 1
         near = self._neighbours(max(self._told, key=lambda t: t[1])[0])
-        explore = self.rng.sample(near, min(len(near), math.floor(self.explore * self.batch + 0.5)))
+        k = min(len(near), math.floor(self.explore * self.batch + 0.5))
+        if self.neighbours == "predicted" and k:
+            scores = model.predict(self._X[near])
+            explore = [near[i] for i in np.argsort(-scores, kind="stable")[:k]]
+        else:
+            explore = self.rng.sample(near, k)
         self.explored += len(explore)
         open_ = self._open.copy()
         open_[explore] = False
