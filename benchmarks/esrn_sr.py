@@ -17,6 +17,11 @@ with block-credit mutation ("credit"), ESR-EA with vega's uniform mutation ("uni
 same constraint window ("random"); ESR-EA with population --population and --elites elites. Every trial is
 journalled in OUT/search/<strategy>_s<seed>/ (leanvision search's run directory), so --resume continues mid-search.
 
+Part 1b, the fitness's seed noise: the --reseed-top best networks of all searches (distinct, by validation PSNR)
+retrained with training seeds 1 and 2 (the searches train every candidate with seed 0); reported: the spread (max -
+min over the three seeds) per network and how far the other seeds fall below seed 0 (what selecting on one seed
+costs), beside the gaps between the strategies.
+
 Part 2, the x2 table: the best network found by "credit" (highest validation PSNR over its seeds) retrained from
 scratch with --final-steps Adam steps (the same fixed budget, batch and schedule for every model; its wall-clock
 seconds are recorded), beside bicubic (MATLAB-style, no training), SRCNN and FSRCNN trained the same way, and the
@@ -37,6 +42,7 @@ OUT/esrn_sr.partial.json.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import time
@@ -51,7 +57,7 @@ from leanvision.engine.sr import evaluate_sr, train_sr
 from leanvision.models.sr import ESRN, create_sr_model, hand_designed, lr_size_720p
 from leanvision.profile import compare_latency, profile
 from leanvision.report import bar_panels, line_panels
-from leanvision.search import create_space
+from leanvision.search import create_evaluator, create_space
 from leanvision.search import run as run_search
 
 NAME = "esrn_sr"
@@ -99,6 +105,51 @@ def part1(args: argparse.Namespace, book: _runs.Runs) -> None:
             wall = time.perf_counter() - t0
             book.add({"model": strategy, "seed": seed, "trials": trials, "wall_s": wall}, echo=False)
             print(f"{strategy} seed {seed}: best validation PSNR {result.best.objective:.3f} dB", flush=True)
+
+
+RESEEDS = (1, 2)  # training seeds of the noise check; every search trains its candidates with seed 0
+
+
+def _key(sample: dict) -> str:
+    return json.dumps(sample, sort_keys=True)
+
+
+def top_trials(runs: list[dict], k: int) -> list[dict]:
+    """The ``k`` best distinct networks of all searches by validation PSNR (ties: the earlier strategy and trial)."""
+    out: dict[str, dict] = {}
+    for t in (t for r in runs if r["model"] in STRATEGIES for t in r["trials"] if t["status"] == "ok"):
+        if _key(t["sample"]) not in out or t["objective"] > out[_key(t["sample"])]["objective"]:
+            out[_key(t["sample"])] = t
+    return sorted(out.values(), key=lambda t: -t["objective"])[:k]
+
+
+def reseed(args: argparse.Namespace, book: _runs.Runs) -> None:
+    """Part 1b: the top networks retrained with other seeds, each result saved at once."""
+    done = {(_key(r["sample"]), r["train_seed"]) for r in book.runs if r["model"] == "reseed"}
+    kwargs = search_config(args, "credit", 0)["evaluator_kwargs"]
+    for t in top_trials(book.runs, args.reseed_top):
+        for seed in RESEEDS:
+            if (_key(t["sample"]), seed) not in done:
+                ev = create_evaluator("train_sr", **kwargs, seed=seed, threads=1, data_dir=args.data_dir)
+                psnr = ev(t["sample"])["objective"]
+                book.add({"model": "reseed", "sample": t["sample"], "train_seed": seed, "seed0": t["objective"],
+                          "objective": psnr}, echo=False)  # fmt: skip
+                print(f"reseed: {t['objective']:.3f} dB at seed 0, {psnr:.3f} dB at seed {seed}", flush=True)
+
+
+def seed_noise(runs: list[dict]) -> dict:
+    """Per network: seed-0 PSNR, the other seeds' PSNRs, spread; means over the networks."""
+    nets: dict[str, dict] = {}
+    for r in runs:
+        if r["model"] == "reseed":
+            nets.setdefault(_key(r["sample"]), {"seed0": r["seed0"]})[f"seed{r['train_seed']}"] = r["objective"]
+    rows = [n for n in nets.values() if all(f"seed{s}" in n for s in RESEEDS)]
+    if not rows:
+        return {}
+    spread = [max(n.values()) - min(n.values()) for n in rows]
+    drop = [n["seed0"] - statistics.mean(n[f"seed{s}"] for s in RESEEDS) for n in rows]
+    return {"networks": rows, "spread_mean": statistics.mean(spread), "spread_max": max(spread),
+            "seed0_minus_other_seeds_mean": statistics.mean(drop)}  # fmt: skip
 
 
 def best_so_far(trials: list[dict]) -> list[float]:
@@ -204,6 +255,8 @@ def time_table(args: argparse.Namespace, book: _runs.Runs, models: dict[str, tor
 
 def run(args: argparse.Namespace, book: _runs.Runs) -> None:
     part1(args, book)
+    if args.reseed_top:
+        reseed(args, book)
     part2(args, book)
 
 
@@ -211,7 +264,7 @@ def table_rows(runs: list[dict]) -> list[dict]:
     """The x2 table's rows with their 720p latencies (labelled when other processes kept the CPU busy)."""
     timed = timing(runs)
     busy = (timed.get("other_cores") or 0) > QUIET_CORES
-    rows = [dict(r) for r in runs if r["model"] not in STRATEGIES and r["model"] != "latency"]
+    rows = [dict(r) for r in runs if r["model"] not in STRATEGIES and r["model"] not in ("latency", "reseed")]
     for r in rows:
         for t, ms in timed.get("ms", {}).items():
             if r["model"] in ms:
@@ -228,7 +281,7 @@ def summarize(runs: list[dict]) -> dict:
     table = {r["model"]: r for r in table_rows(runs)}
     out = {"seeds": seeds, "missing": missing, "timing_other_cores": timing(runs).get("other_cores"),
            "best_val_psnr": {f"{s} s{seed}": v for (s, seed), v in best.items()},
-           "mean_best_val_psnr": mean, "credit_wins_of_seeds": wins}  # fmt: skip
+           "mean_best_val_psnr": mean, "credit_wins_of_seeds": wins, "seed_noise": seed_noise(runs)}  # fmt: skip
     if seeds:
         out["V1_credit_beats_uniform_and_random"] = all(mean["credit"] > mean[o] and 2 * wins[o] > len(seeds)
                                                         for o in ("uniform", "random"))  # fmt: skip
@@ -266,6 +319,11 @@ def print_table(runs: list[dict], summary: dict) -> None:
                           for s in STRATEGIES], {"strategy": "strategy", **{f"seed {s}": f"seed {s}"
                                                                             for s in summary["seeds"]},
                                                  "mean": "mean"}))  # fmt: skip
+    noise = summary.get("seed_noise")
+    if noise:
+        n, drop = len(noise["networks"]), noise["seed0_minus_other_seeds_mean"]
+        print(f"seed noise of the fitness over {n} networks: spread {noise['spread_mean']:.3f} dB "
+              f"(max {noise['spread_max']:.3f}); seed 0 above the other seeds by {drop:.3f} dB")  # fmt: skip
     print({k: v for k, v in summary.items() if k.startswith("V") or k == "missing"})
 
 
@@ -298,6 +356,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--patch", type=int, default=32, help="LR patch size")
     ap.add_argument("--val-images", type=int, default=10, help="T91 images held out for the fitness")
     ap.add_argument("--val-crop", type=int, default=48, help="central LR pixels of each validation image")
+    ap.add_argument("--reseed-top", type=int, default=6, help="networks retrained with seeds 1 and 2; 0: none")
     ap.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"])
     ap.add_argument("--timing-iters", type=int, default=5, help="timed 720p forward passes per thread count; 0: none")
     ap.add_argument("--workers", type=int, default=2, help="parallel candidate trainings (one thread each)")
