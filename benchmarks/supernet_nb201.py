@@ -11,18 +11,18 @@ Methods: SPOS (arXiv 1904.00420), BETANAS (arXiv 1912.11191) and CARS (arXiv 190
 through the library's resumable one-shot driver (`run_oneshot`, journal and state in OUT/runs/<method>-s<seed>/),
 so a run stopped mid-way continues from its last finished round with --resume.
 
-Protocol (each run about 30 CPU minutes at one thread, at least 25 of them training; see DEFAULTS below for the
-measurement): supernet C = 16, N = 1 cell per stage, CIFAR-10 resized to 16x16, every training image but the 5,000
-held out for scoring (45,000), SGD lr 0.05 cosine, batch 128, 50 epochs of path passes for every method (BETANAS
-and CARS spend the same forward/backward passes as SPOS). Candidates are connected canonical cells (one per
-isomorphism class, `create_space("nasbench201", canonical=True)`); training paths stay uniform over every edge's
-ops. SPOS: uniform single paths, then scores the ranking set below; pick = its best score. BETANAS: three balanced
-stages, one op per edge dropped after the first two, the first drop after >= 50% of the passes (R = 10 balanced
-super-steps of paths score the ops), then at most 50 remaining cells scored; pick = the best. CARS: uniform
-warm-up (26 epochs, one resumable round), then 4 evolution rounds over about the other half (6 epochs each) on
-the population (16, pNSGA-III); pick = its best uniform-Pareto pick. GREEDY (optional, --methods ... GREEDY):
-the unbalanced reference, paths drawn from softmax(alpha), alpha raised for well-scoring ops, pick = argmax alpha,
-8 update rounds.
+Protocol (each run 27-40 CPU minutes at one thread, 25-35 of them training, depending on the machine; see DEFAULTS
+below for the measurements): supernet C = 16, N = 1 cell per stage, CIFAR-10 resized to 16x16, every training image
+but the 5,000 held out for scoring (45,000), SGD lr 0.05 cosine, batch 128, 50 epochs of path passes for every
+method (BETANAS and CARS spend the same forward/backward passes as SPOS). Candidates are connected canonical cells
+(one per isomorphism class, `create_space("nasbench201", canonical=True)`); training paths stay uniform over every
+edge's ops. SPOS: uniform single paths, then scores the ranking set below; pick = its best score. BETANAS: three
+balanced stages, one op per edge dropped after the first two, the first drop after >= 50% of the passes (R = 10
+balanced super-steps of paths score the ops), then at most 50 remaining cells scored; pick = the best. CARS: uniform
+warm-up (26 epochs, one resumable round), then 4 evolution rounds over about the other half (6 epochs each) on the
+population (16, pNSGA-III); pick = its best uniform-Pareto pick. GREEDY (optional, --methods ... GREEDY): the
+unbalanced reference, paths drawn from softmax(alpha), alpha raised for well-scoring ops, pick = argmax alpha, 8
+update rounds.
 
 Ranking set: 200 connected canonical cells drawn once with a fixed seed (the same for every method and seed).
 After training, each run's final supernet scores all 200 on the same held-out images (the first 1,000 of the 5,000
