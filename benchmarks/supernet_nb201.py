@@ -11,7 +11,7 @@ Methods: SPOS (arXiv 1904.00420), BETANAS (arXiv 1912.11191) and CARS (arXiv 190
 through the library's resumable one-shot driver (`run_oneshot`, journal and state in OUT/runs/<method>-s<seed>/),
 so a run stopped mid-way continues from its last finished round with --resume.
 
-Protocol (each run 27-40 CPU minutes at one thread, 25-35 of them training, depending on the machine; see DEFAULTS
+Protocol (each run 27-40 CPU minutes at one thread, about 25-35 of them training, depending on the machine; see DEFAULTS
 below for the measurements): supernet C = 16, N = 1 cell per stage, CIFAR-10 resized to 16x16, every training image
 but the 5,000 held out for scoring (45,000), SGD lr 0.05 cosine, batch 128, 50 epochs of path passes for every
 method (BETANAS and CARS spend the same forward/backward passes as SPOS). Candidates are connected canonical cells
@@ -66,13 +66,14 @@ TRUE = "cifar10_test_200ep"
 RANK_N, RANK_SEED = 200, 201  # the ranking set: the same 200 canonical cells for every method and seed
 MIN_TAU = 0.30
 # Defaults from measurements on 2-core machines (other jobs running), one thread, C = 16, N = 1, 16x16, batch 128,
-# 45,000 training images. First machine: one epoch of single-path steps (351) took 41.9 CPU s, a BETANAS pass
-# (K = 5 paths per step) 0.109 s, scoring one cell (500 BatchNorm + 1,000 scoring images) 0.60-0.84 s. A later one
-# was faster: a 40-epoch SPOS run trained in 1,304 CPU s (32.6 s per epoch, 21.7 min, under the 25 minutes the
-# protocol asks for) and scored 200 cells in 117 s. 50 epochs: SPOS and CARS train 1,630-2,095 s (27-35 min) and
-# BETANAS about 1,490-1,910 s across the two machines; scoring (SPOS 200 cells, BETANAS 2 drops of 50 + 40 paths +
-# 50 final + 200, CARS 16 + 4 x 32 + 200) adds 2-5 min. (C = 8: 0.062 s per step; C = 8, N = 2: 0.087; 32x32 at
-# C = 16: 0.43 s per step and 4.3 s per scored cell, too slow to score 200 cells.)
+# 45,000 training images. First machine: one epoch of single-path steps (351) took 41.9 CPU s, a BETANAS pass (K = 5
+# paths per step) 0.109 s, scoring one cell (500 BatchNorm + 1,000 scoring images) 0.60-0.84 s. A later one was
+# faster: a 40-epoch SPOS run trained in 1,304 CPU s (32.6 s per epoch, 21.7 min, under the 25 minutes the protocol
+# asks for) and scored 200 cells in 117 s; at 50 epochs it trained in 1,553 CPU s (25.9 min) and scored in 111 s.
+# Scaled from these, 50 epochs: SPOS and CARS train 1,550-2,095 s (26-35 min), BETANAS about 1,490-1,910 s; scoring
+# (SPOS 200 cells, BETANAS 2 drops of 50 + 40 paths + 50 final + 200, CARS 16 + 4 x 32 + 200) adds 2-5 min. (C = 8:
+# 0.062 s per step; C = 8, N = 2: 0.087; 32x32 at C = 16: 0.43 s per step and 4.3 s per scored cell, too slow to score
+# 200 cells.)
 DEFAULTS = {"epochs": 50, "subset": 0, "resolution": 16, "C": 16, "N": 1}
 OP_ORDER = ("nor_conv_3x3", "nor_conv_1x1")  # each above the next; conv_1x1 above every parameter-free op
 WEAK = ("skip_connect", "avg_pool_3x3", "none")

@@ -310,7 +310,7 @@ def test_acquisition_mixes_predictor_picks_with_neighbours_of_the_incumbent(expl
 def test_predicted_neighbours_are_the_best_scored_neighbours_of_the_incumbent(monkeypatch) -> None:
     import leanvision.search.predictors.renas as renas_predictors
 
-    class ByRow:  # a stand-in predictor with known scores: the cell's row in the table (higher = better)
+    class ByRow:  # a stand-in predictor with known scores: a fixed weighted sum of the encoding (higher = better)
         def predict(self, X):
             return X @ (np.arange(X.shape[1], dtype=np.float64) + 1) ** 2
 
