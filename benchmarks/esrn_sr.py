@@ -90,7 +90,7 @@ def search_config(args: argparse.Namespace, strategy: str, seed: int) -> dict:
 
 
 def part1(args: argparse.Namespace, book: _runs.Runs) -> None:
-    done = {(r["model"], r["seed"]) for r in book.runs}
+    done = {(r["model"], r["seed"]) for r in book.runs if r["model"] in STRATEGIES}
     for seed in args.seeds:
         for strategy in STRATEGIES:
             if (strategy, seed) in done:
