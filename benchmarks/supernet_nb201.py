@@ -31,14 +31,17 @@ scores vs the cells' 200-epoch CIFAR-10 test accuracy in the table (which no met
 (for op o: the mean over the 6 edges of the mean score of the ranking cells with o on that edge); the pick's true
 accuracy. Baselines on the same 200 cells, in the same table: the parameter count of the NAS-Bench-201 network
 (C = 16, N = 5), whose pick is the cell with the most parameters (mean truth over ties), and with --proxy-scores
-(a benchmarks/proxies_nb201.py result) synflow on the ranking cells whose isomorphism class that run scored.
+(a benchmarks/proxies_nb201.py result) synflow on the ranking cells whose isomorphism class that run scored
+(`proxies_nb201.py --cells 200 --seed 201` scores exactly the ranking set).
 
 Verdicts (a narrow miss is a miss), for each of SPOS, BETANAS and CARS over seeds 0-2: (1) median tau >= 0.30;
 (2) op order: conv_3x3 > conv_1x1 > each of skip_connect, avg_pool_3x3, none, by the median over seeds of each op's
 mean score; (3) median pick (its true accuracy) >= the parameter-count pick. And BETANAS drops none or
 avg_pool_3x3 first on >= 4 of 6 edges in >= 2 seeds. PASS = all of them. Reported, not required: supernet median
 tau >= synflow's tau (both on synflow's cells), BETANAS's balance (every remaining op of an edge trained equally
-often per stage), the tau over every cell a search scored, and GREEDY's training skew.
+often per stage), the tau over every cell a search scored, GREEDY's training skew, and how often the op order
+holds in 500 bootstrap resamples of the 200 cells, by each run's scores and by the truth (a ranker that inverts an
+order the cells resolve, or a tie on these cells).
 Writes OUT/supernet_nb201.json (every run holds its ranking scores, so --summarize needs no rerun) + a PNG.
 """
 
@@ -172,6 +175,21 @@ def op_order_ok(scores: dict[str, float | None]) -> bool:
     return conv3 > conv1 and all(conv1 > scores[o] for o in WEAK)
 
 
+def order_support(cells: list[str], values: list[float], *, resamples: int = 500, seed: int = 0) -> dict[str, float]:
+    """Share of bootstrap resamples of the cells in which the op order (and its conv_1x1-vs-weak part) holds.
+
+    Tells a ranker that inverts an order the cells resolve (the truth's support is high) from a tie on these cells.
+    """
+    rng, n = random.Random(seed), len(cells)
+    hits = {"op_order": 0, "conv1_above_skip": 0}
+    for _ in range(resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        means = op_means([cells[i] for i in idx], [values[i] for i in idx])
+        hits["op_order"] += op_order_ok(means)
+        hits["conv1_above_skip"] += (means["nor_conv_1x1"] or 0) > (means["skip_connect"] or 0)
+    return {k: v / resamples for k, v in hits.items()}
+
+
 def skew(op_counts: dict[str, dict[str, int]]) -> float:
     """Mean over edges of (most-trained op's count) / (least-trained op's count): 1.0 is perfectly balanced."""
     return statistics.fmean(max(c.values()) / max(min(c.values()), 1) for c in op_counts.values())
@@ -225,6 +243,8 @@ def summarize(runs: list[dict]) -> dict:
     out["baselines"] = {k: {kk: vv for kk, vv in v.items() if kk != "indices"} for k, v in base.items()}
     true_ops = op_means(by[(names[0], seeds[0])]["rank_cells"], by[(names[0], seeds[0])]["rank_true"])
     out["true_op_means"] = true_ops
+    out["true_op_order_support"] = order_support(by[(names[0], seeds[0])]["rank_cells"],
+                                                 by[(names[0], seeds[0])]["rank_true"])  # fmt: skip
     for m in names:
         mine = [by[(m, s)] for s in seeds]
         accs = [r["pick_true_acc"] for r in mine]
@@ -234,6 +254,7 @@ def summarize(runs: list[dict]) -> dict:
              "tau": [r["tau"] for r in mine], "median_tau": statistics.median(taus) if len(taus) == len(mine) else None,
              "median_op_scores": ops, "cpu_min": [(r["train_cpu_s"] + r["score_cpu_s"]) / 60 for r in mine],
              "train_cpu_min": [r["train_cpu_s"] / 60 for r in mine]}  # fmt: skip
+        v["op_order_support"] = [order_support(r["rank_cells"], r["rank_scores"]) for r in mine]
         v["tau_ok"] = v["median_tau"] is not None and v["median_tau"] >= MIN_TAU
         v["op_order_ok"] = op_order_ok(ops)
         v["pick_ge_params"] = v["median_pick_true_acc"] >= base["params"]["pick_true_acc"]
@@ -302,6 +323,11 @@ def print_table(runs: list[dict], summary: dict) -> None:
         print("stretch, median tau on synflow's cells >= synflow's: "
               + ", ".join(f"{m} {_f(v.get('median_tau_on_synflow_cells'))} ({yes[v['tau_ge_synflow']]})"
                           for m, v in summary["methods"].items()))  # fmt: skip
+    support = summary.get("true_op_order_support")
+    if support:
+        line = ", ".join(f"{m} " + "/".join(f"{x['op_order']:.0%}" for x in v["op_order_support"])
+                         for m, v in summary["methods"].items())  # fmt: skip
+        print(f"op order in bootstrap resamples of the cells: NB201 truth {support['op_order']:.0%}; {line} (per seed)")
     for key in ("betanas_drop", "betanas_balanced", "greedy_op_count_skew", "missing_runs"):
         if key in summary:
             print(f"{key}: {summary[key]}")
