@@ -176,7 +176,7 @@ def op_order_ok(scores: dict[str, float | None]) -> bool:
 
 
 def order_support(cells: list[str], values: list[float], *, resamples: int = 500, seed: int = 0) -> dict[str, float]:
-    """Share of bootstrap resamples of the cells in which the op order (and its conv_1x1-vs-weak part) holds.
+    """Share of bootstrap resamples of the cells in which the op order (and conv_1x1 above skip) holds.
 
     Tells a ranker that inverts an order the cells resolve (the truth's support is high) from a tie on these cells.
     """
