@@ -239,12 +239,11 @@ def summarize(runs: list[dict]) -> dict:
     if not seeds:
         out["pass"] = False
         return out
-    base = baselines(by[(names[0], seeds[0])])
+    first = by[(names[0], seeds[0])]  # every run holds the same ranking cells and truths
+    base = baselines(first)
     out["baselines"] = {k: {kk: vv for kk, vv in v.items() if kk != "indices"} for k, v in base.items()}
-    true_ops = op_means(by[(names[0], seeds[0])]["rank_cells"], by[(names[0], seeds[0])]["rank_true"])
-    out["true_op_means"] = true_ops
-    out["true_op_order_support"] = order_support(by[(names[0], seeds[0])]["rank_cells"],
-                                                 by[(names[0], seeds[0])]["rank_true"])  # fmt: skip
+    out["true_op_means"] = op_means(first["rank_cells"], first["rank_true"])
+    out["true_op_order_support"] = order_support(first["rank_cells"], first["rank_true"])
     for m in names:
         mine = [by[(m, s)] for s in seeds]
         accs = [r["pick_true_acc"] for r in mine]
