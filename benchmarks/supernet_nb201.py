@@ -3,6 +3,7 @@
     python benchmarks/supernet_nb201.py --data-dir DIR                  # SPOS, BETANAS, CARS x seeds 0-2
     python benchmarks/supernet_nb201.py --data-dir DIR --proxy-scores ZC/proxies_nb201.json   # + synflow's tau
     python benchmarks/supernet_nb201.py --data-dir DIR --methods SPOS BETANAS CARS GREEDY     # + the reference
+    python benchmarks/supernet_nb201.py --data-dir DIR --methods BETANAS --betanas-R 40 --out OUT2   # 4x drop scoring
     python benchmarks/supernet_nb201.py --data-dir DIR --resume         # continue a stopped benchmark
     python benchmarks/supernet_nb201.py --summarize OUT/supernet_nb201.json
 
@@ -18,11 +19,11 @@ method (BETANAS and CARS spend the same forward/backward passes as SPOS). Candid
 (one per isomorphism class, `create_space("nasbench201", canonical=True)`); training paths stay uniform over every
 edge's ops. SPOS: uniform single paths, then scores the ranking set below; pick = its best score. BETANAS: three
 balanced stages, one op per edge dropped after the first two, the first drop after >= 50% of the passes (R = 10
-balanced super-steps of paths score the ops), then at most 50 remaining cells scored; pick = the best. CARS: uniform
-warm-up (26 epochs, one resumable round), then 4 evolution rounds over about the other half (6 epochs each) on the
-population (16, pNSGA-III); pick = its best uniform-Pareto pick. GREEDY (optional, --methods ... GREEDY): the
-unbalanced reference, paths drawn from softmax(alpha), alpha raised for well-scoring ops, pick = argmax alpha, 8
-update rounds.
+balanced super-steps of paths score the ops, --betanas-R), then at most 50 remaining cells scored; pick = the best.
+CARS: uniform warm-up (26 epochs, one resumable round), then 4 evolution rounds over about the other half (6 epochs
+each) on the population (16, pNSGA-III); pick = its best uniform-Pareto pick. GREEDY (optional, --methods ...
+GREEDY): the unbalanced reference, paths drawn from softmax(alpha), alpha raised for well-scoring ops, pick = argmax
+alpha, 8 update rounds.
 
 Ranking set: 200 connected canonical cells drawn once with a fixed seed (the same for every method and seed).
 After training, each run's final supernet scores all 200 on the same held-out images (the first 1,000 of the 5,000
@@ -41,7 +42,8 @@ avg_pool_3x3 first on >= 4 of 6 edges in >= 2 seeds. PASS = all of them. Reporte
 tau >= synflow's tau (both on synflow's cells), BETANAS's balance (every remaining op of an edge trained equally
 often per stage), the tau over every cell a search scored, GREEDY's training skew, and how often the op order
 holds in 500 bootstrap resamples of the 200 cells, by each run's scores and by the truth (a ranker that inverts an
-order the cells resolve, or a tie on these cells).
+order the cells resolve, or a tie on these cells), and the same for NB201's own 12-epoch validation accuracies of
+the 200 cells (what a short, weight-independent training budget can see).
 Writes OUT/supernet_nb201.json (every run holds its ranking scores, so --summarize needs no rerun) + a PNG.
 """
 
@@ -55,6 +57,7 @@ from pathlib import Path
 import _runs
 from proxies_nb201 import class_scores
 
+from leanvision.errors import DataError
 from leanvision.report import bar_panels
 from leanvision.search import Journal, create_space
 from leanvision.search.evaluators.tabular import load_nb201
@@ -64,8 +67,9 @@ from leanvision.search.spaces.nasbench201 import EDGES, OPS, canonical_archs, fo
 
 METHODS = ("SPOS", "BETANAS", "CARS", "GREEDY")
 JUDGED = ("SPOS", "BETANAS", "CARS")  # the verdicts apply to these; GREEDY is the unbalanced reference
-SAME_ON_RESUME = ("epochs", "subset", "resolution", "C", "N")
+SAME_ON_RESUME = ("epochs", "subset", "resolution", "C", "N", "betanas_R")
 TRUE = "cifar10_test_200ep"
+SHORT = "cifar10_val_12ep"  # NB201's own short-budget training: how much of the op order 12 epochs can see
 RANK_N, RANK_SEED = 200, 201  # the ranking set: the same 200 canonical cells for every method and seed
 MIN_TAU = 0.30
 # Defaults from measurements on 2-core machines (other jobs running), one thread, C = 16, N = 1, 16x16, batch 128,
@@ -94,11 +98,11 @@ def cars_schedule(epochs: int, rounds: int = 4) -> dict:
     return {"warmup_epochs": epochs - rounds * per, "evolution_rounds": rounds, "epochs_per_round": per}
 
 
-def method_options(method: str, epochs: int, cells: list[str]) -> tuple[str, dict]:
+def method_options(method: str, epochs: int, cells: list[str], betanas_R: int = 10) -> tuple[str, dict]:
     if method == "SPOS":
         return "spos", {"epochs": epochs, "eval_cells": cells}  # scores exactly the ranking set
     if method == "BETANAS":
-        return "betanas", {"epochs": epochs, "stages": 3, "d": 1, "R": 10, "max_final": 50, "first_drop": 0.5}
+        return "betanas", {"epochs": epochs, "stages": 3, "d": 1, "R": betanas_R, "max_final": 50, "first_drop": 0.5}
     if method == "GREEDY":
         return "greedy", {"epochs": epochs, "rounds": min(epochs, 8)}
     return "cars", {**cars_schedule(epochs), "population": 16, "selection": "pnsga3"}
@@ -115,7 +119,7 @@ def proxy_of(path: Path, cells: list[str], proxy: str = "synflow") -> list[float
 
 
 def one_run(method: str, seed: int, args, table: dict, cells: list[str]) -> dict:
-    name, options = method_options(method, args.epochs, cells)
+    name, options = method_options(method, args.epochs, cells, args.betanas_R)
     space = create_space("nasbench201", canonical=True)
     supernet = {"C": args.C, "N": args.N, "resolution": args.resolution, "subset": args.subset or None,
                 "val_size": 5_000, "data_dir": args.data_dir, "threads": args.threads}  # fmt: skip
@@ -154,17 +158,26 @@ def one_run(method: str, seed: int, args, table: dict, cells: list[str]) -> dict
     return run
 
 
-def op_means(cells: list[str], scores: list[float]) -> dict[str, float | None]:
-    """Per op: the mean over edges of the mean score of the cells with that op on the edge (edges without one skip)."""
-    per: dict[str, dict[str, list[float]]] = {o: {e: [] for e in EDGES} for o in OPS}
+def edge_op_means(cells: list[str], scores: list[float]) -> dict[str, dict[str, float]]:
+    """Per edge and op: the mean score of the cells with that op on that edge (ops no cell has there are left out)."""
+    per: dict[str, dict[str, list[float]]] = {e: {o: [] for o in OPS} for e in EDGES}
     for cell, s in zip(cells, scores, strict=True):
         for e, o in parse_arch(cell).items():
-            per[o][e].append(s)
-    out: dict[str, float | None] = {}
-    for o in OPS:
-        means = [statistics.fmean(v) for v in per[o].values() if v]
-        out[o] = statistics.fmean(means) if means else None
-    return out
+            per[e][o].append(s)
+    return {e: {o: statistics.fmean(v) for o, v in ops.items() if v} for e, ops in per.items()}
+
+
+def op_means(cells: list[str], scores: list[float]) -> dict[str, float | None]:
+    """Per op: the mean over edges of the mean score of the cells with that op on the edge (edges without one skip)."""
+    per = edge_op_means(cells, scores)
+    means = {o: [m[o] for m in per.values() if o in m] for o in OPS}
+    return {o: statistics.fmean(v) if v else None for o, v in means.items()}
+
+
+def weak_lowest(cells: list[str], scores: list[float]) -> int:
+    """On how many edges the cells' scores put none or avg_pool_3x3 lowest: what BETANAS's first drop would do if it
+    scored ops on these cells (its rule asks for >= 4 of 6)."""
+    return sum(min(m, key=m.get) in ("none", "avg_pool_3x3") for m in edge_op_means(cells, scores).values())
 
 
 def op_order_ok(scores: dict[str, float | None]) -> bool:
@@ -229,7 +242,15 @@ def baselines(run: dict) -> dict:
     return out
 
 
-def summarize(runs: list[dict]) -> dict:
+def short_budget(table: dict, cells: list[str]) -> dict:
+    """NB201's 12-epoch validation accuracies of the ranking cells: tau vs the truth, op means, op-order support."""
+    short = [table[c][SHORT] for c in cells]
+    true = [truth_of(table, c) for c in cells]
+    return {"tau": kendall_tau(short, true), "op_means": op_means(cells, short), "op_order_support":
+            order_support(cells, short), "weak_lowest_edges": weak_lowest(cells, short)}  # fmt: skip
+
+
+def summarize(runs: list[dict], table: dict | None = None) -> dict:
     if any("rank_scores" not in r for r in runs):
         raise SystemExit("these runs hold no ranking-set scores: they were written by an older protocol of this "
                          "benchmark (C = 8, per-method cell sets); rerun it to get this summary")  # fmt: skip
@@ -244,6 +265,9 @@ def summarize(runs: list[dict]) -> dict:
     out["baselines"] = {k: {kk: vv for kk, vv in v.items() if kk != "indices"} for k, v in base.items()}
     out["true_op_means"] = op_means(first["rank_cells"], first["rank_true"])
     out["true_op_order_support"] = order_support(first["rank_cells"], first["rank_true"])
+    out["true_weak_lowest_edges"] = weak_lowest(first["rank_cells"], first["rank_true"])
+    if table:
+        out["nb201_12ep"] = short_budget(table, first["rank_cells"])
     for m in names:
         mine = [by[(m, s)] for s in seeds]
         accs = [r["pick_true_acc"] for r in mine]
@@ -254,6 +278,7 @@ def summarize(runs: list[dict]) -> dict:
              "median_op_scores": ops, "cpu_min": [(r["train_cpu_s"] + r["score_cpu_s"]) / 60 for r in mine],
              "train_cpu_min": [r["train_cpu_s"] / 60 for r in mine]}  # fmt: skip
         v["op_order_support"] = [order_support(r["rank_cells"], r["rank_scores"]) for r in mine]
+        v["weak_lowest_edges"] = [weak_lowest(r["rank_cells"], r["rank_scores"]) for r in mine]
         v["tau_ok"] = v["median_tau"] is not None and v["median_tau"] >= MIN_TAU
         v["op_order_ok"] = op_order_ok(ops)
         v["pick_ge_params"] = v["median_pick_true_acc"] >= base["params"]["pick_true_acc"]
@@ -327,6 +352,17 @@ def print_table(runs: list[dict], summary: dict) -> None:
         line = ", ".join(f"{m} " + "/".join(f"{x['op_order']:.0%}" for x in v["op_order_support"])
                          for m, v in summary["methods"].items())  # fmt: skip
         print(f"op order in bootstrap resamples of the cells: NB201 truth {support['op_order']:.0%}; {line} (per seed)")
+    if "true_weak_lowest_edges" in summary:
+        line = ", ".join(f"{m} " + "/".join(map(str, v["weak_lowest_edges"])) for m, v in summary["methods"].items())
+        print(f"edges whose lowest op on the ranking cells is none or pool: NB201 truth "
+              f"{summary['true_weak_lowest_edges']}; {line} (per seed, of 6)")  # fmt: skip
+    nb12 = summary.get("nb201_12ep")
+    if nb12:
+        means = ", ".join(f"{short[o]} {nb12['op_means'][o]:.2f}" for o in ops)
+        print(f"NB201's own 12-epoch training of these cells: tau {nb12['tau']:.3f} vs the truth; op means {means}; "
+              f"op order in {nb12['op_order_support']['op_order']:.0%} of resamples, conv1 above skip in "
+              f"{nb12['op_order_support']['conv1_above_skip']:.0%}; none or pool lowest on {nb12['weak_lowest_edges']} "
+              "of 6 edges")  # fmt: skip
     for key in ("betanas_drop", "betanas_balanced", "greedy_op_count_skew", "missing_runs"):
         if key in summary:
             print(f"{key}: {summary[key]}")
@@ -355,11 +391,15 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=DEFAULTS["resolution"])
     ap.add_argument("--C", type=int, default=DEFAULTS["C"], help="supernet width (channels of the first stage)")
     ap.add_argument("--N", type=int, default=DEFAULTS["N"], help="cells per stage")
+    ap.add_argument("--betanas-R", type=int, default=10,
+                    help="BETANAS: balanced super-steps of paths that score the ops before each drop")  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--proxy-scores", type=Path, default=None,
                     help="a proxies_nb201.py result: synflow's tau on the ranking cells it scored")  # fmt: skip
     _runs.add_run_args(ap, "supernet_nb201", rewrite=False)  # the saved summary also holds the op marginals
     args = ap.parse_args()
+    if args.betanas_R < 1:
+        ap.error(f"--betanas-R must be at least 1, got {args.betanas_R}")
     if args.proxy_scores is not None and not args.proxy_scores.is_file():
         ap.error(f"--proxy-scores: {args.proxy_scores} is not a file; run benchmarks/proxies_nb201.py first")
     table: dict = {}
@@ -385,11 +425,17 @@ def main() -> None:
         if args.proxy_scores is not None:  # (re)attach synflow's scores, e.g. to a saved result under --summarize
             for r in runs:
                 r["rank_synflow"] = proxy_of(args.proxy_scores, r["rank_cells"])
-        # A saved summary also holds the table's op marginals: --summarize (no table loaded) only prints.
-        return {**summarize(runs), "marginals": marginals(table)} if table else summarize(runs)
+        # A saved summary also holds what needs the table (op marginals, the 12-epoch reference): --summarize
+        # rewrites it only where the table is there to load.
+        return {**summarize(runs, table), "marginals": marginals(table)} if table else summarize(runs)
 
+    if args.summarize:
+        try:
+            table.update(load_nb201(args.data_dir))
+        except DataError as e:
+            print(f"{e}: summarizing without the table's 12-epoch reference, the saved file unchanged")
     _runs.main(args, "supernet_nb201", SAME_ON_RESUME, run, summary_of, print_table,
-               lambda runs, summary: plot(summary, args.out / "supernet_nb201.png"), rewrite=False)  # fmt: skip
+               lambda runs, summary: plot(summary, args.out / "supernet_nb201.png"), rewrite=bool(table))  # fmt: skip
 
 
 if __name__ == "__main__":
