@@ -3,7 +3,7 @@
     python benchmarks/supernet_nb201.py --data-dir DIR                  # SPOS, BETANAS, CARS x seeds 0-2
     python benchmarks/supernet_nb201.py --data-dir DIR --proxy-scores ZC/proxies_nb201.json   # + synflow's tau
     python benchmarks/supernet_nb201.py --data-dir DIR --methods SPOS BETANAS CARS GREEDY     # + the reference
-    python benchmarks/supernet_nb201.py --data-dir DIR --methods BETANAS --betanas-R 40 --out OUT2   # 4x drop scoring
+    python benchmarks/supernet_nb201.py --data-dir DIR --methods BETANAS --betanas-R 10 --out OUT2   # cheaper drops
     python benchmarks/supernet_nb201.py --data-dir DIR --resume         # continue a stopped benchmark
     python benchmarks/supernet_nb201.py --summarize OUT/supernet_nb201.json
 
@@ -12,18 +12,18 @@ Methods: SPOS (arXiv 1904.00420), BETANAS (arXiv 1912.11191) and CARS (arXiv 190
 through the library's resumable one-shot driver (`run_oneshot`, journal and state in OUT/runs/<method>-s<seed>/),
 so a run stopped mid-way continues from its last finished round with --resume.
 
-Protocol (each run 27-40 CPU minutes at one thread, about 25-35 of them training, depending on the machine; see DEFAULTS
+Protocol (each run 24-33 CPU minutes at one thread, 22-28 of them training, depending on the machine; see DEFAULTS
 below for the measurements): supernet C = 16, N = 1 cell per stage, CIFAR-10 resized to 16x16, every training image
-but the 5,000 held out for scoring (45,000), SGD lr 0.05 cosine, batch 128, 50 epochs of path passes for every
-method (BETANAS and CARS spend the same forward/backward passes as SPOS). Candidates are connected canonical cells
-(one per isomorphism class, `create_space("nasbench201", canonical=True)`); training paths stay uniform over every
-edge's ops. SPOS: uniform single paths, then scores the ranking set below; pick = its best score. BETANAS: three
-balanced stages, one op per edge dropped after the first two, the first drop after >= 50% of the passes (R = 10
-balanced super-steps of paths score the ops, --betanas-R), then at most 50 remaining cells scored; pick = the best.
-CARS: uniform warm-up (26 epochs, one resumable round), then 4 evolution rounds over about the other half (6 epochs
-each) on the population (16, pNSGA-III); pick = its best uniform-Pareto pick. GREEDY (optional, --methods ...
-GREEDY): the unbalanced reference, paths drawn from softmax(alpha), alpha raised for well-scoring ops, pick = argmax
-alpha, 8 update rounds.
+but the 5,000 held out for scoring (45,000), SGD lr 0.05 cosine, batch 128, 50 epochs of path passes for every method
+(BETANAS and CARS spend the same forward/backward passes as SPOS). Candidates are connected canonical cells (one per
+isomorphism class, `create_space("nasbench201", canonical=True)`); training paths stay uniform over every edge's ops.
+SPOS: uniform single paths, then scores the ranking set below; pick = its best score. BETANAS: three balanced stages,
+one op per edge dropped after the first two, the first drop after >= 50% of the passes (R = 40 balanced super-steps
+of paths score the ops, --betanas-R; at R = 10 the drops followed noise), then at most 50 remaining cells scored;
+pick = the best. CARS: uniform warm-up (26 epochs, one resumable round), then 4 evolution rounds over about the other
+half (6 epochs each) on the population (16, pNSGA-III); pick = its best uniform-Pareto pick. GREEDY (optional,
+--methods ... GREEDY): the unbalanced reference, paths drawn from softmax(alpha), alpha raised for well-scoring ops,
+pick = argmax alpha, 8 update rounds.
 
 Ranking set: 200 connected canonical cells drawn once with a fixed seed (the same for every method and seed).
 After training, each run's final supernet scores all 200 on the same held-out images (the first 1,000 of the 5,000
@@ -72,15 +72,16 @@ TRUE = "cifar10_test_200ep"
 SHORT = "cifar10_val_12ep"  # NB201's own short-budget training: how much of the op order 12 epochs can see
 RANK_N, RANK_SEED = 200, 201  # the ranking set: the same 200 canonical cells for every method and seed
 MIN_TAU = 0.30
+TOP_K = 10  # the head of a ranking, reported beside its pick
 # Defaults from measurements on 2-core machines (other jobs running), one thread, C = 16, N = 1, 16x16, batch 128,
 # 45,000 training images. First machine: one epoch of single-path steps (351) took 41.9 CPU s, a BETANAS pass (K = 5
 # paths per step) 0.109 s, scoring one cell (500 BatchNorm + 1,000 scoring images) 0.60-0.84 s. A later one was
 # faster: a 40-epoch SPOS run trained in 1,304 CPU s (32.6 s per epoch, 21.7 min, under the 25 minutes the protocol
 # asks for) and scored 200 cells in 117 s; at 50 epochs it trained in 1,553 CPU s (25.9 min) and scored in 111 s.
-# Scaled from these, 50 epochs: SPOS and CARS train 1,550-2,095 s (26-35 min), BETANAS about 1,490-1,910 s; scoring
-# (SPOS 200 cells, BETANAS 2 drops of 50 + 40 paths + 50 final + 200, CARS 16 + 4 x 32 + 200) adds 2-5 min. (C = 8:
-# 0.062 s per step; C = 8, N = 2: 0.087; 32x32 at C = 16: 0.43 s per step and 4.3 s per scored cell, too slow to score
-# 200 cells.)
+# Measured at 50 epochs (the other core busy): SPOS and CARS trained in 22.8-25.9 min, BETANAS in 22.5-27.7; scoring
+# (SPOS 200 cells, CARS 16 + 4 x 32 + 200, BETANAS 2 drops of 200 + 160 paths at R = 40 + 50 final + 200) took
+# 1.4-2.4 min, BETANAS at R = 40 4.8-5.6 (2.1-2.2 at R = 10). (C = 8: 0.062 s per step; C = 8, N = 2: 0.087; 32x32 at
+# C = 16: 0.43 s per step and 4.3 s per scored cell, too slow to score 200 cells.)
 DEFAULTS = {"epochs": 50, "subset": 0, "resolution": 16, "C": 16, "N": 1}
 OP_ORDER = ("nor_conv_3x3", "nor_conv_1x1")  # each above the next; conv_1x1 above every parameter-free op
 WEAK = ("skip_connect", "avg_pool_3x3", "none")
@@ -98,7 +99,7 @@ def cars_schedule(epochs: int, rounds: int = 4) -> dict:
     return {"warmup_epochs": epochs - rounds * per, "evolution_rounds": rounds, "epochs_per_round": per}
 
 
-def method_options(method: str, epochs: int, cells: list[str], betanas_R: int = 10) -> tuple[str, dict]:
+def method_options(method: str, epochs: int, cells: list[str], betanas_R: int = 40) -> tuple[str, dict]:
     if method == "SPOS":
         return "spos", {"epochs": epochs, "eval_cells": cells}  # scores exactly the ranking set
     if method == "BETANAS":
@@ -231,7 +232,8 @@ def baselines(run: dict) -> dict:
     cells, true = run["rank_cells"], run["rank_true"]
     params = [params_macs(c, C=16, N=5)[0] for c in cells]
     top = [t for p, t in zip(params, true, strict=True) if p == max(params)]
-    out = {"params": {"tau": kendall_tau(params, true), "cells": len(cells), "pick_true_acc": statistics.fmean(top)}}
+    out = {"params": {"tau": kendall_tau(params, true), "cells": len(cells), "pick_true_acc": statistics.fmean(top),
+                      "top_true_acc": top_true(params, true)}}  # fmt: skip
     proxy = run.get("rank_synflow")
     if proxy:
         have = [k for k, v in enumerate(proxy) if v is not None]
@@ -240,6 +242,12 @@ def baselines(run: dict) -> dict:
             out["synflow"] = {"tau": kendall_tau([proxy[k] for k in have], [true[k] for k in have]),
                               "cells": len(have), "pick_true_acc": true[best], "indices": have}  # fmt: skip
     return out
+
+
+def top_true(scores: list[float], true: list[float], k: int = TOP_K) -> float:
+    """Mean true accuracy of the ``k`` best-scored cells: how good the head of a ranking is, beyond its top-1."""
+    best = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
+    return statistics.fmean(true[i] for i in best)
 
 
 def short_budget(table: dict, cells: list[str]) -> dict:
@@ -279,6 +287,7 @@ def summarize(runs: list[dict], table: dict | None = None) -> dict:
              "train_cpu_min": [r["train_cpu_s"] / 60 for r in mine]}  # fmt: skip
         v["op_order_support"] = [order_support(r["rank_cells"], r["rank_scores"]) for r in mine]
         v["weak_lowest_edges"] = [weak_lowest(r["rank_cells"], r["rank_scores"]) for r in mine]
+        v["top_true_acc"] = [top_true(r["rank_scores"], r["rank_true"]) for r in mine]
         v["tau_ok"] = v["median_tau"] is not None and v["median_tau"] >= MIN_TAU
         v["op_order_ok"] = op_order_ok(ops)
         v["pick_ge_params"] = v["median_pick_true_acc"] >= base["params"]["pick_true_acc"]
@@ -356,6 +365,11 @@ def print_table(runs: list[dict], summary: dict) -> None:
         line = ", ".join(f"{m} " + "/".join(map(str, v["weak_lowest_edges"])) for m, v in summary["methods"].items())
         print(f"edges whose lowest op on the ranking cells is none or pool: NB201 truth "
               f"{summary['true_weak_lowest_edges']}; {line} (per seed, of 6)")  # fmt: skip
+    params_top = summary["baselines"]["params"].get("top_true_acc")
+    if params_top is not None:
+        tops = {m: "/".join(f"{x:.2f}" for x in v["top_true_acc"]) for m, v in summary["methods"].items()}
+        line = ", ".join(f"{m} {t}" for m, t in tops.items())
+        print(f"mean true acc of the {TOP_K} best-scored cells: params {params_top:.2f}; {line} (per seed)")
     nb12 = summary.get("nb201_12ep")
     if nb12:
         means = ", ".join(f"{short[o]} {nb12['op_means'][o]:.2f}" for o in ops)
@@ -391,7 +405,7 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=DEFAULTS["resolution"])
     ap.add_argument("--C", type=int, default=DEFAULTS["C"], help="supernet width (channels of the first stage)")
     ap.add_argument("--N", type=int, default=DEFAULTS["N"], help="cells per stage")
-    ap.add_argument("--betanas-R", type=int, default=10,
+    ap.add_argument("--betanas-R", type=int, default=40,
                     help="BETANAS: balanced super-steps of paths that score the ops before each drop")  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--proxy-scores", type=Path, default=None,
