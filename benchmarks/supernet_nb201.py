@@ -19,11 +19,11 @@ but the 5,000 held out for scoring (45,000), SGD lr 0.05 cosine, batch 128, 50 e
 isomorphism class, `create_space("nasbench201", canonical=True)`); training paths stay uniform over every edge's ops.
 SPOS: uniform single paths, then scores the ranking set below; pick = its best score. BETANAS: three balanced stages,
 one op per edge dropped after the first two, the first drop after >= 50% of the passes (R = 40 balanced super-steps
-of paths score the ops, --betanas-R; at R = 10 the drops followed noise), then at most 50 remaining cells scored;
-pick = the best. CARS: uniform warm-up (26 epochs, one resumable round), then 4 evolution rounds over about the other
-half (6 epochs each) on the population (16, pNSGA-III); pick = its best uniform-Pareto pick. GREEDY (optional,
---methods ... GREEDY): the unbalanced reference, paths drawn from softmax(alpha), alpha raised for well-scoring ops,
-pick = argmax alpha, 8 update rounds.
+of paths score the ops, --betanas-R; at R = 10 they missed the weak ops more often), then at most 50 remaining cells
+scored; pick = the best. CARS: uniform warm-up (26 epochs, one resumable round), then 4 evolution rounds over about
+the other half (6 epochs each) on the population (16, pNSGA-III); pick = its best uniform-Pareto pick. GREEDY
+(optional, --methods ... GREEDY): the unbalanced reference, paths drawn from softmax(alpha), alpha raised for
+well-scoring ops, pick = argmax alpha, 8 update rounds.
 
 Ranking set: 200 connected canonical cells drawn once with a fixed seed (the same for every method and seed).
 After training, each run's final supernet scores all 200 on the same held-out images (the first 1,000 of the 5,000
