@@ -142,7 +142,8 @@ COLUMNS = {
     "train s / epoch": ("train_epoch_s", ".1f"),
     "aug. loss (2nd half)": ("aug_loss_late", ".3f"),
     "entropy first -> last": lambda r: (
-        "-" if not [e for e in r["entropy_by_epoch"] if e is not None]
+        "-"
+        if not [e for e in r["entropy_by_epoch"] if e is not None]
         else f"{r['entropy_by_epoch'][0]:.2f} -> {r['entropy_by_epoch'][-1]:.2f}"
     ),
 }

@@ -129,9 +129,13 @@ def summarize(runs: list[dict]) -> dict:
         "storage_ratio_expected": expected,
         "float_values": {k: by[(k, seeds[0])]["float_values"] for k in MODELS},
         "checks": checks,
-        "third_seed_advised": sorted(k for k, v in {"B vs D": acc["B_fsf"] - acc["D_fsf_random"],
-                                                    "B vs C": acc["B_fsf"] - acc["C_thin"]}.items()
-                                     if abs(v) < 1.0) if len(seeds) < 3 else [],
+        "third_seed_advised": sorted(
+            k
+            for k, v in {"B vs D": acc["B_fsf"] - acc["D_fsf_random"], "B vs C": acc["B_fsf"] - acc["C_thin"]}.items()
+            if abs(v) < 1.0
+        )
+        if len(seeds) < 3
+        else [],
         "pass": all(checks.values()) and not missing and len(seeds) >= 2,
     }
 

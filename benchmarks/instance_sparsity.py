@@ -521,6 +521,7 @@ COLUMNS = {"run": "model", "seed": "seed", "val acc": ("val_acc", ".2f"), "test 
            "lowest-CV": lambda r: ", ".join(r["selections"]["lowest_cv"]),
            "train s": ("train_s", ".0f"), "eval s": ("eval_s", ".0f")}  # fmt: skip
 
+
 def print_table(runs: list[dict], summary: dict) -> None:
     _runs.run_table(COLUMNS)([r for r in runs if r.get("kind") != "ft"], summary)
 

@@ -430,8 +430,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--ft-lr", type=float, default=0.01)
     ap.add_argument("--ranks", nargs="+", default=["cost", "normalized", "strength"],
                     choices=["strength", "normalized", "cost"], help="the first one runs the grid")  # fmt: skip
-    ap.add_argument("--granularity", nargs="+", default=["channel", "connection"], choices=["connection", "channel"],
-                    help="prune whole channels or single connections (the paper); the first one runs the grid")
+    ap.add_argument(
+        "--granularity",
+        nargs="+",
+        default=["channel", "connection"],
+        choices=["connection", "channel"],
+        help="prune whole channels or single connections (the paper); the first one runs the grid",
+    )
     ap.add_argument("--norm", default="median", choices=["median", "fan_in"])
     ap.add_argument("--max-layer-sparsity", type=float, default=0.9,
                     help="the most of one layer's connections a ranking may prune (cost ranking empties the "

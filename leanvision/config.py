@@ -175,8 +175,11 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, ge=1, le=1024, description="CPU threads (default: torch's)")
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
     init_from: str | None = Field(None, description="start from the weights of this checkpoint (a new run)")
-    policy: str | None = Field(None, description="augmentation policy after crop/flip: a policy JSON (e.g. from "
-                               "`leanvision augsearch`) or autoaugment, randaugment, trivialaugment")
+    policy: str | None = Field(
+        None,
+        description="augmentation policy after crop/flip: a policy JSON (e.g. from "
+        "`leanvision augsearch`) or autoaugment, randaugment, trivialaugment",
+    )
     out_dir: str = Field("runs/train", description="where metrics and checkpoints go")
 
     @field_validator("val_size")

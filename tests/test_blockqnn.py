@@ -472,8 +472,10 @@ def test_calibration_recovers_known_constants_with_either_sign() -> None:
     fl = [rng.uniform(1e6, 3e7) for _ in range(16)]
     dens = [rng.uniform(1.0, 1.8) for _ in range(16)]
     # the target rewards FLOPs (mu < 0) and penalises density (rho > 0), on a scale of 2 with an offset
-    target = [2.0 * (100 * a + 3.0 * math.log(f / 1e6) - 5.0 * math.log(d)) + 7.0
-              for a, f, d in zip(acc, fl, dens, strict=True)]
+    target = [
+        2.0 * (100 * a + 3.0 * math.log(f / 1e6) - 5.0 * math.log(d)) + 7.0
+        for a, f, d in zip(acc, fl, dens, strict=True)
+    ]
     fit = calibrate_reward(acc, fl, dens, target, flops_ref=1e6, acc_scale=100.0)
     assert fit.mu == pytest.approx(-3.0) and fit.rho == pytest.approx(5.0) and fit.acc_weight == pytest.approx(2.0)
     assert fit.spearman_fit == pytest.approx(1.0) and (fit.paper_mu, fit.paper_rho) == (1.0, 8.0)

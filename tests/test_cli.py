@@ -397,8 +397,10 @@ def test_predict_a_folder_keeps_going_past_a_bad_file_and_notes_conversions(caps
     (folder / "notes.txt").write_text("not an image file: skipped")
     code, out, err = run(capsys, "predict", str(folder), "--checkpoint", str(digits_best))
     assert code == 1
-    assert [line.split(":")[0] for line in out.strip().splitlines()] == [str(folder / "a_gray.png"),
-                                                                         str(folder / "sub" / "c_colour.png")]
+    assert [line.split(":")[0] for line in out.strip().splitlines()] == [
+        str(folder / "a_gray.png"),
+        str(folder / "sub" / "c_colour.png"),
+    ]
     errs = err.strip().splitlines()
     assert errs[0] == f"note: {folder} is a folder: classifying its 3 image files"
     assert any(e.startswith(f"error: cannot decode image {folder / 'b_bad.png'} (") for e in errs), err

@@ -35,10 +35,14 @@ def _config(tmp_path: Path, **changes) -> Path:
         ({"oneshot": {**SPOS, "epoch": 2}}, ("has no option 'epoch'",)),
         ({"oneshot": {**SPOS, "supernet": {"width": 8}}}, ("unknown supernet options ['width']",)),
         ({"oneshot": {"method": "spso"}}, ("unknown one-shot method 'spso'", "search.oneshot.list_oneshot()")),
-        ({"oneshot": None, "strategy": "spos", "evaluator": "nasbench201_tabular"},
-         ("'spos' is a weight-sharing method", "oneshot: {method: spos")),
-        ({"oneshot": None, "strategy": "evolution", "evaluator": "supernet"},
-         ("evaluator 'supernet' belongs to the weight-sharing methods", "spos")),
+        (
+            {"oneshot": None, "strategy": "spos", "evaluator": "nasbench201_tabular"},
+            ("'spos' is a weight-sharing method", "oneshot: {method: spos"),
+        ),
+        (
+            {"oneshot": None, "strategy": "evolution", "evaluator": "supernet"},
+            ("evaluator 'supernet' belongs to the weight-sharing methods", "spos"),
+        ),
     ],
 )
 def test_bad_oneshot_configs_are_one_line_errors(tmp_path, capsys, changes, fragments):

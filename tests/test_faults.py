@@ -258,7 +258,8 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="r
 @needs_proc
 def test_workers_ignore_ctrl_c_and_die_with_a_killed_parent(tmp_path):
     script = tmp_path / "pool.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys, time
         from leanvision.executors import ProcessExecutor
         if __name__ == "__main__":
@@ -266,7 +267,8 @@ def test_workers_ignore_ctrl_c_and_die_with_a_killed_parent(tmp_path):
             ex.submit(0, time.sleep, 60)
             print(" ".join(str(s.proc.pid) for s in ex._slots), flush=True)
             time.sleep(60)
-    """))
+    """)
+    )
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         workers = [int(p) for p in proc.stdout.readline().split()]

@@ -188,8 +188,18 @@ def _same(a, b) -> bool:
 def test_a_run_writes_grids_metrics_report_and_a_checkpoint(fis_run):
     out = fis_run.out_dir
     assert [r["step"] for r in fis_run.history] == [0, 2, 4] and fis_run.steps_trained == 4
-    for name in ("config.yaml", "last.pt", "metrics.jsonl", "report.html", "report.md", "grids.png",
-                 "curves_steps.png", "fid_seconds.png", "grids/step_0000000.png", "grids/step_0000004.png"):
+    for name in (
+        "config.yaml",
+        "last.pt",
+        "metrics.jsonl",
+        "report.html",
+        "report.md",
+        "grids.png",
+        "curves_steps.png",
+        "fid_seconds.png",
+        "grids/step_0000000.png",
+        "grids/step_0000004.png",
+    ):
         assert (out / name).is_file(), name
     later = fis_run.history[1:]
     assert all(0 < r["ess_min"] <= r["ess"] <= 1 and r["fid"] > 0 and 0 <= r["coverage"] <= 1 for r in later)

@@ -124,4 +124,3 @@ def test_importing_a_room_loads_only_rooms_below_it(room):
 def test_models_do_not_load_search():
     # the NB201 network needs the cell encoding, not the search machinery (journal, strategies, executors)
     assert not {"search", "executors", "engine"} & _rooms_loaded_by("models")
-

@@ -150,11 +150,13 @@ def test_executor_survives_a_worker_that_dies(kind, request):
 
 def test_a_pool_started_by_an_unguarded_script_says_to_add_the_main_guard(tmp_path):
     script = tmp_path / "unguarded.py"  # no `if __name__ == "__main__":`: each spawned worker re-runs this file
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         from leanvision.executors import ProcessExecutor, map_unordered
         with ProcessExecutor(2) as ex:
             print(list(map_unordered(ex, abs, [-1, -2])))
-    """))
+    """)
+    )
     run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
     last = run.stderr.strip().splitlines()[-1]

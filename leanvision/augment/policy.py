@@ -51,7 +51,7 @@ class Policy:
         """A policy from its JSON form ``{"sub_policies": [[[op, prob, level], ...], ...]}``."""
         subs = data.get("sub_policies") if isinstance(data, dict) else None
         if not isinstance(subs, list) or not all(isinstance(s, list) for s in subs):
-            raise ConfigError(f"{source}: expected {{\"sub_policies\": [[[op, probability, level], ...], ...]}}")
+            raise ConfigError(f'{source}: expected {{"sub_policies": [[[op, probability, level], ...], ...]}}')
         if isinstance(data, dict) and data.get("levels", NUM_LEVELS) != NUM_LEVELS:
             raise ConfigError(f"{source}: written for {data['levels']} magnitude levels, this version has {NUM_LEVELS}")
         entries = []
@@ -192,8 +192,10 @@ def batch_transform(policy: str | os.PathLike[str] | Policy) -> BatchTransform:
 
         return per_image
     if not Path(policy).is_file():
-        raise ConfigError(f"policy '{policy}': no such file and not one of {', '.join(TORCHVISION_POLICIES)}; give a "
-                          "policy JSON (e.g. the policy.json of a `leanvision augsearch` run) or one of those names")
+        raise ConfigError(
+            f"policy '{policy}': no such file and not one of {', '.join(TORCHVISION_POLICIES)}; give a "
+            "policy JSON (e.g. the policy.json of a `leanvision augsearch` run) or one of those names"
+        )
     return Policy.load(policy).apply
 
 

@@ -93,4 +93,3 @@ class CalibrateConfig(BaseModel):
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, description="CPU threads (default: torch's)")
     batch_size: int = Field(256, ge=1, description="images per forward pass")
-

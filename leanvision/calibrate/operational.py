@@ -258,5 +258,6 @@ def answers(source: Any, data: OperationalData, pool: np.ndarray, classes: list[
                 raise ConfigError(f"the oracle answered {label!r} for example {keys[i]}: answer a class index "
                                   f"0-{len(classes) - 1}")  # fmt: skip
             return int(label)
+
     saved = saved_answers(journal, classes) if replay else {}
     return Answers(journal, keys, ask, saved, missing)

@@ -176,8 +176,10 @@ def profile_cmd(
     if latency:  # at 1 thread and at all cores unless --threads: the two can rank models differently
         for n in [threads] if threads is not None else thread_counts("1,all"):
             stats = measure(net.to(device), x, backend=(backend or Backend.eager).value, threads=n)
-            console.print(f"latency ({stats.backend}, {stats.threads} threads, batch {stats.batch_size}): "
-                          f"median {stats.median_ms:.3f} ms, p90 {stats.p90_ms:.3f} ms over {stats.iters} runs")
+            console.print(
+                f"latency ({stats.backend}, {stats.threads} threads, batch {stats.batch_size}): "
+                f"median {stats.median_ms:.3f} ms, p90 {stats.p90_ms:.3f} ms over {stats.iters} runs"
+            )
 
 
 @app.command("export")
@@ -313,8 +315,13 @@ def calibrate_cmd(
     from leanvision.cli.calibrate import run_calibrate
     from leanvision.config import load_config
 
-    overrides = {"checkpoint": checkpoint and str(checkpoint), "data_dir": data_dir, "threads": threads,
-                 "out_dir": out_dir and str(out_dir), "device": device}  # run checks threads and device
+    overrides = {
+        "checkpoint": checkpoint and str(checkpoint),
+        "data_dir": data_dir,
+        "threads": threads,
+        "out_dir": out_dir and str(out_dir),
+        "device": device,
+    }  # run checks threads and device
     cfg = load_config(CalibrateConfig, config, overrides)
     again = f"leanvision calibrate {config}" + (f" --out-dir {out_dir}" if out_dir else "")
     console.print(run_calibrate(cfg, again=again, resume=resume, force=force, progress=not quiet, console=console),
@@ -335,8 +342,12 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="the run directory (out_
 @app.command("evaluate")
 def evaluate_cmd(
     checkpoint: Path = checkpoint_option(required=True),
-    split: Split = typer.Option(None, "--split", help="test (default), val (held out of train, as in training) or "
-                                "train; with --calibration the default is the data it was fitted for"),
+    split: Split = typer.Option(
+        None,
+        "--split",
+        help="test (default), val (held out of train, as in training) or "
+        "train; with --calibration the default is the data it was fitted for",
+    ),
     data_dir: str = data_dir_option(),
     dataset: str = typer.Option(None, "--dataset", help="dataset name (default: the one it was trained on)"),
     subset: int = typer.Option(None, "--subset", min=1, help="evaluate a class-balanced sample of this many images"),
@@ -424,8 +435,14 @@ def quickstart_cmd(
 
     table = Table(Column("model", no_wrap=True), "test acc %", "params", "MACs", "eager bs1 ms", "ORT bs1 ms")
     for r in result.rows:
-        table.add_row(r["model"], f"{r['acc']:.2f}±{r['acc_sd']:.2f}", format_count(r["params"]),
-                      format_count(r["macs"]), f"{r['eager_bs1_ms']:.3f}", f"{r['onnxruntime_bs1_ms']:.3f}")
+        table.add_row(
+            r["model"],
+            f"{r['acc']:.2f}±{r['acc_sd']:.2f}",
+            format_count(r["params"]),
+            format_count(r["macs"]),
+            f"{r['eager_bs1_ms']:.3f}",
+            f"{r['onnxruntime_bs1_ms']:.3f}",
+        )
     console.print(table)
     console.print(f"report: {result.html}  (also {result.markdown.name})", soft_wrap=True)
 

@@ -58,7 +58,8 @@ class CompressConfig(BaseModel):
     )
     norm: Literal["median", "fan_in"] = Field("median", description="the per-layer scale of rank normalized/cost")
     granularity: Literal["connection", "channel"] = Field(
-        "connection", description="prune single connections (the paper) or whole channels, residual streams included: "
+        "connection",
+        description="prune single connections (the paper) or whole channels, residual streams included: "
         "sparsity is then the share of channels removed and a MAC target is reached with real speed-ups",
     )
     max_layer_sparsity: float | None = Field(

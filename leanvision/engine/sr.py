@@ -90,8 +90,10 @@ def sr_train(model: str = "fsrcnn", *, scale: int = 2, steps: int = 1000, blocks
     from leanvision.runs import changed_settings, check_run_dir
 
     if model == "bicubic":
-        raise ConfigError("bicubic has no weights to train: score it with `leanvision sr-eval --bicubic --scale N` "
-                          "(Python: sr_eval(bicubic=True, scale=N)), or train another model")
+        raise ConfigError(
+            "bicubic has no weights to train: score it with `leanvision sr-eval --bicubic --scale N` "
+            "(Python: sr_eval(bicubic=True, scale=N)), or train another model"
+        )
     out = Path(out_dir)
     settings = {"model": model, "scale": scale, "steps": steps, "blocks": list(blocks) if blocks else None,
                 "train_set": train_set, "val_images": val_images, "batch_size": batch_size, "patch": patch, "lr": lr,
@@ -212,8 +214,9 @@ def sr_eval(checkpoint: str | os.PathLike[str] | None = None, *, scale: int | No
         model, ckpt = sr_model_from_checkpoint(checkpoint, device=check_device(device))
         trained = int(ckpt["config"]["scale"])
         if scale is not None and scale != trained:
-            raise ConfigError(f"{checkpoint} upscales x{trained}, not x{scale}: give --scale {trained} or another "
-                              "model")
+            raise ConfigError(
+                f"{checkpoint} upscales x{trained}, not x{scale}: give --scale {trained} or another model"
+            )
     rows = []
     for name in track(list(sets), description="sets", enabled=progress):
         m = evaluate_sr(model, load_sr_set(name, trained, root=data_dir), scale=trained, device=device)

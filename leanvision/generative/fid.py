@@ -136,4 +136,3 @@ def train_classifier(dataset: str, out: str | os.PathLike[str], *, data_dir: str
     record = {"dataset": dataset, "epochs": epochs, "seed": seed, "test_acc": float(metrics["acc"])}
     save_checkpoint(out, model=net.state_dict(), feature_net=arch, meta=record)
     return record
-

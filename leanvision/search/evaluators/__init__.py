@@ -15,4 +15,3 @@ def create_evaluator(name: str, **kwargs: Any) -> Any:
 
 def list_evaluators(pattern: str = "*") -> list[str]:
     return EVALUATORS.list(pattern)
-

@@ -421,8 +421,9 @@ class NSCSpace:
 @functools.lru_cache(maxsize=64)
 def _median_flops(max_layers: int, kernels: tuple, pool_kernels: tuple, types: tuple, channels: int,
                   resolution: int, n: int, seed: int, require_conv: bool = True) -> float:  # fmt: skip
-    space = NSCSpace(max_layers=max_layers, kernels=kernels, pool_kernels=pool_kernels, types=types,
-                     require_conv=require_conv)
+    space = NSCSpace(
+        max_layers=max_layers, kernels=kernels, pool_kernels=pool_kernels, types=types, require_conv=require_conv
+    )
     rng = random.Random(seed)
     values = [flops(space.sample(rng), channels, resolution) for _ in range(n)]
     ref = statistics.median(values)
