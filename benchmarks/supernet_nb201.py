@@ -85,6 +85,7 @@ TOP_K = 10  # the head of a ranking, reported beside its pick
 DEFAULTS = {"epochs": 50, "subset": 0, "resolution": 16, "C": 16, "N": 1}
 OP_ORDER = ("nor_conv_3x3", "nor_conv_1x1")  # each above the next; conv_1x1 above every parameter-free op
 WEAK = ("skip_connect", "avg_pool_3x3", "none")
+DROP_FIRST = ("avg_pool_3x3", "none")  # the ops BETANAS's first drop should take (its rule: on >= 4 of 6 edges)
 
 
 def rank_cells(n: int = RANK_N, seed: int = RANK_SEED) -> list[str]:
@@ -99,7 +100,7 @@ def cars_schedule(epochs: int, rounds: int = 4) -> dict:
     return {"warmup_epochs": epochs - rounds * per, "evolution_rounds": rounds, "epochs_per_round": per}
 
 
-def method_options(method: str, epochs: int, cells: list[str], betanas_R: int = 40) -> tuple[str, dict]:
+def method_options(method: str, epochs: int, cells: list[str], betanas_R: int) -> tuple[str, dict]:
     if method == "SPOS":
         return "spos", {"epochs": epochs, "eval_cells": cells}  # scores exactly the ranking set
     if method == "BETANAS":
@@ -178,7 +179,7 @@ def op_means(cells: list[str], scores: list[float]) -> dict[str, float | None]:
 def weak_lowest(cells: list[str], scores: list[float]) -> int:
     """On how many edges the cells' scores put none or avg_pool_3x3 lowest: what BETANAS's first drop would do if it
     scored ops on these cells (its rule asks for >= 4 of 6)."""
-    return sum(min(m, key=m.get) in ("none", "avg_pool_3x3") for m in edge_op_means(cells, scores).values())
+    return sum(min(m, key=m.get) in DROP_FIRST for m in edge_op_means(cells, scores).values())
 
 
 def op_order_ok(scores: dict[str, float | None]) -> bool:
@@ -221,7 +222,7 @@ def marginals(table: dict) -> dict[str, dict[str, float]]:
 def drop_check(run: dict) -> dict:
     """On how many edges BETANAS's first drop was avg_pool_3x3 or none; whether every stage was balanced."""
     first = run["dropped"][0]
-    bad_first = sum(any(o in ("avg_pool_3x3", "none") for o in first.get(e, [])) for e in EDGES)
+    bad_first = sum(any(o in DROP_FIRST for o in first.get(e, [])) for e in EDGES)
     # dropped ops count 0 in later stages; the remaining ones must all count the same
     flat = all(len({c for c in per.values() if c}) == 1 for stage in run["stage_op_counts"] for per in stage.values())
     return {"edges_dropping_pool_or_none_first": bad_first, "balanced": flat}
@@ -250,10 +251,9 @@ def top_true(scores: list[float], true: list[float], k: int = TOP_K) -> float:
     return statistics.fmean(true[i] for i in best)
 
 
-def short_budget(table: dict, cells: list[str]) -> dict:
+def short_budget(table: dict, cells: list[str], true: list[float]) -> dict:
     """NB201's 12-epoch validation accuracies of the ranking cells: tau vs the truth, op means, op-order support."""
     short = [table[c][SHORT] for c in cells]
-    true = [truth_of(table, c) for c in cells]
     return {"tau": kendall_tau(short, true), "op_means": op_means(cells, short), "op_order_support":
             order_support(cells, short), "weak_lowest_edges": weak_lowest(cells, short)}  # fmt: skip
 
@@ -275,7 +275,7 @@ def summarize(runs: list[dict], table: dict | None = None) -> dict:
     out["true_op_order_support"] = order_support(first["rank_cells"], first["rank_true"])
     out["true_weak_lowest_edges"] = weak_lowest(first["rank_cells"], first["rank_true"])
     if table:
-        out["nb201_12ep"] = short_budget(table, first["rank_cells"])
+        out["nb201_12ep"] = short_budget(table, first["rank_cells"], first["rank_true"])
     for m in names:
         mine = [by[(m, s)] for s in seeds]
         accs = [r["pick_true_acc"] for r in mine]
