@@ -16,7 +16,8 @@ scale); an SGD step moves a dynamic conv's combined kernel as far as a static on
 the gradient); the coefficient layers are not weight-decayed and train at --coef-lr-mult times the learning rate.
 SGD (nesterov, lr 0.05, cosine, wd 5e-4), batch 128, crop + flip, identical for every model. --val-size training
 images are held out (reported per epoch in OUT/runs/<run>/metrics.jsonl, with the coefficient spread: std/mean of
-each coefficient across a batch's images, per layer); accuracy is on the 10,000-image test set.
+each coefficient across a batch's images, per layer); accuracy is on the 10,000-image test set, where each DY-CNN
+run also counts the hidden units of every attention still active (leanvision.ops.attention_active_units).
 Verdicts, per dynamic model X (C, D, E; means over the seeds on which A, B, F and X finished, >= 2):
 acc(X) >= acc(B) + 1.0 in every seed; acc(X) >= acc(F) + 1.0; X recovers >= 40% of the A-B gap; MACs(X) <= 1.1
 MACs(B); coefficient spread (test images, after training) >= 5% in some layer. Only meaningful when
@@ -39,7 +40,15 @@ from torch import nn
 from leanvision.data import make_loader
 from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler, standard_step
 from leanvision.models import match_width
-from leanvision.ops import ConvBnAct, DynamicCoefficients, DynamicConvBnAct, DynamicStep, coefficient_spread, init_convs
+from leanvision.ops import (
+    ConvBnAct,
+    DynamicCoefficients,
+    DynamicConvBnAct,
+    DynamicStep,
+    attention_active_units,
+    coefficient_spread,
+    init_convs,
+)
 from leanvision.profile import profile
 
 WIDTHS = (32, 32, 64, 64, 128, 128)
@@ -112,6 +121,8 @@ def train_one(name: str, data: dict, runs: _runs.Runs, *, seed: int, thin: float
         "unsupported": dict(prof.unsupported),
         "coefficient_spread": spread,
         "coefficient_spread_max": max(spread.values(), default=None),
+        # DY-CNN: (hidden units of each attention active on >= 1% of the test images, all); none left = static
+        "attention_active_units": attention_active_units(model, test) if mode == "dycnn" else None,
         "coefficient_spread_by_epoch": [h.get("coefficient_spread") for h in res.history] if mode else None,
         "val_acc_by_epoch": [100 * h["val_acc"] for h in res.history],
         # running accuracy on the augmented training batches: tells under-fitting from over-fitting beside val
@@ -179,6 +190,7 @@ def summarize(runs: list[dict]) -> dict:
         "params": {n: first[n]["params"] for n in present},
         "macs_vs_B": {n: first[n]["macs"] / b_macs for n in present},
         "coefficient_spread_test": {n: first[n]["coefficient_spread"] for n in present if n in DYNAMIC},
+        "attention_active_units": {n: first[n].get("attention_active_units") for n in present if n in DYNAMIC},
         "verdicts": verdicts,
         "criterion": "per dynamic model X: acc(X) >= acc(B) + 1.0 in every seed, acc(X) >= acc(F thin, MACs of C) + "
         "1.0, X recovers >= 40% of acc(A) - acc(B), MACs(X) <= 1.1 MACs(B), coefficient spread >= 5% in some layer; "

@@ -27,6 +27,7 @@ from leanvision.ops import (
     DynamicStep,
     MaskConv2d,
     anneal_temperature,
+    attention_active_units,
     coefficient_spread,
     dynamic_conv_macs,
     fuse_bn,
@@ -186,7 +187,7 @@ def test_profiler_count_equals_formula_and_executed_ops(mode, cin, cout, k, stri
     kernel = cout * cin // groups * k * k
     fc = cin * (cout if mode == "dynet" else 1) * g
     if mode == "dycnn":
-        hidden = max(4, cin // 4)
+        hidden = max(16, cin // 4)  # the floor that keeps narrow layers' attention alive
         fc = cin * hidden + hidden * g
     assert formula == kernel * hw[0] * hw[1] + g * kernel + fc  # the spec's three terms, written out
     prof = profile(conv, x)
@@ -493,6 +494,24 @@ def test_coefficient_spread_is_std_over_mean_across_images() -> None:
     per_batch = [(ci.std(0, correction=0) / ci.mean(0)).mean().item() for ci in c]
     assert spread["0.conv.coef"] == pytest.approx((4 * per_batch[0] + 2 * per_batch[1]) / 6, rel=1e-6)
     assert set(spread) == {"0.conv.coef", "1.conv.coef"} and spread["1.conv.coef"] > 0
+
+
+def test_attention_active_units_counts_the_hidden_units_that_fire_on_enough_images() -> None:
+    model = nn.Sequential(DynamicConvBnAct(3, 8, 3, g=2, mode="dycnn"), DynamicConvBnAct(8, 4, 3, g=2))
+    fc1 = model[0].conv.coef.fc[0]
+    assert fc1.out_features == 16  # the floor: 3 // 4 channels would give no unit at all
+    with torch.no_grad():
+        fc1.weight.zero_()
+        fc1.bias.fill_(-1.0)  # dead on every image
+        fc1.bias[0] = 1.0  # live on every image
+        fc1.weight[1, 0] = 1.0  # live where channel 0's mean is positive: 3 of the 10 images
+        fc1.bias[1] = 0.0
+    x = torch.randn(10, 3, 5, 5)
+    x[:, 0] = torch.tensor([1.0] * 3 + [-1.0] * 7)[:, None, None]
+    model.train()
+    assert attention_active_units(model, [x[:4], (x[4:], None)]) == {"0.conv.coef": (2, 16)}  # DyNet's: no FC1
+    assert attention_active_units(model, [x], min_fraction=0.5) == {"0.conv.coef": (1, 16)}
+    assert model.training and not fc1._forward_hooks  # mode restored, hooks removed
 
 
 def test_dynamic_step_logs_the_spread_and_anneals_over_its_steps(tmp_path: Path) -> None:

@@ -65,9 +65,18 @@ def coefficient_macs(in_chs: int, rows: int, *, g: int, mode: str = "dynet", red
     return in_chs * rows * g
 
 
+DYCNN_MIN_HIDDEN = 16
+
+
 def dycnn_hidden(in_chs: int, reduction: int) -> int:
-    """Width of DY-CNN's attention bottleneck FC1 (reduction 4 by default, at least 4 units)."""
-    return max(4, in_chs // reduction)
+    """Width of DY-CNN's attention bottleneck FC1: ``in_chs // reduction`` (4 by default), at least 16 units.
+
+    The paper's nets have >= 64 channels, hence >= 16 units. FC1 sees the average of post-ReLU maps (>= 0 and
+    much alike across images), so a unit starts on for almost every image or for none, and one that is off for
+    every image never gets a gradient again: with 4 units (16 channels) whole attentions of a narrow CIFAR VGG died
+    and became image-independent (``attention_active_units`` counts the live ones).
+    """
+    return max(DYCNN_MIN_HIDDEN, in_chs // reduction)
 
 
 def dynamic_conv_macs(
@@ -509,6 +518,42 @@ def coefficient_spread(model: nn.Module, data: Iterable, *, max_batches: int | N
             return rec.result()
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def attention_active_units(
+    model: nn.Module, data: Iterable, *, min_fraction: float = 0.01
+) -> dict[str, tuple[int, int]]:
+    """Per DY-CNN attention (arXiv 1912.03458): (hidden ReLU units active on >= ``min_fraction`` of the images, all).
+
+    A unit active on no image passes no gradient and never recovers: with every unit of a layer dead its
+    attention is the same for every image, i.e. a static kernel (``coefficient_spread`` then reads about 0).
+    ``data`` yields input batches or ``(inputs, targets)`` pairs.
+    """
+    counts: dict[str, Tensor] = {}
+
+    def count(name: str):
+        def hook(module: nn.Module, inputs: tuple, hidden: Tensor) -> None:
+            counts[name] = counts.get(name, 0) + (hidden > 0).sum(0)  # FC1's output; the ReLU after it is in place
+
+        return hook
+
+    attentions = [(n, m) for n, m in model.named_modules() if isinstance(m, DynamicCoefficients) and m.mode == "dycnn"]
+    hooks = [m.fc[0].register_forward_hook(count(n)) for n, m in attentions]
+    images = 0
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for batch in data:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x.to(device))
+            images += x.shape[0]
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return {n: (int((c >= min_fraction * images).sum()), c.numel()) for n, c in counts.items()}
 
 
 @dataclass
