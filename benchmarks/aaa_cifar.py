@@ -52,10 +52,11 @@ SAME_ON_RESUME = ("subset", "val_size", "epochs", "copies", "model", "transfer_m
 
 
 def _common(args: argparse.Namespace, seed: int) -> dict:
+    # channels_last only says how fast (every row alike), so the cost ledger's ratios are unchanged
     return {"dataset": "cifar10", "data_dir": args.data_dir, "subset": args.subset or None,
             "val_size": args.val_size, "test_subset": args.test_subset or None, "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr, "weight_decay": 5e-4, "seed": seed, "threads": args.threads,
-            "device": args.device}  # fmt: skip
+            "device": args.device, "channels_last": True}  # fmt: skip
 
 
 def _row(name: str, seed: int, args: argparse.Namespace, res: Any) -> dict:

@@ -174,6 +174,8 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0, description="seed of initialisation, data order, augmentation and subsets")
     threads: int | None = Field(None, ge=1, le=1024, description="CPU threads (default: torch's)")
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    channels_last: bool = Field(False, description="keep conv weights and activations channels-last (NHWC): the same "
+                                "computation, usually faster CNN training on CPU (oneDNN) and GPUs")  # fmt: skip
     init_from: str | None = Field(None, description="start from the weights of this checkpoint (a new run)")
     policy: str | None = Field(
         None,

@@ -795,6 +795,21 @@ def test_choices_are_the_keys_of_the_tables_that_dispatch_them() -> None:
 # --- workflows: train, evaluate_checkpoint, predict as library calls ------------------------------------------------
 
 
+def test_channels_last_trains_the_same_net_and_may_change_on_resume(tmp_path: Path) -> None:
+    from leanvision.config import TrainConfig
+    from leanvision.engine import train
+
+    cfg = TrainConfig(model="quickstart_cnn", dataset="digits", epochs=2, batch_size=64, lr=0.05, seed=3)
+    plain = train(cfg.model_copy(update={"out_dir": str(tmp_path / "plain")}), progress=False)
+    nhwc = cfg.model_copy(update={"out_dir": str(tmp_path / "nhwc"), "channels_last": True})
+    fast = train(nhwc, progress=False)
+    a, b = (torch.load(r.last_checkpoint, weights_only=False)["model"] for r in (plain, fast))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+    assert fast.test_acc == pytest.approx(plain.test_acc, abs=0.01)
+    # it says how fast, not what is computed: a resume may switch it
+    assert train(nhwc.model_copy(update={"channels_last": False}), resume=True).epochs_trained == 0
+
+
 def test_train_is_a_library_call_whose_numbers_evaluate_checkpoint_reproduces(tmp_path: Path) -> None:
     from leanvision.config import TrainConfig
     from leanvision.engine import evaluate_checkpoint, predict, train

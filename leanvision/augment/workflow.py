@@ -96,6 +96,8 @@ def run(config: AugSearchConfig | dict[str, Any] | str | Path, *, resume: bool =
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.model, num_classes=train_ds.num_classes, in_chans=train_ds.input_size[0],
                              **cfg.model_kwargs)  # fmt: skip
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
         loader = make_loader(train_ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, normalized=False)
         controller = None
         if cfg.controller != "none":

@@ -168,6 +168,8 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, resume: bool = F
                              **cfg.model_kwargs)  # fmt: skip
         if cfg.init_from is not None and not resume:
             load_weights(model, cfg.init_from)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
         loader = make_loader(train_ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, transform=transform)
         val_loader = make_loader(val, batch_size=max(cfg.batch_size, 256), shuffle=False) if val is not None else None
         opt = make_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
