@@ -71,9 +71,9 @@ DYCNN_MIN_HIDDEN = 16
 def dycnn_hidden(in_chs: int, reduction: int) -> int:
     """Width of DY-CNN's attention bottleneck FC1: ``in_chs // reduction`` (4 by default), at least 16 units.
 
-    The paper's nets have >= 64 channels, hence >= 16 units. FC1 sees the average of post-ReLU maps (>= 0 and
-    much alike across images), so a unit starts on for almost every image or for none, and one that is off for
-    every image never gets a gradient again: with 4 units (16 channels) whole attentions of a narrow CIFAR VGG died
+    The floor is this library's (the paper states only the reduction). FC1 sees the average of post-ReLU maps
+    (>= 0 and much alike across images), so a unit's sign varies little from image to image, and one that is off
+    for every image never gets a gradient again: with 4 units (16 channels) whole attentions of a narrow CIFAR VGG died
     and became image-independent (``attention_active_units`` counts the live ones).
     """
     return max(DYCNN_MIN_HIDDEN, in_chs // reduction)
