@@ -20,6 +20,7 @@ decay and may have its own learning rate (``lr_mult``, honoured by ``leanvision.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -505,19 +506,25 @@ def coefficient_spread(model: nn.Module, data: Iterable, *, max_batches: int | N
 
     ``data`` yields input batches or ``(inputs, targets)`` pairs; inputs go to the model's device.
     """
+    with CoefficientSpread(model) as rec:
+        _eval_pass(model, itertools.islice(data, max_batches))
+        return rec.result()
+
+
+def _eval_pass(model: nn.Module, data: Iterable) -> int:
+    """Run ``model`` in eval mode over input batches or ``(inputs, targets)`` pairs (for hooks); the image count."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    images = 0
     try:
-        with CoefficientSpread(model) as rec:
-            for i, batch in enumerate(data):
-                if max_batches is not None and i >= max_batches:
-                    break
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                model(x.to(device))
-            return rec.result()
+        for batch in data:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x.to(device))
+            images += x.shape[0]
     finally:
         model.train(was_training)
+    return images
 
 
 @torch.no_grad()
@@ -540,17 +547,9 @@ def attention_active_units(
 
     attentions = [(n, m) for n, m in model.named_modules() if isinstance(m, DynamicCoefficients) and m.mode == "dycnn"]
     hooks = [m.fc[0].register_forward_hook(count(n)) for n, m in attentions]
-    images = 0
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     try:
-        for batch in data:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x.to(device))
-            images += x.shape[0]
+        images = _eval_pass(model, data)
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return {n: (int((c >= min_fraction * images).sum()), c.numel()) for n, c in counts.items()}
