@@ -13,7 +13,8 @@ experts, softmax temperature annealed 30 -> 1 over the first --anneal-frac of th
 multiplier bisected so its MACs match C's (leanvision.models.match_width), the control a user could pick instead.
 Every conv starts by one rule (leanvision.ops.init_convs: a dynamic conv's combined kernel at a static conv's
 scale); an SGD step moves a dynamic conv's combined kernel as far as a static one's (DY-CNN's experts get g times
-the gradient); the coefficient layers are not weight-decayed and train at --coef-lr-mult times the learning rate.
+the gradient); the coefficient layers are not weight-decayed and their logits layer trains at --coef-lr-mult times
+the learning rate (DY-CNN's ReLU bottleneck at 1x: faster, its units died).
 SGD (nesterov, lr 0.05, cosine, wd 5e-4), batch 128, crop + flip, identical for every model. --val-size training
 images are held out (reported per epoch in OUT/runs/<run>/metrics.jsonl, with the coefficient spread: std/mean of
 each coefficient across a batch's images, per layer); accuracy is on the 10,000-image test set, where each DY-CNN
@@ -213,7 +214,7 @@ def parse_args() -> argparse.Namespace:
                     help="DY-CNN: fraction of the steps over which the temperature falls 30 -> 1")  # fmt: skip
     ap.add_argument("--lr", type=float, default=0.05)
     # At 1x the coefficients barely depend on the image (spread < 1% after 3 epochs on 5k images); at 10x 4-6%.
-    ap.add_argument("--coef-lr-mult", type=float, default=10.0, help="learning rate of the coefficient layers / lr")
+    ap.add_argument("--coef-lr-mult", type=float, default=10.0, help="learning rate of the logits layers / lr")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="MODEL")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true", help="no progress bars")

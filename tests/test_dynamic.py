@@ -482,6 +482,15 @@ def test_coefficient_layer_is_not_decayed_and_has_its_own_learning_rate() -> Non
     assert len(lrs) == 1  # the schedule keeps the ratio
 
 
+def test_dycnn_learning_rate_multiple_is_on_the_logits_layer_only() -> None:
+    coef = DynamicCoefficients(64, 1, g=4, mode="dycnn", lr_mult=10.0)
+    assert coef.lr_scale() == {"fc.2.weight": 10.0, "fc.2.bias": 10.0}  # FC1 (fc.0) at the base rate
+    opt = make_optimizer(coef, "sgd", lr=0.1)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lr_of[id(coef.fc[0].weight)] == pytest.approx(0.1) and lr_of[id(coef.fc[2].weight)] == pytest.approx(1.0)
+    assert DynamicCoefficients(64, 8, g=4, lr_mult=3.0).lr_scale() == {"fc.weight": 3.0, "fc.bias": 3.0}
+
+
 def test_coefficient_spread_is_std_over_mean_across_images() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(DynamicConvBnAct(3, 4, 3, g=2, mode="condconv"), DynamicConvBnAct(4, 4, 3, g=2))

@@ -115,7 +115,7 @@ class DynamicCoefficients(nn.Module):
     the output channels. One module may feed several dynamic convs (slice its rows, or share ``rows = 1``).
     DY-CNN's softmax temperature is the buffer ``temperature`` (saved in checkpoints, used in eval too).
     No BatchNorm1d in the branch, so training at batch 1 works. Never weight-decayed (decay pulls the logits to 0,
-    i.e. to the same coefficients for every image); ``lr_mult`` scales its learning rate in ``make_optimizer``.
+    i.e. to the same coefficients for every image); ``lr_mult`` scales the learning rate of its logits layer.
     """
 
     def __init__(
@@ -162,8 +162,13 @@ class DynamicCoefficients(nn.Module):
         return {n for n, _ in self.named_parameters()}
 
     def lr_scale(self) -> dict[str, float]:
-        """Learning-rate multiplier per parameter name (``make_optimizer`` honours it)."""
-        return {n: float(self.lr_mult) for n, _ in self.named_parameters()}
+        """Learning-rate multiplier per parameter name (``make_optimizer`` honours it): ``lr_mult`` on the logits layer.
+
+        DY-CNN's ReLU bottleneck FC1 keeps the base rate: at a multiple of it, its units were pushed off for every
+        image and stayed dead (no gradient through a ReLU that is never on), leaving image-independent kernels.
+        """
+        last = self.fc[-1] if isinstance(self.fc, nn.Sequential) else self.fc
+        return {n: float(self.lr_mult) for n, p in self.named_parameters() if any(p is q for q in last.parameters())}
 
 
 class _ScaleGrad(torch.autograd.Function):
