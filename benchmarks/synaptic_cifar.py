@@ -17,8 +17,8 @@ recorded. Each regularised net is pruned with every --granularity x --ranks x --
 --ft-epochs with the masks enforced (--ft-lr, cosine, lambda 0) and cut. Rankings: "strength" (|s|, the paper),
 "normalized" (|s| over the layer's median), "cost" (normalised |s| per MAC the connection carries); --round-to 16
 keeps a multiple of 16 channels per resized layer (0: widths as they fall). Granularity "connection" prunes
-kernels (the paper; a channel goes when all its kernels do), "channel" prunes whole channels ranked by the summed
-scores of the kernels that write them (residual streams written through 1x1 projections included; records
+kernels (the paper; a channel goes when all its kernels do), "channel" prunes whole channels ranked by the mean
+score of the kernels that write them (residual streams written through 1x1 projections included; records
 without a granularity are connection runs).
 The grid: lambda x reg-epochs (--lams, --reg-epochs) is run in the first seed with the first granularity, ranking
 and rounding at the first target; the point with the best validation accuracy after fine-tuning is used for every other

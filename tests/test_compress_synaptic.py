@@ -722,12 +722,12 @@ def _channel_toy() -> SynapticStrength:
 @pytest.mark.parametrize(
     ("rank", "expected", "first"),
     [
-        # row sums of |s|: a 2, 8, 5; b 1.5, 1.0 -> b's channel 1
-        ("strength", {"0": [2.0, 8.0, 5.0], "3": [1.5, 1.0]}, ("3", 1)),
-        # row sums over the layer medians 2.5 and 0.45 -> a's channel 0
-        ("normalized", {"0": [0.8, 3.2, 2.0], "3": [1.5 / 0.45, 1.0 / 0.45]}, ("0", 0)),
+        # row means of |s| (not sums, which grow with the fan-in): a 1, 4, 2.5; b 0.5, 1/3 -> b's channel 1
+        ("strength", {"0": [1.0, 4.0, 2.5], "3": [0.5, 1 / 3]}, ("3", 1)),
+        # row means over the layer medians 2.5 and 0.45 -> a's channel 0
+        ("normalized", {"0": [0.4, 1.6, 1.0], "3": [0.5 / 0.45, 1 / 3 / 0.45]}, ("0", 0)),
         # normalised / (MACs per channel / mean): a 320, b 1008, mean (3*320 + 2*1008)/5 = 595.2 -> b's channel 1
-        ("cost", {"0": [0.8 * 1.86, 3.2 * 1.86, 2.0 * 1.86], "3": [v / 0.45 * 595.2 / 1008 for v in (1.5, 1.0)]},
+        ("cost", {"0": [0.4 * 1.86, 1.6 * 1.86, 1.0 * 1.86], "3": [v / 0.45 * 595.2 / 1008 for v in (0.5, 1 / 3)]},
          ("3", 1)),
     ],
 )  # fmt: skip
@@ -745,6 +745,19 @@ def test_channel_scores_and_the_first_channel_pruned_are_hand_worked(rank, expec
     assert plan["selection"]["granularity"] == "channel"
     assert plan["layers"][unit]["out_channels_after"] == len(expected[unit]) - 1
     assert plan["layers"]["5"]["in_channels_after"] == (1 if unit == "3" else 2)
+
+
+def test_channel_scores_do_not_grow_with_the_fan_in():
+    # a (3 -> 4) and b (4 -> 8) with every |s| = 1: all channels score alike, so neither layer is emptied first
+    # (a sum over the fan-in scored a's channels 3 against b's 4, and a 3-input first conv always went first)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.ReLU(), nn.Conv2d(4, 8, 3, bias=False), nn.ReLU(),
+                          nn.Conv2d(8, 2, 1))  # fmt: skip
+    ss = SynapticStrength(model)
+    with torch.no_grad():
+        for m in ss.layers.values():
+            m.strength.fill_(1.0)
+    scores, _ = ss.channel_scores("strength")
+    assert {k: v.tolist() for k, v in scores.items()} == {"0": [1.0] * 4, "2": [1.0] * 8}
 
 
 def test_channel_pruning_keeps_one_channel_per_space_and_obeys_the_cap():

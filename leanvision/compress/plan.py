@@ -400,14 +400,14 @@ def _dead_unused(
 
 
 def _channel_strength(graph: ChannelGraph, root: int, scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Per channel of a space: the summed score of the kernels that write it (its convs' rows)."""
+    """Per channel of a space: the mean score of the kernels that write it, per writing conv, summed over its convs."""
     total = torch.zeros(graph.space(root).size, dtype=torch.float64)
     for p in graph.space(root).producers:
         score = scores.get(p)
         if score is None:
             w = graph.modules[p].weight.detach()
             score = w.pow(2).sum((2, 3)).sqrt()
-        total += score.double().cpu().sum(1)
+        total += score.double().cpu().mean(1)
     return total
 
 
@@ -500,8 +500,8 @@ def make_plan(
     masks (including kernels that the removal of a channel makes useless) and a summary of what surgery will do.
     ``round_to`` (e.g. 8 or 16): every set of channels that surgery shrinks keeps a multiple of it (or all), by
     keeping the strongest of the channels it would remove, with their kernels from and to kept channels;
-    strength = the sum of ``channel_scores`` (``[out, in/groups]`` per conv, e.g. |s|) over the kernels that write
-    the channel, by default their weight norms.
+    strength = the mean of ``channel_scores`` (``[out, in/groups]`` per conv, e.g. |s|) over the kernels that write
+    the channel (summed over the convs that write it), by default their weight norms.
     """
     graph = ChannelGraph(model)
     convs = dict(_convs(graph))

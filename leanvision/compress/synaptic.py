@@ -211,16 +211,19 @@ class SynapticStrength:
 
         Channels are grouped per channel space (all convs writing the same channels, e.g. a residual stream; a
         depthwise conv's input and output are one), keyed by the space's first producer; only spaces surgery can
-        resize appear. A channel scores the sum of the ``rank_scores`` of the connections that write it. For
-        ``rank="cost"`` that sum (of normalised scores) is divided by the MACs removing the channel saves (its rows
-        in the producers and columns in the consumers, relative to the mean over channels).
+        resize appear. A channel scores the mean ``rank_scores`` of the connections that write it, per writing conv,
+        summed over its writing convs (a residual stream's). For ``rank="cost"`` that score (of normalised scores) is
+        divided by the MACs removing the channel saves (its rows in the producers and columns in the consumers,
+        relative to the mean over channels).
         """
         base = self.rank_scores("normalized" if rank == "cost" else rank, norm=norm)
         graph = ChannelGraph(self.model)
         units = self._channel_units(graph)
-        # A sum, not a max: a channel written strongly by many connections carries more than one with a single
-        # strong connection, and round_to brings back removed channels ranked by the same sum.
-        scores = {k: sum((base[p].double().sum(1) for s in spaces for p in graph.space(s).producers if p in base),
+        # A mean over a conv's row, not a max (a channel written strongly by many connections carries more than one
+        # with a single strong connection) and not a sum: a sum grows with the fan-in, so the 3-input first conv's
+        # channels scored ~10x below the rest and every ranking emptied it first, which a CIFAR net cannot survive.
+        # round_to brings back removed channels ranked by the same score.
+        scores = {k: sum((base[p].double().mean(1) for s in spaces for p in graph.space(s).producers if p in base),
                          torch.zeros(graph.space(spaces[0]).size, dtype=torch.float64))
                   for k, spaces in units.items()}  # fmt: skip
         if rank == "cost":
