@@ -1,6 +1,6 @@
 """Synaptic Strength (arXiv 1811.02454) on a converged CIFAR-10 net against a thinner net of the same latency.
 
-    python benchmarks/synaptic_cifar.py --baseline benchmarks/baselines/vgg_cifar10_s0/best.pt --data-dir DIR \
+    python benchmarks/synaptic_cifar.py --baseline benchmarks/baselines/vgg_cifar10.pt --data-dir DIR \
         --out benchmarks/results/synaptic_vgg          # grid on val, 3 rankings x rounding, thin control, 2 seeds
     python benchmarks/synaptic_cifar.py --baseline ... --out OUT --resume   # continue; finished epochs are kept
     python benchmarks/synaptic_cifar.py --summarize OUT/synaptic_cifar.json # recompute the summary, no training
@@ -457,7 +457,7 @@ def parse_args() -> argparse.Namespace:
     _runs.add_run_args(ap, NAME)
     args = ap.parse_args()
     if not args.summarize and args.baseline is None:
-        ap.error("--baseline is required (a converged checkpoint, e.g. benchmarks/baselines/vgg_cifar10_s0/best.pt)")
+        ap.error("--baseline is required: a converged checkpoint, e.g. benchmarks/baselines/vgg_cifar10.pt (ship.py)")
     return args
 
 
