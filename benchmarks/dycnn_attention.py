@@ -21,7 +21,7 @@ import torch
 from dynet_cifar import vgg6
 
 from leanvision.data import load_dataset, make_loader
-from leanvision.ops import attention_active_units, coefficient_spread
+from leanvision.ops import CoefficientSpread, attention_active_units
 
 
 def probe(path: Path, test) -> dict:
@@ -30,13 +30,14 @@ def probe(path: Path, test) -> dict:
     model = vgg6(0.5, "dycnn")
     model.load_state_dict(state["model"])
     history = [json.loads(line) for line in (path.parent / "metrics.jsonl").read_text().splitlines()]
-    loader = make_loader(test, batch_size=500, shuffle=False)
+    with CoefficientSpread(model) as spread:  # recorded during the units' eval pass: one pass over the test set
+        alive = attention_active_units(model, make_loader(test, batch_size=500, shuffle=False))
     return {
         "checkpoint": str(path),
         "epoch": len(history),
         "val_acc": 100 * history[-1]["val_acc"],
-        "attention_active_units": {k: list(v) for k, v in attention_active_units(model, loader).items()},
-        "coefficient_spread_test": coefficient_spread(model, loader),
+        "attention_active_units": {k: list(v) for k, v in alive.items()},
+        "coefficient_spread_test": spread.result(),
         "temperature": {k: float(v) for k, v in state["model"].items() if k.endswith("temperature")},
     }
 
