@@ -23,7 +23,7 @@ The default rule (ivr_threshold) and calibrator options were chosen on seeds 100
 Verdicts (stated before the run): (1) local shift at 120 labels: the GP with --main-rule beats temperature scaling
 on all three of HCE reduction (higher), confident-correct kept (higher) and Brier (lower), means over seeds, with
 temperature scaling fitted both on the same labels and on random labels; (2) at 30 and 60 labels, --main-rule's
-mean HCE reduction is above the random rule's, on both shifts; (3) the spec's: at 120 labels the GP removes >= 50%
+mean HCE reduction is above the random rule's, on both shifts; (3) reproduction: at 120 labels the GP removes >= 50%
 of HCE in >= 4/5 seeds and has Brier <= temperature scaling's (same labels) in >= 3/5 seeds, on both shifts;
 (4) the calibrated model's accuracy equals the uncalibrated one's in every run.
 """

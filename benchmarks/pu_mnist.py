@@ -5,11 +5,12 @@
     python benchmarks/pu_mnist.py --out OUT --resume                 # continue a stopped run in OUT
     python benchmarks/pu_mnist.py --summarize OUT/pu_mnist.json      # recompute the verdicts, no training
 
-DIR holds MNIST/ and FashionMNIST/ (or set $LEANVISION_DATA and omit --data-dir). The spec's CPU validation
-experiment (operators_compression.md, 7d) with its calibration sizes:
+DIR holds MNIST/ and FashionMNIST/ (or set $LEANVISION_DATA and omit --data-dir). A CPU-sized version of the
+paper's setting:
 teacher Conv32-Conv64-FC128 (BN, max-pool) trained on all 60,000 MNIST training images (Adam 1e-3, 2 epochs, batch
 128). P = 120 MNIST training images per class (2%, class-balanced, seeded). U = 30,000 other MNIST training images
-(class-balanced) + 30,000 Fashion-MNIST training images, so the true prior is 0.5. PU net = a copy of the teacher's
+(class-balanced) + 30,000 Fashion-MNIST training images, so the true prior is 0.5 (--u-fashion sets another; the PU
+net is always given the true prior u-digits / (u-digits + u-fashion)). PU net = a copy of the teacher's
 conv stages, GAP of both (96-d), squeeze-excitation (reduction 4), FC -> 1 logit, nnPU (beta 0, gamma 1), Adam 1e-3,
 2 epochs of batch 512 with a fixed number of positives per batch; U+ = {x in U : f(x) > 0}. Students
 Conv16-Conv32-FC64, Adam 1e-3, batch 128, KD at tau 1 from the teacher's outputs only (no labels), every one
@@ -20,9 +21,9 @@ best-on-validation weights are tested. (a) P only; (b) P + all of U; (c) P + U+;
 class-weighted KD (eps 0.1, 1 perturbation); (e) oracle, all of MNIST train; (f) P + as many random images of U
 as U+ holds (drawn per student seed): what selection adds over fewer images. Parts: main (the above), imbalanced
 (the MNIST part of U holds digits 0-4 only, as many Fashion-MNIST images, prior still 0.5; students b-d and f; a
-and e do not depend on U and are shared), prior (PU
-selection with the mis-specified prior 0.3 and 0.7), upu (the unbiased PU risk without the non-negative correction:
-its per-batch R_n from the PUStep records). Teacher, PU nets and the data split use seed --data-seed; students use
+and e do not depend on U and are shared), prior (PU selection with a mis-specified prior, 0.6 and 1.4 times the true
+one: 0.3 and 0.7), upu (the unbiased PU risk without the non-negative correction: its per-batch R_n from the PUStep
+records). Teacher, PU nets and the data split use seed --data-seed; students use
 --seeds. Nothing is chosen on the test set: every setting is fixed above, the threshold is the released f(x) > 0,
 the teacher and PU nets are taken after their last step and each student at its best validation check. Test
 accuracy is on the 10,000 MNIST test images.
@@ -74,12 +75,12 @@ STUDENTS = {  # key -> (label, uses U)
     "f": ("f P+random |U+|", True),
 }
 POOLS = ("balanced", "imbalanced")
-MIS_PRIORS = (0.3, 0.7)
-TRUE_PRIOR = 0.5
+MIS_PRIOR_FACTORS = (0.6, 1.4)  # the prior part's mis-specified priors, as multiples of the true one
 TEACHER, STUDENT = (32, 64, 128), (16, 32, 64)  # conv1, conv2, fc widths
 SAME_ON_RESUME = (
     "p_per_class",
     "u_digits",
+    "u_fashion",
     "teacher_epochs",
     "pu_epochs",
     "pu_batch_size",
@@ -111,7 +112,7 @@ def conv_stage(cin: int, cout: int) -> nn.Sequential:
 
 
 class SmallCNN(nn.Module):
-    """Two conv-BN-ReLU-max-pool stages, FC-ReLU, FC: the spec's teacher (32, 64, 128) and student (16, 32, 64)."""
+    """Two conv-BN-ReLU-max-pool stages, FC-ReLU, FC: the teacher (32, 64, 128) and student (16, 32, 64)."""
 
     def __init__(self, widths: tuple[int, int, int], num_classes: int = 10) -> None:
         super().__init__()
@@ -158,9 +159,9 @@ def digits_part(rest: ImageDataset, pool: str, n: int, seed: int) -> ImageDatase
 
 
 def make_pool(data: dict[str, ImageDataset], pool: str, args: argparse.Namespace) -> tuple[ImageDataset, Tensor]:
-    """U = digits + as many Fashion-MNIST images (true prior 0.5), normalised like P; and the is-digit truth."""
+    """U = digits + --u-fashion (default: as many) Fashion-MNIST images, normalised like P; and the is-digit truth."""
     digits = digits_part(data["rest"], pool, args.u_digits, args.data_seed)
-    fashion = data["fashion"].subset(len(digits), seed=args.data_seed)
+    fashion = data["fashion"].subset(args.u_fashion or len(digits), seed=args.data_seed)
     # Fashion-MNIST goes in as a tensor so its labels (0-9, clothing) never pose as digit labels; they get -1.
     u = image_pool(digits, fashion.images, like=data["P"])
     return u, torch.arange(len(u)) < len(digits)
@@ -194,17 +195,22 @@ def train_teacher(data: dict[str, ImageDataset], args: argparse.Namespace) -> tu
     return teacher, {**record, **accuracy_on(teacher, data["test"])}
 
 
-def pu_runs(parts: list[str]) -> list[tuple[str, str, float, bool]]:
-    """(name, pool, prior, nonnegative) of the PU runs the parts need, in the order they run."""
+def true_prior(args: argparse.Namespace) -> float:
+    """The share of digits in U that the PU net is told (the balanced pool's; 0.5 with the default sizes)."""
+    return args.u_digits / (args.u_digits + (args.u_fashion or args.u_digits))
+
+
+def pu_runs(parts: list[str], prior: float) -> list[tuple[str, str, float, bool]]:
+    """(name, pool, prior, nonnegative) of the PU runs the parts need at the true ``prior``, in the order they run."""
     runs = []
     if "main" in parts or "prior" in parts or "upu" in parts:
-        runs.append(("main", "balanced", TRUE_PRIOR, True))
+        runs.append(("main", "balanced", prior, True))
     if "imbalanced" in parts:
-        runs.append(("imbalanced", "imbalanced", TRUE_PRIOR, True))
+        runs.append(("imbalanced", "imbalanced", prior, True))
     if "prior" in parts:
-        runs += [(f"prior_{p}", "balanced", p, True) for p in MIS_PRIORS]
+        runs += [(f"prior_{round(prior * f, 3)}", "balanced", round(prior * f, 3), True) for f in MIS_PRIOR_FACTORS]
     if "upu" in parts:
-        runs.append(("upu", "balanced", TRUE_PRIOR, False))
+        runs.append(("upu", "balanced", prior, False))
     return runs
 
 
@@ -347,7 +353,7 @@ class Runner:
     def run(self) -> None:
         teacher = self.teacher()
         chosen = {}
-        for name, pool, prior, nonneg in pu_runs(self.args.parts):
+        for name, pool, prior, nonneg in pu_runs(self.args.parts, true_prior(self.args)):
             chosen[name] = self.selection(teacher, name, pool, prior, nonneg)
             if name == "main" and "main" in self.args.parts:
                 self.students(teacher, "balanced", list(STUDENTS), chosen[name])
@@ -424,7 +430,7 @@ def all_pass(verdicts: list[dict]) -> bool:
 
 
 def summarize(runs: list[dict]) -> dict:
-    """Selection quality, student tables, the spec's verdicts per part, the prior sweep and the uPU report."""
+    """Selection quality, student tables, the verdicts per part, the prior sweep and the uPU report."""
     pu = {r["name"]: r for r in runs if r["kind"] == "pu"}
     teacher = next((r for r in runs if r["kind"] == "teacher"), None)
     sel_keys = ("prior", "nonnegative", "selected", "precision", "recall", "selected_fashion", "true_prior")
@@ -510,7 +516,8 @@ def parse_args() -> argparse.Namespace:
     ap = _runs.make_parser(__doc__, "root holding MNIST/ and FashionMNIST/ (else $LEANVISION_DATA)")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     ap.add_argument("--p-per-class", type=int, default=120, help="P: labelled MNIST training images per class")
-    ap.add_argument("--u-digits", type=int, default=30_000, help="MNIST images in U (as many Fashion-MNIST)")
+    ap.add_argument("--u-digits", type=int, default=30_000, help="MNIST images in U")
+    ap.add_argument("--u-fashion", type=int, default=0, help="Fashion-MNIST images in U (0: as many as --u-digits)")
     ap.add_argument("--teacher-epochs", type=int, default=2)
     ap.add_argument("--pu-epochs", type=int, default=2)
     ap.add_argument("--pu-batch-size", type=int, default=512)
