@@ -16,7 +16,8 @@ conv stages, GAP of both (96-d), squeeze-excitation (reduction 4), FC -> 1 logit
 Conv16-Conv32-FC64, Adam 1e-3, batch 128, KD at tau 1 from the teacher's outputs only (no labels), every one
 trained by the same rule until it converges: validation accuracy on --val-per-class held-out labelled MNIST images
 (carved from the training images before U is drawn; the user's own held-back positives) is checked every
---check-every steps and training stops after --patience checks without improvement (at most --max-steps); the
+--check-every steps and training stops after --patience checks without improvement (at most --max-steps; with
+--patience 0 every student trains exactly --max-steps steps, an equal budget, and keeps its best check); the
 best-on-validation weights are tested. (a) P only; (b) P + all of U; (c) P + U+; (d) (c) with the robust
 class-weighted KD (eps 0.1, 1 perturbation); (e) oracle, all of MNIST train; (f) P + as many random images of U
 as U+ holds (drawn per student seed): what selection adds over fewer images. Parts: main (the above), imbalanced
@@ -275,8 +276,10 @@ def train_student(key: str, train: ImageDataset, teacher: SmallCNN, test: ImageD
     opt = make_optimizer(student, "adam", lr=args.lr)
     t0 = time.perf_counter()
     loss = KDLoss(teacher, weight_vectors=vectors)
+    # --patience 0: more checks than the budget holds, so no student stops before --max-steps (equal steps)
+    patience = args.patience or args.max_steps // args.check_every + 1
     run = fit_until_plateau(student, loader, val_data=val, optimizer=opt, loss_fn=loss, check_every=args.check_every,
-                            patience=args.patience, max_steps=args.max_steps, seed=seed)  # fmt: skip
+                            patience=patience, max_steps=args.max_steps, seed=seed)  # fmt: skip
     return {
         "train_size": len(train),
         "weight_vectors": None if vectors is None else vectors.tolist(),
@@ -524,7 +527,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--reduction", type=int, default=4, help="squeeze-excitation reduction of the PU head")
     ap.add_argument("--val-per-class", type=int, default=50, help="students' labelled validation images per class")
     ap.add_argument("--check-every", type=int, default=100, help="student steps between validation checks")
-    ap.add_argument("--patience", type=int, default=5, help="checks without improvement before a student stops")
+    ap.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        help="checks without improvement before a student stops; 0: none, every student trains --max-steps",
+    )
     ap.add_argument("--max-steps", type=int, default=10_000, help="the most steps any student trains")
     ap.add_argument("--batch-size", type=int, default=128, help="teacher and student batch size")
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of every stage")
