@@ -209,7 +209,7 @@ def pu_runs(parts: list[str], prior: float) -> list[tuple[str, str, float, bool]
     if "imbalanced" in parts:
         runs.append(("imbalanced", "imbalanced", prior, True))
     if "prior" in parts:
-        runs += [(f"prior_{round(prior * f, 3)}", "balanced", round(prior * f, 3), True) for f in MIS_PRIOR_FACTORS]
+        runs += [(f"prior_{p}", "balanced", p, True) for p in (round(prior * f, 3) for f in MIS_PRIOR_FACTORS)]
     if "upu" in parts:
         runs.append(("upu", "balanced", prior, False))
     return runs
