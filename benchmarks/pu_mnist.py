@@ -20,14 +20,15 @@ trained by the same rule until it converges: validation accuracy on --val-per-cl
 --patience 0 every student trains exactly --max-steps steps, an equal budget, and keeps its best check); the
 best-on-validation weights are tested. (a) P only; (b) P + all of U; (c) P + U+; (d) (c) with the robust
 class-weighted KD (eps 0.1, 1 perturbation); (e) oracle, all of MNIST train; (f) P + as many random images of U
-as U+ holds (drawn per student seed): what selection adds over fewer images. Parts: main (the above), imbalanced
-(the MNIST part of U holds digits 0-4 only, as many Fashion-MNIST images, prior still 0.5; students b-d and f; a
-and e do not depend on U and are shared), prior (PU selection with a mis-specified prior, 0.6 and 1.4 times the true
-one: 0.3 and 0.7), upu (the unbiased PU risk without the non-negative correction: its per-batch R_n from the PUStep
-records). Teacher, PU nets and the data split use seed --data-seed; students use
---seeds. Nothing is chosen on the test set: every setting is fixed above, the threshold is the released f(x) > 0,
-the teacher and PU nets are taken after their last step and each student at its best validation check. Test
-accuracy is on the 10,000 MNIST test images.
+as U+ holds (drawn per student seed): what selection adds over fewer images; (g) P + as many random Fashion-MNIST
+training images (a diagnostic beside the verdicts, main part only): what distilling on unrelated images gives.
+Parts: main (the above), imbalanced (the MNIST part of U holds digits 0-4 only, as many Fashion-MNIST images,
+prior still 0.5; students b-d and f; a and e do not depend on U and are shared), prior (PU selection with a
+mis-specified prior, 0.6 and 1.4 times the true one: 0.3 and 0.7), upu (the unbiased PU risk without the
+non-negative correction: its per-batch R_n from the PUStep records). Teacher, PU nets and the data split use seed
+--data-seed; students use --seeds. Nothing is chosen on the test set: every setting is fixed above, the threshold
+is the released f(x) > 0, the teacher and PU nets are taken after their last step and each student at its best
+validation check. Test accuracy is on the 10,000 MNIST test images.
 Verdicts (accuracies are means over the seeds, selection from the one PU run at the true prior): precision >= 0.90
 and recall >= 0.95; acc(c) >= acc(a) + 1.0; acc(c) >= acc(f) + 1.0; acc(c) >= acc(b) - 0.3; acc(c) >= acc(e) - 0.5;
 acc(d) >= acc(c) - 0.2; imbalanced: acc on digits 5-9 (d) >= (c) + 0.5. Reported: uPU's R_n goes below 0, and the
@@ -74,7 +75,9 @@ STUDENTS = {  # key -> (label, uses U)
     "d": ("d P+U+ RKD", True),
     "e": ("e oracle MNIST", False),
     "f": ("f P+random |U+|", True),
+    "g": ("g P+|U+| Fashion only", True),
 }
+DIAGNOSTIC = ("g",)  # reported beside the verdicts, not needed by them (and not run in the imbalanced pool)
 POOLS = ("balanced", "imbalanced")
 MIS_PRIOR_FACTORS = (0.6, 1.4)  # the prior part's mis-specified priors, as multiples of the true one
 TEACHER, STUDENT = (32, 64, 128), (16, 32, 64)  # conv1, conv2, fc widths
@@ -259,9 +262,11 @@ def student_set(key: str, data: dict[str, ImageDataset], u: ImageDataset | None,
         return data["mnist"]
     if key == "b":
         return image_pool(data["P"], u.images)
-    if key == "f":  # as many images as the selection kept, drawn at random (per student seed)
-        pick = torch.randperm(len(u), generator=torch.Generator().manual_seed(seed))[: len(chosen)].sort().values
-        return image_pool(data["P"], u.images[pick])
+    if key in ("f", "g"):  # as many images as the selection kept, drawn at random (per student seed) from U or
+        # from all of Fashion-MNIST train (g: what distilling on unrelated images alone passes on)
+        source = u.images if key == "f" else data["fashion"].images
+        pick = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))[: len(chosen)].sort().values
+        return image_pool(data["P"], source[pick])
     return image_pool(data["P"], u.images[chosen])
 
 
@@ -361,7 +366,7 @@ class Runner:
             if name == "main" and "main" in self.args.parts:
                 self.students(teacher, "balanced", list(STUDENTS), chosen[name])
             if name == "imbalanced":
-                self.students(teacher, "imbalanced", list(STUDENTS), chosen[name])
+                self.students(teacher, "imbalanced", [k for k in STUDENTS if k not in DIAGNOSTIC], chosen[name])
 
 
 # ----------------------------------------------------------------------------------------------- the verdicts
@@ -372,12 +377,13 @@ def _mean(values: list[float]) -> float:
 
 
 def student_table(runs: list[dict], pool: str) -> dict:
-    """Per student: test accuracies per seed and their means, over the seeds every student of the pool finished."""
+    """Per student: test accuracies per seed and their means, over the seeds every student of the pool finished (a
+    diagnostic student is reported only where it finished all of them)."""
     rows = {(r["model"], r["seed"]): r for r in runs if r["kind"] == "student" and r["pool"] in (pool, "none")}
-    seeds = sorted({s for (_, s) in rows if all((k, s) in rows for k in STUDENTS)})
+    seeds = sorted({s for (_, s) in rows if all((k, s) in rows for k in STUDENTS if k not in DIAGNOSTIC)})
     table = {}
     for key, (label, _) in STUDENTS.items():
-        per = [rows[(key, s)] for s in seeds]
+        per = [rows[(key, s)] for s in seeds] if all((key, s) in rows for s in seeds) else []
         table[key] = {"label": label, "train_size": per[0]["train_size"] if per else None}
         for metric in ("acc", "acc_5_9", "acc_0_4"):
             table[key][metric] = _mean([r[metric] for r in per]) if per else None
