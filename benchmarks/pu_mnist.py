@@ -78,6 +78,7 @@ STUDENTS = {  # key -> (label, uses U)
     "g": ("g P+|U+| Fashion only", True),
 }
 DIAGNOSTIC = ("g",)  # reported beside the verdicts, not needed by them (and not run in the imbalanced pool)
+JUDGED = [k for k in STUDENTS if k not in DIAGNOSTIC]  # the students the verdicts read
 POOLS = ("balanced", "imbalanced")
 MIS_PRIOR_FACTORS = (0.6, 1.4)  # the prior part's mis-specified priors, as multiples of the true one
 TEACHER, STUDENT = (32, 64, 128), (16, 32, 64)  # conv1, conv2, fc widths
@@ -366,7 +367,7 @@ class Runner:
             if name == "main" and "main" in self.args.parts:
                 self.students(teacher, "balanced", list(STUDENTS), chosen[name])
             if name == "imbalanced":
-                self.students(teacher, "imbalanced", [k for k in STUDENTS if k not in DIAGNOSTIC], chosen[name])
+                self.students(teacher, "imbalanced", JUDGED, chosen[name])
 
 
 # ----------------------------------------------------------------------------------------------- the verdicts
@@ -380,7 +381,7 @@ def student_table(runs: list[dict], pool: str) -> dict:
     """Per student: test accuracies per seed and their means, over the seeds every student of the pool finished (a
     diagnostic student is reported only where it finished all of them)."""
     rows = {(r["model"], r["seed"]): r for r in runs if r["kind"] == "student" and r["pool"] in (pool, "none")}
-    seeds = sorted({s for (_, s) in rows if all((k, s) in rows for k in STUDENTS if k not in DIAGNOSTIC)})
+    seeds = sorted({s for (_, s) in rows if all((k, s) in rows for k in JUDGED)})
     table = {}
     for key, (label, _) in STUDENTS.items():
         per = [rows[(key, s)] for s in seeds] if all((key, s) in rows for s in seeds) else []
