@@ -23,7 +23,8 @@ Verdicts, per dynamic model X (C, D, E; means over the seeds on which A, B, F an
 acc(X) >= acc(B) + 1.0 in every seed; acc(X) >= acc(F) + 1.0; X recovers >= 40% of the A-B gap; MACs(X) <= 1.1
 MACs(B); coefficient spread (test images, after training) >= 5% in some layer. Only meaningful when
 acc(A) - acc(B) >= 1.5 points (the precondition). Where a compared gap is under 1 point with fewer than 3 seeds the
-summary says so: run a third (--seeds 0 1 2 --resume).
+summary says so: run a third (--seeds 0 1 2 --resume). Diagnostic, run only when named in --models and judged
+beside the verdict, not in it: D8 CondConv w/2 with 8 experts (does CondConv need more than 4?).
 MACs are inference MACs (fused conv + kernel fusion + coefficient FCs), params beside them. Writes JSON + PNG into
 --out; every finished (model, seed) run is saved at once to dynet_cifar.partial.json, and fit's checkpoints in
 OUT/runs/ let --resume continue a run stopped mid-way.
@@ -54,23 +55,28 @@ from leanvision.profile import profile
 
 WIDTHS = (32, 32, 64, 64, 128, 128)
 G = 4
-DYNAMIC = {"C DyNet w/2": "dynet", "D CondConv w/2": "condconv", "E DY-CNN w/2": "dycnn"}
+DYNAMIC = {"C DyNet w/2": ("dynet", G), "D CondConv w/2": ("condconv", G), "E DY-CNN w/2": ("dycnn", G)}
+# Run only when named in --models; judged by the same rule, reported beside the verdict, never part of it: CondConv
+# with 8 experts, its paper's other main setting, tells whether CondConv's miss at 4 is the expert count.
+DIAGNOSTIC = {"D8 CondConv w/2, 8 experts": ("condconv", 8)}
+KERNELS = {**DYNAMIC, **DIAGNOSTIC}  # dynamic model -> (mode, kernels per conv)
 THIN = "F thin static (MACs of C)"
 STATIC = {"A static w": 1.0, "B static w/2": 0.5}  # name -> width multiplier (F's is bisected)
 MODELS = (*STATIC, *DYNAMIC, THIN)
+ALL_MODELS = (*MODELS, *DIAGNOSTIC)
 MIN_GAIN = 1.0  # points over B (every seed) and over the thin net (mean)
 MIN_RECOVERED = 0.4  # of the A - B gap
 MIN_SPREAD = 0.05  # coefficient std/mean across images, in some layer
 SAME_ON_RESUME = ("subset", "epochs", "val_size", "anneal_frac", "lr", "coef_lr_mult", "test_subset")
 
 
-def vgg6(width: float, mode: str | None = None, num_classes: int = 10) -> nn.Sequential:
-    """The 6-conv net at ``width`` x WIDTHS, dynamic convs (``mode``) after the first, every conv by one init rule."""
+def vgg6(width: float, mode: str | None = None, num_classes: int = 10, g: int = G) -> nn.Sequential:
+    """The 6-conv net at ``width`` x WIDTHS, dynamic convs (``mode``, ``g`` kernels) after the first, one init rule."""
     layers: list[nn.Module] = []
     prev = 3
     for i, w in enumerate(WIDTHS):
         w = max(1, round(w * width))
-        layers.append(ConvBnAct(prev, w, 3) if mode is None or i == 0 else DynamicConvBnAct(prev, w, 3, g=G, mode=mode))
+        layers.append(ConvBnAct(prev, w, 3) if mode is None or i == 0 else DynamicConvBnAct(prev, w, 3, g=g, mode=mode))
         if i % 2 == 1 and i < len(WIDTHS) - 1:
             layers.append(nn.MaxPool2d(2))
         prev = w
@@ -88,12 +94,13 @@ def thin_width() -> float:
 
 
 def width_of(name: str, thin: float) -> float:
-    return 0.5 if name in DYNAMIC else STATIC.get(name, thin)
+    return 0.5 if name in KERNELS else STATIC.get(name, thin)
 
 
 def train_one(name: str, data: dict, runs: _runs.Runs, *, seed: int, thin: float, args: argparse.Namespace) -> dict:
     torch.manual_seed(seed)
-    model = vgg6(width_of(name, thin), DYNAMIC.get(name))
+    mode, g = KERNELS.get(name, (None, G))
+    model = vgg6(width_of(name, thin), mode, g=g)
     for m in model.modules():
         if isinstance(m, DynamicCoefficients):
             m.lr_mult = args.coef_lr_mult
@@ -101,7 +108,6 @@ def train_one(name: str, data: dict, runs: _runs.Runs, *, seed: int, thin: float
     opt = make_optimizer(model, "sgd", lr=args.lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     total = args.epochs * len(loader)
     sched = make_scheduler(opt, "cosine", total_steps=total)
-    mode = DYNAMIC.get(name)
     step = standard_step if mode is None else DynamicStep(anneal_steps=max(1, round(args.anneal_frac * total)) if
                                                           mode == "dycnn" else 0)  # fmt: skip
     out, last = runs.fit_dir(f"{name.split()[0]}_s{seed}")
@@ -173,13 +179,14 @@ def verdict(by: dict, runs: list[dict], x: str) -> dict:
 def summarize(runs: list[dict]) -> dict:
     """Per-model means and costs, and a verdict per dynamic model against B, A and the thin net F."""
     by, _, missing = _runs.complete_seeds(runs, MODELS)
-    done = {n: sorted(s for (m, s) in by if m == n) for n in MODELS}
-    present = [n for n in MODELS if done[n]]
+    done = {n: sorted(s for (m, s) in by if m == n) for n in ALL_MODELS}
+    present = [n for n in ALL_MODELS if done[n]]
     if "B static w/2" not in present:
         return {"missing_runs": missing, "pass": False, "note": "B has no finished run yet"}
     first = {n: by[(n, done[n][0])] for n in present}
     b_macs = first["B static w/2"]["macs"]
     verdicts = {x: verdict(by, runs, x) for x in DYNAMIC if x in present}
+    diagnostic = {x: verdict(by, runs, x) for x in DIAGNOSTIC if x in present}
     return {
         "seeds_per_model": done,
         "missing_runs": missing,
@@ -190,9 +197,10 @@ def summarize(runs: list[dict]) -> dict:
         "macs": {n: first[n]["macs"] for n in present},
         "params": {n: first[n]["params"] for n in present},
         "macs_vs_B": {n: first[n]["macs"] / b_macs for n in present},
-        "coefficient_spread_test": {n: first[n]["coefficient_spread"] for n in present if n in DYNAMIC},
+        "coefficient_spread_test": {n: first[n]["coefficient_spread"] for n in present if n in KERNELS},
         "attention_active_units": {n: first[n].get("attention_active_units") for n in present if n in DYNAMIC},
         "verdicts": verdicts,
+        "diagnostic_verdicts": diagnostic,
         "criterion": "per dynamic model X: acc(X) >= acc(B) + 1.0 in every seed, acc(X) >= acc(F thin, MACs of C) + "
         "1.0, X recovers >= 40% of acc(A) - acc(B), MACs(X) <= 1.1 MACs(B), coefficient spread >= 5% in some layer; "
         "precondition acc(A) - acc(B) >= 1.5; means over the seeds on which A, B, F and X finished (>= 2)",
@@ -215,7 +223,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=0.05)
     # At 1x the coefficients barely depend on the image (spread < 1% after 3 epochs on 5k images); at 10x 4-6%.
     ap.add_argument("--coef-lr-mult", type=float, default=10.0, help="learning rate of the logits layers / lr")
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="MODEL")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(ALL_MODELS), metavar="MODEL")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     _runs.add_run_args(ap, "dynet_cifar", rewrite=False)
@@ -239,7 +247,7 @@ def main() -> None:
             _runs.protocol_data(args, seed, data)
             for name in todo:
                 runs.add(train_one(name, data, runs, seed=seed, thin=thin, args=args))
-        runs.runs = _runs.in_order(runs.runs, sorted({r["seed"] for r in runs.runs}), MODELS)
+        runs.runs = _runs.in_order(runs.runs, sorted({r["seed"] for r in runs.runs}), ALL_MODELS)
 
     panels = [("acc", "CIFAR-10 test acc (%)"), ("macs", "MACs"),
               ("coefficient_spread_max", "coefficient spread (max)"), ("train_s", "train time (s)")]  # fmt: skip
