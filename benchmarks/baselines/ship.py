@@ -5,8 +5,9 @@
 Reads the run the config trained (its out_dir must hold results.json: the run finished), writes
 benchmarks/baselines/<config name>.pt without optimizer / scheduler / RNG state (float32 weights, or float16 when
 float32 would exceed 2 MiB) and <config name>.json with the run's results and the test accuracy of the shipped file
-measured again beside the original's, so a precision change that moved accuracy shows. The compression benchmarks
-start from the .pt (their --baseline).
+measured again beside the original's, so a precision change that moved accuracy shows, and the run's per-epoch
+history; <config name>.png plots that history (training vs validation accuracy, validation loss). The compression
+benchmarks start from the .pt (their --baseline).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import yaml
 
 from leanvision._io import atomic_write_text
 from leanvision.engine import evaluate_checkpoint, slim_checkpoint
+from leanvision.report import line_panels
 
 MAX_BYTES = 2 * 2**20  # the repository's limit for a tracked file
+HISTORY_KEYS = ("epoch", "train_acc", "val_acc", "train_loss", "val_loss", "lr")
 
 
 def ship(config: Path, data_dir: str | None) -> dict:
-    """Slim the run's best.pt next to ``config``; re-measure test accuracy of both files; write the JSON."""
+    """Slim the run's best.pt next to ``config``; re-measure test accuracy of both files; write the JSON and plot."""
     cfg = yaml.safe_load(config.read_text())
     run = Path(cfg["out_dir"])
     results = run / "results.json"
@@ -39,6 +42,8 @@ def ship(config: Path, data_dir: str | None) -> dict:
     if dst.stat().st_size > MAX_BYTES:
         dtype = torch.float16
         slim_checkpoint(run / "best.pt", dst, dtype=dtype)
+    metrics = (run / "metrics.jsonl").read_text().splitlines()
+    history = [{k: h[k] for k in HISTORY_KEYS} for h in map(json.loads, metrics)]
     acc = {name: 100 * evaluate_checkpoint(path, data_dir=data_dir, progress=False).acc
            for name, path in (("original", run / "best.pt"), ("shipped", dst))}  # fmt: skip
     record = {
@@ -49,8 +54,18 @@ def ship(config: Path, data_dir: str | None) -> dict:
         "test_acc_original": acc["original"],
         "test_acc_shipped": acc["shipped"],
         "run_results": json.loads(results.read_text()),
+        "history": history,
     }
     atomic_write_text(config.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    # one line per split: the augmented training batches (running means over each epoch) and the held-out images
+    curves = {name: [{"epoch": h["epoch"], "acc": 100 * h[f"{split}_acc"], "loss": h[f"{split}_loss"]} for h in history]
+              for name, split in (("training batches (augmented)", "train"), ("validation", "val"))}  # fmt: skip
+    line_panels(
+        curves,
+        [("acc", "accuracy (%)"), ("loss", "loss")],
+        config.with_suffix(".png"),
+        title=f"{config.stem}: test acc {acc['original']:.2f}%",
+    )
     return record
 
 
