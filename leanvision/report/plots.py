@@ -13,7 +13,8 @@ from leanvision._io import atomic_write
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # backend chosen above, before pyplot loads
 
-_COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
+# seaborn's "deep" palette, all ten: up to ten bars or lines never share a colour
+_COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
 
 
 def _grid(n: int) -> tuple[Any, list[Any]]:
