@@ -22,10 +22,13 @@ score of the kernels that write them (residual streams written through 1x1 proje
 without a granularity are connection runs).
 The grid: lambda x reg-epochs (--lams, --reg-epochs) is run in the first seed with the first granularity, ranking
 and rounding at the first target; the point with the best validation accuracy after fine-tuning is used for every other
-configuration and seed. The thin control: the same registered model with a uniform width multiplier, bisected
-until its measured batch-1 latency (--match-backend, --match-threads; BN folded) equals the pruned net with the
-best validation accuracy at that target (or its MACs, --thin-match macs; a latency match waits for a --resume
-while other processes use more than 0.1 CPU cores), trained from scratch with the baseline's
+configuration and seed. The first seed runs every configuration; later seeds run the one it chose on validation
+at that target (--all-configs-every-seed: all of them). The thin control: the same registered model with a uniform
+width multiplier, bisected until its measured batch-1 latency (--match-backend, --match-threads; BN folded) equals
+the pruned net with the best validation accuracy at that target (or its MACs, --thin-match macs). Every pruned net
+of every seed is made before any thin match, and a latency match is deferred while other processes use more than
+0.1 CPU cores: on a quiet machine, --resume --match-only bisects the deferred widths and stops, and --resume then
+trains the thin nets. Each thin net is trained from scratch with the baseline's
 recipe for the baseline's epochs + reg-epochs + ft-epochs (arXiv 1810.05270), tested with its best-on-val weights.
 Accuracy verdicts here (latency ones in latency_pruned.py): per seed, the chosen pruned net is within 1.5 points
 of dense and at least the thin control + 1.0 point.
@@ -223,35 +226,38 @@ class Bench:
                "checkpoint": str(ckpt.relative_to(self.args.out))}  # fmt: skip
         return self.book.add(rec)
 
-    def thin(self, target: float, seed: int, matched: dict, reg_epochs: int) -> None:
-        key = f"thin_t{target:g}_s{seed}"
-        if self.done(key) is not None:
-            return
-        args, build = self.args, thin_builder(self.arch)
+    def match(self, target: float, seed: int, matched: dict) -> dict | None:
+        """The thin control's width: saved, or bisected now on a quiet machine (None: deferred to a --resume)."""
+        key, args = f"thin_t{target:g}_s{seed}", self.args
         saved = args.out / "models" / f"{key}_match.json"
         if saved.is_file():
-            match = json.loads(saved.read_text())
+            return json.loads(saved.read_text())
+        pruned, _ = model_from_checkpoint(args.out / matched["checkpoint"])
+        timed = args.thin_match == "latency"
+        if timed and (busy := others_busy()) is not None and busy > QUIET_CORES and not args.allow_busy:
+            # Defer rather than exit: the remaining training stages need no quiet machine.
+            print(f"{key}: other processes use {busy:.2f} cores; the latency match waits for a quiet machine "
+                  "(rerun with --resume --match-only then, or pass --allow-busy)", flush=True)  # fmt: skip
+            return None
+        if timed:
+            fn = latency_at(SIZE, batch_size=args.match_batch, backend=args.match_backend, threads=args.match_threads)
         else:
-            pruned, _ = model_from_checkpoint(args.out / matched["checkpoint"])
-            timed = args.thin_match == "latency"
-            if timed and (busy := others_busy()) is not None and busy > QUIET_CORES and not args.allow_busy:
-                # Defer rather than exit: the remaining training stages need no quiet machine.
-                print(f"{key}: other processes use {busy:.2f} cores; the latency match waits for a quiet machine "
-                      "(rerun with --resume then, or pass --allow-busy)", flush=True)  # fmt: skip
-                return
-            if timed:
-                fn = latency_at(SIZE, batch_size=args.match_batch, backend=args.match_backend,
-                                threads=args.match_threads)  # fmt: skip
-            else:
-                fn = macs_at(SIZE)
-            match = {"matched_to": matched["key"], "matched_on": args.thin_match}
-            with other_cpu(match):
-                m = match_width(build, fn(pruned), cost=fn, low=0.05, iters=12 if timed else 40)
-            match.update(width=m.width, target_cost=m.target, cost=m.cost)
-            atomic_write_text(saved, json.dumps(match, indent=2) + "\n")
+            fn = macs_at(SIZE)
+        match = {"matched_to": matched["key"], "matched_on": args.thin_match}
+        with other_cpu(match):
+            m = match_width(thin_builder(self.arch), fn(pruned), cost=fn, low=0.05, iters=12 if timed else 40)
+        match.update(width=m.width, target_cost=m.target, cost=m.cost)
+        atomic_write_text(saved, json.dumps(match, indent=2) + "\n")
+        print(f"{key}: width {m.width:.4f} matches {matched['key']} ({args.thin_match})", flush=True)
+        return match
+
+    def thin(self, target: float, seed: int, match: dict, reg_epochs: int) -> None:
+        key, args = f"thin_t{target:g}_s{seed}", self.args
+        if self.done(key) is not None:
+            return
         base = self.ckpt.get("config") or {}
         epochs = int(base.get("epochs") or self.ckpt.get("epochs")) + reg_epochs + args.ft_epochs
-        model = self.train_thin(build(match["width"]), base, epochs, seed, args.out / "stages" / key)
+        model = self.train_thin(thin_builder(self.arch)(match["width"]), base, epochs, seed, args.out / "stages" / key)
         data = self.loaders(seed)
         ckpt = args.out / "deploy" / f"{key}.pt"
         save_checkpoint(ckpt, model=model.state_dict(), arch={**arch_of(model), "input_size": list(SIZE)},
@@ -279,20 +285,38 @@ class Bench:
         return fresh.eval()
 
     def run(self) -> None:
+        """Every pruned net of every seed first, then every thin match, then the thin trainings: a match needs a
+        quiet machine and training does not, so deferred matches wait for one --resume --match-only."""
         args = self.args
         self.dense_record()
         configs = list(itertools.product(args.granularity, args.ranks, args.round_to))
         grid = list(itertools.product(args.lams, args.reg_epochs))
+        best, chosen = {}, {}  # (target, seed) -> the pruned record chosen on val; seed -> (lambda, reg-epochs)
         for i, seed in enumerate(args.seeds):
-            if i == 0:  # the grid: first configuration, first target
+            if i == 0 and not args.match_only:  # the grid: first configuration, first target
                 for lam, epochs in grid:
                     self.pruned(configs[0], args.targets[0], lam, epochs, seed)
-            lam, epochs = choose(self.book.runs, args)["chosen"]
+            if args.match_only and self.done(prune_key(configs[0], args.targets[0], *grid[-1], args.seeds[0])) is None:
+                break  # the grid is not finished: nothing to match yet
+            lam, epochs = chosen[seed] = choose(self.book.runs, args)["chosen"]
             print(f"seed {seed}: lambda {lam:g}, {epochs} regularisation epochs (chosen on validation)", flush=True)
             for target in args.targets:
-                recs = [r for cfg in configs if "acc" in (r := self.pruned(cfg, target, lam, epochs, seed))]
-                if recs:
-                    self.thin(target, seed, max(recs, key=lambda r: r["val_acc"]), epochs)
+                cfgs = configs
+                if i > 0 and not args.all_configs_every_seed and (first := best.get((target, args.seeds[0]))):
+                    cfgs = [config_of(first)]  # later seeds: the configuration the first seed chose on val
+                keys = [prune_key(cfg, target, lam, epochs, seed) for cfg in cfgs]
+                if args.match_only:
+                    recs = [r for k in keys if (r := self.done(k)) is not None and "acc" in r]
+                else:
+                    recs = [r for cfg in cfgs if "acc" in (r := self.pruned(cfg, target, lam, epochs, seed))]
+                if recs and (not args.match_only or len(recs) == len(keys)):
+                    best[(target, seed)] = max(recs, key=lambda r: r["val_acc"])
+        matches = {k: m for k, rec in best.items() if (m := self.match(*k, rec)) is not None}
+        if args.match_only:
+            print(f"--match-only: {len(matches)} of {len(best)} thin widths matched; continue with --resume")
+            return
+        for (target, seed), m in matches.items():
+            self.thin(target, seed, m, chosen[seed][1])
 
 
 def build_like(model: nn.Module) -> nn.Module:
@@ -376,14 +400,18 @@ def summarize(runs: list[dict]) -> dict:
             and all(per_seed[s]["within_1_5_of_dense"] and per_seed[s]["beats_thin_by_1"] for s in seeds_done),
         }
     rounding = {}
-    for key, row in table.items():
+    for key in table:
         if " round - " in key:
             continue
         twin = key.split(" round ")[0] + " round - @ " + key.split(" @ ")[1]
-        if twin in table:
-            rounding[key] = {"acc_rounded_minus_unrounded": row["acc_mean"] - table[twin]["acc_mean"],
-                             "macs_rounded_over_unrounded": statistics.mean(table[key]["macs"]) /
-                             statistics.mean(table[twin]["macs"])}  # fmt: skip
+        if twin in table:  # on the seeds both ran (later seeds run only the chosen configuration)
+            acc, macs = ({n: dict(zip(table[n]["seeds"], table[n][k], strict=True)) for n in (key, twin)}
+                         for k in ("acc", "macs"))  # fmt: skip
+            seeds = [s for s in acc[key] if s in acc[twin]]
+            rounding[key] = {"seeds": seeds,
+                             "acc_rounded_minus_unrounded": statistics.mean(acc[key][s] - acc[twin][s] for s in seeds),
+                             "macs_rounded_over_unrounded": statistics.mean(macs[key][s] / macs[twin][s]
+                                                                            for s in seeds)}  # fmt: skip
     return {
         **out,
         "configurations": table,
@@ -454,6 +482,16 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--match-batch", type=int, default=1)
     ap.add_argument("--allow-busy", action="store_true",
                     help="time the thin match while other processes use the CPU (recorded)")  # fmt: skip
+    ap.add_argument(
+        "--match-only",
+        action="store_true",
+        help="only bisect the thin widths of the finished pruned runs (on a quiet machine), then stop",
+    )
+    ap.add_argument(
+        "--all-configs-every-seed",
+        action="store_true",
+        help="every configuration in every seed (default: later seeds run the first seed's choice)",
+    )
     _runs.add_run_args(ap, NAME)
     args = ap.parse_args()
     if not args.summarize and args.baseline is None:
