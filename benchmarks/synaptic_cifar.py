@@ -3,6 +3,7 @@
     python benchmarks/synaptic_cifar.py --baseline benchmarks/baselines/vgg_cifar10.pt --data-dir DIR \
         --out benchmarks/results/synaptic_vgg          # grid on val, 3 rankings x rounding, thin control, 2 seeds
     python benchmarks/synaptic_cifar.py --baseline ... --out OUT --resume   # continue; finished epochs are kept
+    python benchmarks/synaptic_cifar.py --baseline ... --out OUT --resume --match-only   # quiet machine: thin widths
     python benchmarks/synaptic_cifar.py --summarize OUT/synaptic_cifar.json # recompute the summary, no training
     python benchmarks/latency_pruned.py --results OUT/synaptic_cifar.json --threads 2   # then the latency verdict
 
