@@ -233,7 +233,6 @@ class Bench:
         saved = args.out / "models" / f"{key}_match.json"
         if saved.is_file():
             return json.loads(saved.read_text())
-        pruned, _ = model_from_checkpoint(args.out / matched["checkpoint"])
         timed = args.thin_match == "latency"
         if timed and (busy := others_busy()) is not None and busy > QUIET_CORES and not args.allow_busy:
             # Defer rather than exit: the remaining training stages need no quiet machine.
@@ -244,6 +243,7 @@ class Bench:
             fn = latency_at(SIZE, batch_size=args.match_batch, backend=args.match_backend, threads=args.match_threads)
         else:
             fn = macs_at(SIZE)
+        pruned, _ = model_from_checkpoint(args.out / matched["checkpoint"])
         match = {"matched_to": matched["key"], "matched_on": args.thin_match}
         with other_cpu(match):
             m = match_width(thin_builder(self.arch), fn(pruned), cost=fn, low=0.05, iters=12 if timed else 40)
