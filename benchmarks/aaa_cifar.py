@@ -48,15 +48,15 @@ TV = ("tv_autoaugment", "tv_randaugment", "tv_trivialaugment")
 MARGIN = 0.5  # points of AAA over random batch augmentation at the same M
 PAPER_COST = "AAA: about 12x less compute and 11x less time than AutoAugment's search (ImageNet, arXiv 1912.11188)"
 SAME_ON_RESUME = ("subset", "val_size", "epochs", "copies", "model", "transfer_model", "batch_size", "lr", "cutout",
-                  "controller_lr", "test_subset")  # fmt: skip
+                  "controller_lr", "test_subset", "precision")  # fmt: skip
 
 
 def _common(args: argparse.Namespace, seed: int) -> dict:
-    # channels_last only says how fast (every row alike), so the cost ledger's ratios are unchanged
+    # channels_last and precision are the same for every row, so the cost ledger's ratios compare like with like
     return {"dataset": "cifar10", "data_dir": args.data_dir, "subset": args.subset or None,
             "val_size": args.val_size, "test_subset": args.test_subset or None, "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr, "weight_decay": 5e-4, "seed": seed, "threads": args.threads,
-            "device": args.device, "channels_last": True}  # fmt: skip
+            "device": args.device, "channels_last": True, "precision": args.precision}  # fmt: skip
 
 
 def _row(name: str, seed: int, args: argparse.Namespace, res: Any) -> dict:
@@ -172,6 +172,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--cutout", type=int, default=16, help="Cutout side (px) after the policy, every search row")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                    help="every row alike; bf16 trains faster (benchmarks/precision_cifar.py)")  # fmt: skip
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     _runs.add_run_args(ap, "aaa_cifar")
     return ap.parse_args()

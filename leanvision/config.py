@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from leanvision.errors import ConfigError
-from leanvision.names import OPTIMIZERS, SCHEDULERS
+from leanvision.names import OPTIMIZERS, PRECISIONS, SCHEDULERS
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -176,6 +176,9 @@ class TrainConfig(BaseModel):
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
     channels_last: bool = Field(False, description="keep conv weights and activations channels-last (NHWC): the same "
                                 "computation, usually faster CNN training on CPU (oneDNN) and GPUs")  # fmt: skip
+    precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
+        "fp32", description="fp32, or bf16: mixed precision (the forward in bfloat16 autocast, weights and optimizer "
+        "in float32), about 1.6-2x faster on CPUs with AVX512-BF16 or AMX and on recent GPUs")  # fmt: skip
     init_from: str | None = Field(None, description="start from the weights of this checkpoint (a new run)")
     policy: str | None = Field(
         None,

@@ -96,3 +96,30 @@ def test_inconsistent_settings_are_one_line_errors(tmp_path, capsys) -> None:
     one_line_error(code, err, "copies >= 2")
     code, _, err = cli(capsys, "augsearch", "--out-dir", str(tmp_path / "none"), "--resume")
     one_line_error(code, err, "holds no run to continue")
+
+
+def test_bf16_search_trains_the_target_in_bfloat16_and_the_controller_in_float32(tmp_path, monkeypatch) -> None:
+    adversarial = importlib.import_module("leanvision.augment.adversarial")
+    seen = []
+
+    def spy(controller, optimizer, actions, losses, *, entropy_weight):
+        seen.append((torch.is_autocast_enabled("cpu"), controller(actions=actions)[1].dtype))
+        return real(controller, optimizer, actions, losses, entropy_weight=entropy_weight)
+
+    real = adversarial.reinforce
+    monkeypatch.setattr(adversarial, "reinforce", spy)
+    result = run({**CFG, "precision": "bf16", "out_dir": str(tmp_path / "bf16")}, progress=False)
+    assert seen == [(False, torch.float32)] * 2  # one policy-gradient step per epoch, outside autocast
+    assert all(torch.isfinite(torch.tensor(r["policy_losses"])).all() for r in result.history)
+    assert torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)["precision"] == "bf16"
+
+
+def test_an_unknown_precision_is_a_one_line_error(tmp_path, capsys) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(CFG))
+    code, _, err = cli(capsys, "augsearch", str(config), "--precision", "fp16", "--out-dir", str(tmp_path / "x"))
+    one_line_error(code, err, "precision", "bf16")
+    code, _, err = cli(capsys, "train", "--model", "quickstart_cnn", "--dataset", "digits", "--precision", "half",
+                       "--out-dir", str(tmp_path / "y"))  # fmt: skip
+    one_line_error(code, err, "precision", "fp32")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

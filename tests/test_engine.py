@@ -833,3 +833,78 @@ def test_train_is_a_library_call_whose_numbers_evaluate_checkpoint_reproduces(tm
     assert done.epochs_trained == 0 and done.test_acc == result.test_acc and "already finished" in done.summary()
     [missing] = predict(result.best_checkpoint, [tmp_path / "nope.png"])
     assert missing.top == [] and "not found" in (missing.error or "")
+
+
+# --- mixed precision ------------------------------------------------------------------------------------------------
+
+
+def _bf16_run(out: Path, *, epochs: int, precision: str = "bf16", resume: Path | None = None, model_seed: int = 0):
+    x, y = _blobs(80)
+    seen: list[tuple[torch.dtype, bool]] = []
+
+    def step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, ctx) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = model(inputs)
+        seen.append((outputs.dtype, torch.is_autocast_enabled("cpu")))
+        loss = ctx.loss_fn(outputs, targets, inputs)
+        ctx.update(loss)
+        return loss, outputs
+
+    model = _model(model_seed)
+    opt = make_optimizer(model, "sgd", lr=0.05)
+    res = fit(model, ToyLoader(x, y, seed=7), epochs=epochs, optimizer=opt, train_step=step, out_dir=out,
+              resume=resume, seed=3, progress=False, precision=precision)  # fmt: skip
+    return model, res, seen
+
+
+def test_bf16_runs_the_forward_in_bfloat16_and_keeps_float32_weights(tmp_path: Path) -> None:
+    model, res, seen = _bf16_run(tmp_path / "bf16", epochs=2)
+    assert seen and set(seen) == {(torch.bfloat16, True)}  # the step's forward under autocast
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert {p.grad.dtype for p in model.parameters()} == {torch.float32}
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+    assert torch.load(tmp_path / "bf16" / "last.pt", weights_only=False)["precision"] == "bf16"
+    _, _, fp32 = _bf16_run(tmp_path / "fp32", epochs=1, precision="fp32")
+    assert set(fp32) == {(torch.float32, False)}
+
+
+def test_backward_and_optimizer_step_run_outside_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    from leanvision.engine.step import StepContext
+
+    states: list[bool] = []
+    real = StepContext.update
+
+    def spy(self: StepContext, loss: torch.Tensor) -> None:
+        hook = self.params[0].register_hook(lambda g: states.append(torch.is_autocast_enabled("cpu")))
+        real(self, loss)
+        hook.remove()
+
+    monkeypatch.setattr(StepContext, "update", spy)
+    x, y = _blobs(32)
+    fit(_model(), _batches(x, y), epochs=1, progress=False, precision="bf16")
+    assert states and not any(states)
+
+
+def test_bf16_resume_is_bitwise_identical_and_refuses_another_precision(tmp_path: Path) -> None:
+    straight, _, _ = _bf16_run(tmp_path / "a", epochs=3)
+    _bf16_run(tmp_path / "b", epochs=1)
+    resumed, _, _ = _bf16_run(tmp_path / "b", epochs=3, resume=tmp_path / "b" / "last.pt", model_seed=99)
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(),
+                                                 strict=True))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"trained with precision bf16 but precision=fp32; .* the same precision"):
+        _bf16_run(tmp_path / "b", epochs=4, precision="fp32", resume=tmp_path / "b" / "last.pt")
+    with pytest.raises(UnknownNameError, match=r"unknown precision 'fp16'.*choose one of: fp32, bf16"):
+        fit(_model(), _batches(*_blobs(32)), epochs=1, progress=False, precision="fp16")
+
+
+def test_train_config_precision_is_checked_and_fixed_for_a_resume(tmp_path: Path) -> None:
+    from leanvision.config import TrainConfig
+    from leanvision.engine import train
+
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp16")
+    cfg = TrainConfig(model="quickstart_cnn", dataset="digits", epochs=1, batch_size=64, lr=0.05, seed=3,
+                      precision="bf16", out_dir=str(tmp_path / "run"))  # fmt: skip
+    result = train(cfg, progress=False)
+    assert result.test_acc > 0.5  # learns in bf16
+    with pytest.raises(ConfigError, match=r"you changed precision 'fp32' \(run: 'bf16'\)"):
+        train(cfg.model_copy(update={"precision": "fp32"}), resume=True)

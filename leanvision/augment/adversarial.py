@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from leanvision.augment.ops import NUM_LEVELS, OP_NAMES, cutout
 from leanvision.augment.policy import Policy, augment_copies
 from leanvision.data import normalize
+from leanvision.engine.step import full_precision
 from leanvision.errors import ConfigError
 
 
@@ -132,7 +133,8 @@ class BatchAugmentStep:
         self._loss_sum = losses.detach() + (self._loss_sum if self._loss_sum is not None else 0)
         self._batches += 1
         if (ctx.step + 1) % self.steps_per_epoch == 0:
-            ctx.metrics.update(self._end_epoch(model, ctx.loss_fn))
+            with full_precision(outputs.device):  # the policy gradient and the probe in float32 under --precision bf16
+                ctx.metrics.update(self._end_epoch(model, ctx.loss_fn))
         return loss.detach(), outputs.detach().view(b, m, -1).mean(1)
 
     def _end_epoch(self, model: nn.Module, loss_fn: Any) -> dict[str, Any]:

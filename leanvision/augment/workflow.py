@@ -125,7 +125,8 @@ def run(config: AugSearchConfig | dict[str, Any] | str | Path, *, resume: bool =
         with interruptible("augmentation search", lambda: resume_cmd if last.is_file() else None):
             result = fit(model, loader, epochs=cfg.epochs, optimizer=opt, scheduler=sched, train_step=step,
                          val_data=val_loader, out_dir=out, resume=last if ckpt is not None else None, seed=cfg.seed,
-                         progress=progress, config=cfg.model_dump(), meta=meta, device=cfg.device)  # fmt: skip
+                         progress=progress, config=cfg.model_dump(), meta=meta, device=cfg.device,
+                         precision=cfg.precision)  # fmt: skip
         report = _test_report(model, result, test, cfg, out, progress)
         return _finish(cfg, out, step, train_ds, result.history, report, result.best_val_acc, result.epochs_trained)
     finally:

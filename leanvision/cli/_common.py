@@ -20,6 +20,10 @@ DEVICE_HELP = "cpu, cuda or cuda:N (default: the config's device, else cpu)"
 DATA_DIR_HELP = "your data directory, holding the dataset in torchvision's layout (default: $LEANVISION_DATA)"
 RESUME_HELP = "continue the interrupted run in --out-dir with the settings it was started with"
 QUIET_HELP = "no progress bars"
+PRECISION_HELP = (
+    "fp32 (default), or bf16: mixed-precision training, about 1.6-2x faster on CPUs with AVX512-BF16 "
+    "or AMX and on recent GPUs"
+)
 
 
 def checkpoint_option(*, required: bool = False) -> Any:
@@ -40,6 +44,11 @@ def threads_option() -> Any:
 def device_option() -> Any:
     """``--device NAME`` (checked with :func:`check_device` before anything runs)."""
     return typer.Option(None, "--device", help=DEVICE_HELP)
+
+
+def precision_option() -> Any:
+    """``--precision fp32|bf16`` (training commands; the config checks the value)."""
+    return typer.Option(None, "--precision", help=PRECISION_HELP)
 
 
 def data_dir_option() -> Any:

@@ -16,6 +16,7 @@ from leanvision.cli._common import (
     data_dir_option,
     device_option,
     out_dir_option,
+    precision_option,
     quiet_option,
     resume_option,
     threads_option,
@@ -232,6 +233,7 @@ def train_cmd(
     seed: int = typer.Option(None, "--seed", min=0, help=TRAIN_HELP["seed"] + " (default 0)"),
     threads: int = threads_option(),
     device: str = device_option(),
+    precision: str = precision_option(),
     init_from: Path = typer.Option(None, "--init-from", help=TRAIN_HELP["init_from"]),
     policy: str = typer.Option(None, "--policy", help=TRAIN_HELP["policy"]),
     out_dir: Path = out_dir_option(),
@@ -246,7 +248,8 @@ def train_cmd(
     flags = dict(model=model, dataset=dataset, data_dir=data_dir, subset=subset, val_size=val_size, epochs=epochs,
                  batch_size=batch_size, lr=lr, optimizer=optimizer and optimizer.value,
                  scheduler=scheduler and scheduler.value, seed=seed, threads=threads, device=device,
-                 init_from=init_from and str(init_from), policy=policy, out_dir=out_dir and str(out_dir))  # fmt: skip
+                 precision=precision, init_from=init_from and str(init_from), policy=policy,
+                 out_dir=out_dir and str(out_dir))  # fmt: skip
     cfg = load_config(TrainConfig, config, flags, source="train flags")
     console.print(train(cfg, resume=resume, progress=not quiet).summary(), soft_wrap=True)
 

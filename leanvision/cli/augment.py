@@ -10,6 +10,7 @@ from leanvision.cli._common import (
     data_dir_option,
     device_option,
     out_dir_option,
+    precision_option,
     quiet_option,
     resume_option,
     threads_option,
@@ -27,6 +28,7 @@ def augsearch_cmd(
     out_dir: Path = out_dir_option(),
     threads: int = threads_option(),
     device: str = device_option(),
+    precision: str = precision_option(),
     resume: bool = resume_option(),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -35,6 +37,6 @@ def augsearch_cmd(
     from leanvision.config import load_config
 
     overrides = {"epochs": epochs, "subset": subset, "seed": seed, "data_dir": data_dir, "threads": threads,
-                 "device": device, "out_dir": out_dir and str(out_dir)}  # fmt: skip
+                 "device": device, "precision": precision, "out_dir": out_dir and str(out_dir)}  # fmt: skip
     cfg = load_config(AugSearchConfig, config, overrides, source="augsearch flags")
     typer.echo(run(cfg, resume=resume, progress=not quiet).summary())

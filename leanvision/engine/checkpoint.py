@@ -117,7 +117,8 @@ def save_checkpoint(path: str | os.PathLike[str], **state: Any) -> Path:
 
 
 # What a finished run's checkpoint needs to be rebuilt, evaluated and described; the rest only resumes training.
-_SLIM_KEYS = ("model", "arch", "config", "meta", "epoch", "epochs", "best_val_acc", "best_epoch", "metrics", "history")
+_SLIM_KEYS = ("model", "arch", "config", "meta", "epoch", "epochs", "best_val_acc", "best_epoch", "metrics", "history",
+              "precision")  # fmt: skip
 
 
 def slim_checkpoint(

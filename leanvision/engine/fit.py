@@ -30,7 +30,7 @@ from leanvision.engine.checkpoint import (
 )
 from leanvision.engine.evaluate import LossFn, correct_topk, cross_entropy, evaluate, logits_of, to_device
 from leanvision.engine.optim import make_optimizer
-from leanvision.engine.step import StepContext, TrainStep, standard_step
+from leanvision.engine.step import StepContext, TrainStep, autocast, standard_step
 from leanvision.errors import CheckpointError, ConfigError, DataError
 from leanvision.models import arch_of
 
@@ -229,6 +229,7 @@ def _train_epoch(
     train_step: TrainStep,
     scheduler: LRScheduler | None,
     device: torch.device,
+    precision: str,
     bar: TrainProgress,
 ) -> _EpochStats:
     """One pass over ``data``, one ``train_step`` per batch; ``ctx.step`` advances with every batch."""
@@ -241,7 +242,8 @@ def _train_epoch(
         if input_size is None and isinstance(inputs, torch.Tensor):
             input_size = list(inputs.shape[1:])
         lr = ctx.optimizer.param_groups[0]["lr"]
-        loss, outputs = train_step(model, inputs, targets, ctx)
+        with autocast(device, precision):
+            loss, outputs = train_step(model, inputs, targets, ctx)
         if scheduler is not None:
             scheduler.step()
         ctx.step += 1
@@ -293,6 +295,7 @@ def fit(
     meta: dict[str, Any] | None = None,
     grad_clip: float | None = None,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> FitResult:
     """Train ``model`` on ``train_data`` for ``epochs`` epochs (a total, also when resuming).
 
@@ -313,6 +316,8 @@ def fit(
     ``resume=path`` restores model, optimizer, scheduler, epoch and RNG state, so the result is bitwise identical
     to an uninterrupted run with the same seed; a resume that changes what the run was (its schedule's total,
     optimizer settings, batches per epoch) is refused. Resuming a finished run trains nothing.
+    ``precision="bf16"`` runs each train step's forward under bfloat16 autocast (weights, gradients, optimizer
+    and validation stay float32): about 1.6-2x faster CNN training on CPUs with AVX512-BF16 or AMX and on recent GPUs.
     Under torch.distributed only rank 0 writes files and shows progress.
     """
     if not isinstance(epochs, int) or epochs < 1:
@@ -320,6 +325,7 @@ def fit(
     if grad_clip is not None and not grad_clip > 0:
         raise ConfigError(f"grad_clip must be > 0 (a max gradient norm) or None, got {grad_clip}.")
     device = torch.device(device)
+    autocast(device, precision)  # refuses an unknown precision before anything runs
     model.to(device)
     if optimizer is None:
         optimizer = make_optimizer(model, "sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
@@ -338,6 +344,11 @@ def fit(
     if resume is not None:
         resume = Path(resume)
         ckpt = load_checkpoint(resume)
+        if ckpt.get("precision", "fp32") != precision:
+            raise ConfigError(
+                f"checkpoint {resume} was trained with precision {ckpt.get('precision', 'fp32')} but precision="
+                f"{precision}; a resumed run continues as it started, so pass the same precision."
+            )
         start, history, best_val_acc = _restore(
             ckpt,
             resume,
@@ -380,7 +391,14 @@ def fit(
             ctx.epoch = epoch
             t0 = time.perf_counter()
             stats = _train_epoch(
-                model, train_data, ctx=ctx, train_step=train_step, scheduler=scheduler, device=device, bar=bar
+                model,
+                train_data,
+                ctx=ctx,
+                train_step=train_step,
+                scheduler=scheduler,
+                device=device,
+                precision=precision,
+                bar=bar,
             )
             train_time = time.perf_counter() - t0
             row: dict[str, float] = {"epoch": epoch + 1, "train_loss": stats.loss, "train_acc": stats.acc}
@@ -404,6 +422,7 @@ def fit(
                     "epochs": epochs,
                     "steps_per_epoch": steps_per_epoch,
                     "step": ctx.step,
+                    "precision": precision,
                     "model": unwrap_model(model).state_dict(),
                     "arch": _arch_record(model, stats.input_size),
                     "optimizer": optimizer.state_dict(),

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from leanvision.engine.evaluate import LossFn
+from leanvision.names import PRECISIONS
 
 
 @dataclass
@@ -32,10 +33,21 @@ class StepContext:
     def update(self, loss: torch.Tensor) -> None:
         """Zero the gradients, backpropagate ``loss``, clip the gradient norm if asked, and step the optimizer."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-        self.optimizer.step()
+        with full_precision(loss.device):  # fit autocasts the step's forward only (PyTorch's advice for backward)
+            loss.backward()
+            if self.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            self.optimizer.step()
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The forward's precision: fp32, or bf16 mixed precision (convs and matmuls in bfloat16, weights in float32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=PRECISIONS.check(precision) == "bf16")
+
+
+def full_precision(device: torch.device) -> torch.autocast:
+    """Float32 inside a mixed-precision region (backward, optimizer steps, a controller's policy gradient)."""
+    return torch.autocast(device.type, enabled=False)
 
 
 # (model, inputs, targets, ctx) -> (loss for the metrics, outputs for the accuracy or None). fit steps the LR

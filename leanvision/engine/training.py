@@ -183,7 +183,7 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, resume: bool = F
         with interruptible("training", lambda: resume_cmd if last.is_file() else None):
             result = fit(model, loader, epochs=cfg.epochs, optimizer=opt, scheduler=sched, val_data=val_loader,
                          out_dir=out, resume=last if resume else None, seed=cfg.seed, progress=progress,
-                         config=cfg.model_dump(), meta=meta, device=cfg.device)  # fmt: skip
+                         config=cfg.model_dump(), meta=meta, device=cfg.device, precision=cfg.precision)  # fmt: skip
         report = _test_report(model, result, test, cfg, out, progress)
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
