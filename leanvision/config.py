@@ -178,7 +178,7 @@ class TrainConfig(BaseModel):
                                 "computation, usually faster CNN training on CPU (oneDNN) and GPUs")  # fmt: skip
     precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
         "fp32", description="fp32, or bf16: mixed precision (the forward in bfloat16 autocast, weights and optimizer "
-        "in float32), about 1.6-2x faster on CPUs with AVX512-BF16 or AMX and on recent GPUs")  # fmt: skip
+        "in float32); needs bf16 hardware (AVX512-BF16 or AMX CPUs, recent GPUs) to be faster")  # fmt: skip
     init_from: str | None = Field(None, description="start from the weights of this checkpoint (a new run)")
     policy: str | None = Field(
         None,

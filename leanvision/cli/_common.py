@@ -21,8 +21,8 @@ DATA_DIR_HELP = "your data directory, holding the dataset in torchvision's layou
 RESUME_HELP = "continue the interrupted run in --out-dir with the settings it was started with"
 QUIET_HELP = "no progress bars"
 PRECISION_HELP = (
-    "fp32 (default), or bf16: mixed-precision training, about 1.6-2x faster on CPUs with AVX512-BF16 "
-    "or AMX and on recent GPUs"
+    "fp32 (default), or bf16: mixed-precision training, faster on hardware with bf16 arithmetic (CPUs with "
+    "AVX512-BF16 or AMX, recent GPUs)"
 )
 
 

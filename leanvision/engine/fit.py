@@ -317,7 +317,7 @@ def fit(
     to an uninterrupted run with the same seed; a resume that changes what the run was (its schedule's total,
     optimizer settings, batches per epoch) is refused. Resuming a finished run trains nothing.
     ``precision="bf16"`` runs each train step's forward under bfloat16 autocast (weights, gradients, optimizer
-    and validation stay float32): about 1.6-2x faster CNN training on CPUs with AVX512-BF16 or AMX and on recent GPUs.
+    and validation stay float32); faster only where the hardware has bf16 arithmetic (AVX512-BF16 or AMX, recent GPUs).
     Under torch.distributed only rank 0 writes files and shows progress.
     """
     if not isinstance(epochs, int) or epochs < 1:
