@@ -279,3 +279,19 @@ def test_channel_granularity_is_configured_recorded_and_reported(compressed, tmp
     assert "Granularity channel: whole channels" in (run_dir / "report.md").read_text()
     code, _, err = run(capsys, "compress", str(_config(tmp_path, "bad.yaml", granularity="kernel")))
     assert_one_line_error(code, err, "'granularity': Input should be 'connection' or 'channel'")
+
+
+def test_bf16_trains_every_stage_in_mixed_precision_and_a_resume_keeps_it(tmp_path):
+    from leanvision.compress import run
+    from leanvision.errors import ConfigError
+
+    cfg = {**BASE, "train_epochs": 1, "reg_epochs": 1, "curve": [0.5], "precision": "bf16",
+           "out_dir": str(tmp_path / "run")}  # fmt: skip
+    result = run(cfg)
+    stages = sorted(p.parent.name for p in (tmp_path / "run").glob("*/last.pt"))
+    assert stages == ["baseline", "finetune", "regularise"]
+    for stage in stages:
+        assert torch.load(tmp_path / "run" / stage / "last.pt", weights_only=True)["precision"] == "bf16"
+    assert result.after["acc"] > 20  # digits, 10 classes: it learned
+    with pytest.raises(ConfigError, match=r"you changed precision 'fp32' \(run: 'bf16'\)"):
+        run({**cfg, "precision": "fp32"}, resume=True)

@@ -21,6 +21,7 @@ from rich.console import Console
 from leanvision._io import atomic_write_text
 from leanvision.config import check_device, check_threads, load_config, writable_dir
 from leanvision.errors import ConfigError
+from leanvision.names import PRECISIONS
 from leanvision.runs import changed_settings, check_run_dir
 
 LATENCIES = (("eager", 1), ("eager", 32), ("onnxruntime", 1), ("onnxruntime", 32))
@@ -77,6 +78,9 @@ class CompressConfig(BaseModel):
     seed: int = Field(0, ge=0, description="seed of initialisation, data order and subsets")
     threads: int | None = Field(None, ge=1, le=1024, description="CPU threads (default: torch's)")
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
+        "fp32", description="fp32, or bf16: every training stage in bfloat16 mixed precision (see `leanvision train`)"
+    )
     out_dir: str = Field("runs/compress", description="the run directory: the compressed model and the report")
 
     @field_validator("curve")
@@ -330,7 +334,7 @@ def _fit(say: _Say, what: str, model: torch.nn.Module, train: Any, val: Any, out
     sched = make_scheduler(opt, "cosine", total_steps=epochs * len(train))
     fit(model, train, epochs=epochs, optimizer=opt, scheduler=sched, train_step=step, val_data=val, out_dir=out,
         resume=last if last.is_file() else None, seed=cfg.seed, meta=meta, device=cfg.device,
-        progress=say.enabled)  # fmt: skip
+        precision=cfg.precision, progress=say.enabled)  # fmt: skip
 
 
 def _measure(model: torch.nn.Module, test: Any, x: torch.Tensor, device: str) -> dict[str, Any]:
