@@ -908,3 +908,19 @@ def test_train_config_precision_is_checked_and_fixed_for_a_resume(tmp_path: Path
     assert result.test_acc > 0.5  # learns in bf16
     with pytest.raises(ConfigError, match=r"you changed precision 'fp32' \(run: 'bf16'\)"):
         train(cfg.model_copy(update={"precision": "fp32"}), resume=True)
+
+
+@pytest.mark.parametrize(
+    "name", ["bbg_resnet20_cifar", "xnor_vgg_cifar", "fsf_vgg8_cifar", "ghost_resnet20", "nasbench201", "dy_resnet18"]
+)
+def test_models_with_their_own_ops_and_steps_train_in_bf16(name: str) -> None:
+    # binary sign/clip steps, full-stack mask losses, ghost and dynamic convs: each model's default step under autocast
+    from leanvision.models import create_model
+
+    model = create_model(name, num_classes=10)
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = torch.randn(4, 3, 32, 32), torch.arange(4)
+    res = fit(model, [(x, y)], epochs=2, progress=False, precision="bf16")
+    assert all(math.isfinite(h["train_loss"]) for h in res.history)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
