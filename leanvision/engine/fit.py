@@ -390,16 +390,8 @@ def fit(
             bar.start_epoch(epoch, steps_per_epoch)
             ctx.epoch = epoch
             t0 = time.perf_counter()
-            stats = _train_epoch(
-                model,
-                train_data,
-                ctx=ctx,
-                train_step=train_step,
-                scheduler=scheduler,
-                device=device,
-                precision=precision,
-                bar=bar,
-            )
+            stats = _train_epoch(model, train_data, ctx=ctx, train_step=train_step, scheduler=scheduler,
+                                 device=device, precision=precision, bar=bar)  # fmt: skip
             train_time = time.perf_counter() - t0
             row: dict[str, float] = {"epoch": epoch + 1, "train_loss": stats.loss, "train_acc": stats.acc}
             if val_data is not None:
