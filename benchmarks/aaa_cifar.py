@@ -34,6 +34,7 @@ import _runs
 
 from leanvision.augment import run as augsearch
 from leanvision.engine import train
+from leanvision.names import PRECISIONS
 
 ROWS = {  # row -> (controller, policy)
     "crop_flip_cutout": ("none", None),
@@ -172,7 +173,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--cutout", type=int, default=16, help="Cutout side (px) after the policy, every search row")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+    ap.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                     help="every row alike; bf16 trains faster (benchmarks/precision_cifar.py)")  # fmt: skip
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     _runs.add_run_args(ap, "aaa_cifar")

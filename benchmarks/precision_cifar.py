@@ -21,8 +21,8 @@ import statistics
 import _runs
 
 from leanvision.engine import train
+from leanvision.names import PRECISIONS  # fp32 first: the baseline of each seed
 
-PRECISIONS = ("fp32", "bf16")
 MIN_SPEEDUP = 1.3
 SAME_ON_RESUME = ("model", "subset", "val_size", "epochs", "batch_size", "lr", "threads", "test_subset")
 
