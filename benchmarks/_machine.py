@@ -3,53 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import time
 
-QUIET_CORES = 0.1  # other processes using more CPU cores than this make a timing untrustworthy
+from leanvision.profile.machine import QUIET_CORES, other_cpu, others_busy
+
+__all__ = ["QUIET_CORES", "add_load_args", "check_quiet", "cores_text", "load1", "other_cpu", "others_busy"]
 
 
 def load1() -> float:
     return os.getloadavg()[0]
-
-
-def _busy_seconds() -> float | None:
-    """CPU seconds spent busy by all processes on all cores since boot (Linux /proc/stat), None elsewhere."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
-    except (OSError, ValueError):
-        return None
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def other_cpu(record: dict):
-    """Set ``record["other_cores"]``: cores kept busy by OTHER processes while the block ran.
-
-    The load average cannot tell: this benchmark's own threads raise it to about --threads while it runs.
-    All busy CPU time minus this process's own, over the wall time, can.
-    """
-    busy0, own0, wall0 = _busy_seconds(), time.process_time(), time.perf_counter()
-    yield
-    busy1, own1, wall1 = _busy_seconds(), time.process_time(), time.perf_counter()
-    if busy0 is None or busy1 is None:
-        record["other_cores"] = None
-    else:
-        record["other_cores"] = max(0.0, (busy1 - busy0 - (own1 - own0)) / max(wall1 - wall0, 1e-9))
-
-
-def others_busy(seconds: float = 5.0) -> float | None:
-    """CPU cores other processes keep busy, measured over ``seconds`` of sleep (None where /proc/stat is missing).
-
-    Unlike the load average this is not raised by what this process itself did a moment ago.
-    """
-    record: dict = {}
-    with other_cpu(record):
-        time.sleep(seconds)
-    return record["other_cores"]
 
 
 def cores_text(c: dict | float | None) -> str:

@@ -59,6 +59,15 @@ class WriteError(LeanVisionError, OSError):
         return str(self.args[0]) if self.args else ""
 
 
+class BusyMachine(LeanVisionError):
+    """Other processes keep the CPU too busy for a latency measurement the run was told to take only when quiet.
+
+    Everything the run finished is saved; the CLI exits 75 (EX_TEMPFAIL: try again later), and a resume on a quiet
+    machine continues from the stage that waited."""
+
+    exit_code = 75
+
+
 def missing_extra(what: str, extra: str) -> ConfigError:
     """The one-line error for an optional dependency that is not installed: the extra that installs it."""
     return ConfigError(f"{what} needs the '{extra}' extra: pip install 'leanvision[{extra}]'")

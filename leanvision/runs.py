@@ -20,7 +20,7 @@ from leanvision.errors import ConfigError, Interrupted, WriteError
 
 # Where and how fast a run goes, never what it computes: the only settings a resume may change.
 RESUMABLE_KEYS = frozenset({"data_dir", "threads", "device", "channels_last", "out_dir", "workers", "executor",
-                            "ray_address", "timeout", "quiet", "progress"})  # fmt: skip
+                            "ray_address", "timeout", "quiet", "progress", "max_other_cores"})  # fmt: skip
 
 
 def _same(a: Any, b: Any) -> bool:

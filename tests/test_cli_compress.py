@@ -295,3 +295,31 @@ def test_bf16_trains_every_stage_in_mixed_precision_and_a_resume_keeps_it(tmp_pa
     assert result.after["acc"] > 20  # digits, 10 classes: it learned
     with pytest.raises(ConfigError, match=r"you changed precision 'fp32' \(run: 'bf16'\)"):
         run({**cfg, "precision": "fp32"}, resume=True)
+
+
+def test_a_busy_machine_stops_the_run_before_timing_and_a_resume_finishes_it(compressed, tmp_path, capsys,
+                                                                             monkeypatch):  # fmt: skip
+    import leanvision.profile
+
+    monkeypatch.setattr(leanvision.profile, "others_busy", lambda seconds=5.0: 1.5)  # two cores' worth of others
+    best = compressed / "baseline" / "best.pt"
+    cfg = _config(tmp_path, checkpoint=str(best), thin=True, thin_epochs=1, latency=True, max_other_cores=0.1,
+                  curve=[0.5])  # fmt: skip
+    code, _, err = run(capsys, "compress", str(cfg), "--quiet")
+    run_dir = tmp_path / "run"
+    assert code == 75
+    assert_one_line_error(code, err, "other processes keep 1.50 CPU cores busy (max_other_cores 0.1): too busy to "
+                          "time the thin control's latency match")  # fmt: skip
+    assert f"resumed with: leanvision compress --out-dir {run_dir} --resume" in err
+    assert (run_dir / "finetune" / "last.pt").is_file() and not (run_dir / "thin").exists()
+    assert not (run_dir / "results.json").exists()
+
+    # Only where the run is timed may change on resume: here, the tolerated load of other processes.
+    code, _, err = run(capsys, "compress", "--out-dir", str(run_dir), "--resume", "--quiet", "--max-other-cores", "2")
+    assert code == 0, err
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["thin"]["matched_on"] == "eager batch-1 latency (ms)" and results["thin"]["other_cores"] >= 0
+    assert set(results["latency"]["other_cores"]) == {"eager_bs1", "eager_bs32", "onnxruntime_bs1",
+                                                      "onnxruntime_bs32"}  # fmt: skip
+    assert set(results["latency"]["eager_bs1"]) == {"dense", "pruned", "thin"}
+    assert "other processes kept" in (run_dir / "report.md").read_text()

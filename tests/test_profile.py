@@ -6,7 +6,9 @@ import gc
 import json
 import subprocess
 import sys
+import time
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -623,7 +625,8 @@ def test_latency_waits_for_the_device_around_every_timed_call(monkeypatch) -> No
 
     monkeypatch.setattr(lv_timing, "_sync_fn", lambda device: lambda: events.append("sync"))
     counter = iter(range(1000))
-    monkeypatch.setattr(lv_timing.time, "perf_counter", lambda: events.append("clock") or float(next(counter)))
+    clock = SimpleNamespace(perf_counter=lambda: events.append("clock") or float(next(counter)))
+    monkeypatch.setattr(lv_timing, "time", clock)  # the timing loop's clock only (not the load meter's)
     latency(Probe(), torch.randn(1, 2), warmup=1, iters=2)
     timed = ["clock", "forward", "sync", "clock"]
     assert events == ["sync", "forward", "sync", *timed, *timed]  # queued work drained before the first clock
@@ -711,3 +714,32 @@ def test_cli_profile_latency_times_one_thread_and_all_cores(capsys) -> None:
     assert [line.split("(")[1].split(",")[1].strip() for line in out.splitlines() if line.startswith("latency")] == [
         f"{n} threads" for n in counts
     ]
+
+
+def test_other_cpu_counts_only_what_other_processes_used(monkeypatch) -> None:
+    import leanvision.profile.machine as machine
+
+    # All processes were busy for 3 s, this one for 1 s, over 2 s of wall time: others kept 1 core busy.
+    busy, own, wall = iter([100.0, 103.0]), iter([10.0, 11.0]), iter([0.0, 2.0])
+    monkeypatch.setattr(machine, "_busy_seconds", lambda: next(busy))
+    clock = SimpleNamespace(process_time=lambda: next(own), perf_counter=lambda: next(wall), sleep=time.sleep)
+    monkeypatch.setattr(machine, "time", clock)  # this module's clock only: pytest's own stays real
+    with machine.other_cpu({}) as record:
+        pass
+    assert record["other_cores"] == pytest.approx(1.0)
+    monkeypatch.undo()
+    monkeypatch.setattr(machine, "_busy_seconds", lambda: None)  # not Linux: unknown, not zero
+    assert machine.others_busy(0.0) is None
+
+
+def test_latency_records_how_busy_other_processes_kept_the_machine(monkeypatch) -> None:
+    import leanvision.profile.machine as machine
+    from leanvision.profile import QUIET_CORES, busy_text
+
+    stats = latency(_small_cnn(), torch.randn(1, 3, 8, 8), warmup=0, iters=2)
+    assert stats.other_cores is not None and stats.other_cores >= 0  # Linux: measured
+    monkeypatch.setattr(machine, "_busy_seconds", lambda: None)
+    assert latency(_small_cnn(), torch.randn(1, 3, 8, 8), warmup=0, iters=1).other_cores is None
+    assert busy_text(None) == "the load of other processes could not be measured here"
+    assert busy_text(QUIET_CORES) == "other processes kept 0.10 CPU cores busy meanwhile"
+    assert busy_text(1.5).endswith("(over 0.1: a busy machine, so the times are noisy)")

@@ -20,7 +20,8 @@ def _exit(code: int, line: str) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: a user's mistake, a write the disk refused, Ctrl-C or SIGTERM end in one line on stderr,
-    never a traceback; exit 2 for a mistake, 74 for a refused write, 130 for Ctrl-C and 143 for SIGTERM."""
+    never a traceback; exit 2 for a mistake, 74 for a refused write, 75 for a timing that waits for a quiet
+    machine, 130 for Ctrl-C and 143 for SIGTERM."""
     from leanvision.runs import sigterm_interrupts
 
     with sigterm_interrupts() as stop:  # SIGTERM takes Ctrl-C's path: the run stops cleanly and says how to resume

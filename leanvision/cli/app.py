@@ -147,7 +147,7 @@ def profile_cmd(
 ) -> None:
     """Count MACs and params (papers' convention) and optionally time the model (--threads, --device: its latency)."""
     from leanvision.ops import fuse_bn
-    from leanvision.profile import format_count, profile, thread_counts
+    from leanvision.profile import busy_text, format_count, profile, thread_counts
     from leanvision.profile import latency as measure
 
     if backend is not None and not latency:
@@ -179,7 +179,8 @@ def profile_cmd(
             stats = measure(net.to(device), x, backend=(backend or Backend.eager).value, threads=n)
             console.print(
                 f"latency ({stats.backend}, {stats.threads} threads, batch {stats.batch_size}): "
-                f"median {stats.median_ms:.3f} ms, p90 {stats.p90_ms:.3f} ms over {stats.iters} runs"
+                f"median {stats.median_ms:.3f} ms, p90 {stats.p90_ms:.3f} ms over {stats.iters} runs; "
+                f"{busy_text(stats.other_cores)}"
             )
 
 
@@ -264,6 +265,12 @@ def compress_cmd(
     out_dir: Path = out_dir_option(),
     threads: int = threads_option(),
     device: str = device_option(),
+    max_other_cores: float = typer.Option(
+        None,
+        "--max-other-cores",
+        min=0,
+        help="time only while other processes keep at most this many CPU cores busy (e.g. 0.1); else stop, resumable",
+    ),
     resume: bool = resume_option(),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -271,7 +278,7 @@ def compress_cmd(
     from leanvision.cli.compress import compress
 
     overrides = {"checkpoint": checkpoint, "data_dir": data_dir, "out_dir": out_dir, "device": device,
-                 "threads": threads}  # fmt: skip
+                 "threads": threads, "max_other_cores": max_other_cores}  # fmt: skip
     overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
     console.print(compress(config, overrides, resume=resume, quiet=quiet), soft_wrap=True)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from leanvision.compress.workflow import CONFIG_FILE, CompressConfig
 from leanvision.config import load_config
-from leanvision.errors import ConfigError, Interrupted, WriteError
+from leanvision.errors import BusyMachine, ConfigError, Interrupted, WriteError
 from leanvision.runs import check_run_dir
 
 
@@ -34,6 +34,6 @@ def compress(path: str | Path | None, overrides: dict[str, Any], *, resume: bool
         return run(cfg, resume=resume, progress=not quiet).summary()
     except KeyboardInterrupt:
         raise Interrupted(f"compress interrupted; continue with: {again}") from None
-    except WriteError as e:  # every finished stage is saved whole: say how to go on once there is space
+    except (WriteError, BusyMachine) as e:  # every finished stage is saved whole: say how to go on
         e.args = (f"{e}; the run can be resumed with: {again}",)
         raise

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +19,7 @@ from rich.console import Console
 
 from leanvision._io import atomic_write_text
 from leanvision.config import check_device, check_threads, load_config, writable_dir
-from leanvision.errors import ConfigError
+from leanvision.errors import BusyMachine, ConfigError
 from leanvision.names import PRECISIONS
 from leanvision.runs import changed_settings, check_run_dir
 
@@ -75,6 +74,13 @@ class CompressConfig(BaseModel):
     finetune_epochs: int = Field(2, ge=0, description="fine-tuning epochs with the pruned connections held at 0")
     finetune_lr: float = Field(0.01, gt=0, le=10, description="fine-tuning learning rate")
     latency: bool = Field(True, description="time dense vs pruned (eager and onnxruntime, batch 1 and 32)")
+    max_other_cores: float | None = Field(
+        None,
+        ge=0,
+        description="time only while other processes keep at most this many CPU cores busy (e.g. 0.1): "
+        "above it the run stops before the thin control's latency match or the latency table, everything finished "
+        "saved, and --resume continues on a quiet machine; unset: time anyway, the load reported beside the times",
+    )
     seed: int = Field(0, ge=0, description="seed of initialisation, data order and subsets")
     threads: int | None = Field(None, ge=1, le=1024, description="CPU threads (default: torch's)")
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
@@ -223,6 +229,7 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
             timed["thin"] = thin_model
     lat = None
     if cfg.latency:
+        _check_quiet(cfg, "the latency table")
         say(f"measuring latency: {', '.join(timed)}; eager and onnxruntime at batch 1 and 32 (about a minute each)")
         lat = _latencies(timed, size, cfg.threads)
     result = CompressResult(arch["name"], cfg.dataset, sparsity, before, after, _removed(plan, before, after),
@@ -240,21 +247,27 @@ def _thin_control(say: _Say, cfg: CompressConfig, arch: dict[str, Any], pruned: 
     (arXiv 1810.05270: a pruning method should beat it); its width is saved so a resumed run trains the same net."""
     from leanvision.compress.plan import thin_builder
     from leanvision.models.thin import latency_at, macs_at, match_width
+    from leanvision.profile import other_cpu
 
     build, saved = thin_builder(arch), out / THIN_DIR / "match.json"
     if saved.is_file():
         match = json.loads(saved.read_text())
     else:
         on = "eager batch-1 latency (ms)" if cfg.latency else "MACs"
+        if cfg.latency:
+            _check_quiet(cfg, "the thin control's latency match")
         say(f"thin control: bisecting the width multiplier to the pruned model's {on}")
         cost = latency_at(size, threads=cfg.threads) if cfg.latency else macs_at(size)
         try:
-            target = cost(copy.deepcopy(pruned).cpu())  # the thin nets are built and measured on the CPU
-            m = match_width(build, target, cost=cost, low=0.02, iters=12 if cfg.latency else 40)
+            with other_cpu({}) as load:
+                target = cost(copy.deepcopy(pruned).cpu())  # the thin nets are built and measured on the CPU
+                m = match_width(build, target, cost=cost, low=0.02, iters=12 if cfg.latency else 40)
         except ConfigError as e:
             say(f"thin control skipped: {e}")
             return {"skipped": str(e)}, None
         match = {"width": m.width, "matched_on": on, "target": m.target, "cost": m.cost}
+        if cfg.latency:  # a match on a busy machine finds the width whose time crossed the target under that load
+            match["other_cores"] = load["other_cores"]
         writable_dir(saved.parent)
         atomic_write_text(saved, json.dumps(match, indent=2) + "\n")
     torch.manual_seed(cfg.seed)
@@ -263,6 +276,20 @@ def _thin_control(say: _Say, cfg: CompressConfig, arch: dict[str, Any], pruned: 
          epochs, cfg.lr, meta=meta)  # fmt: skip
     model.eval()
     return {**match, "epochs": epochs, **_measure(model, test, torch.zeros(1, *size), cfg.device)}, model
+
+
+def _check_quiet(cfg: CompressConfig, what: str) -> None:
+    """Stop the run (all finished stages are saved) when ``max_other_cores`` is set and others use more CPU now."""
+    from leanvision.profile import others_busy
+
+    if cfg.max_other_cores is None:
+        return
+    busy = others_busy(5.0)
+    if busy is not None and busy > cfg.max_other_cores:
+        raise BusyMachine(
+            f"other processes keep {busy:.2f} CPU cores busy (max_other_cores {cfg.max_other_cores:g}): too busy to "
+            f"time {what}, so the run stopped there with every finished stage saved; resume it on a quiet machine"
+        )
 
 
 class _Say:
@@ -364,15 +391,24 @@ def _latencies(models: dict[str, torch.nn.Module], size: tuple[int, ...], thread
     from leanvision.profile import compare_latency
 
     deploy = {name: fuse_bn(m).cpu() for name, m in models.items()}
-    out: dict[str, Any] = {"load_avg_1m": os.getloadavg()[0]}
+    out: dict[str, Any] = {"other_cores": {}}
     for backend, bs in LATENCIES:
         stats = compare_latency(deploy, torch.randn(bs, *size), backend=backend, threads=threads, rounds=5, iters=5)
         out[f"{backend}_bs{bs}"] = {name: s.median_ms for name, s in stats.items()}
+        out["other_cores"][f"{backend}_bs{bs}"] = next(iter(stats.values())).other_cores  # one timing, all models
     return out
 
 
+def _load_text(lat: dict[str, Any]) -> str:
+    """How busy the machine was while timing: the most CPU cores other processes kept busy in any of the timings."""
+    from leanvision.profile import busy_text
+
+    cores = [c for c in lat["other_cores"].values() if c is not None]
+    return busy_text(max(cores) if cores else None)
+
+
 def _report(result: CompressResult) -> Path:
-    from leanvision.profile import format_count
+    from leanvision.profile import busy_text, format_count
     from leanvision.report import Column, line_panels, write_report
 
     s, r = result.plan_summary, result.removed
@@ -429,7 +465,8 @@ def _report(result: CompressResult) -> Path:
             f"Thin control (arXiv 1810.05270): the same family uniformly thinner, width {thin['width']:.3f} matched "
             f"on {thin['matched_on']} ({thin['cost']:.4g} vs the pruned model's {thin['target']:.4g}), trained from "
             f"scratch for {thin['epochs']} epochs (baseline + regularisation + fine-tuning): pruning pays only where "
-            "it beats this at equal latency."
+            "it beats this at equal latency" + (f"; while matching, {busy_text(thin['other_cores'])}."
+                                                if "other_cores" in thin else ".")
         )  # fmt: skip
     lat = result.latency
     if lat is not None:
@@ -439,10 +476,7 @@ def _report(result: CompressResult) -> Path:
                 row[key] = lat[key].get(row["id"])
             label = f"{'ORT' if backend == 'onnxruntime' else 'eager'} bs{bs} (ms)"
             columns.append(Column(key, label, "{:.2f}".format))
-        notes.append(
-            f"Latency: medians of 5 interleaved rounds x 5 calls, BatchNorm folded in all; 1-minute load average "
-            f"{lat['load_avg_1m']:.2f} at the start (on a busy machine the times are noisy)."
-        )
+        notes.append(f"Latency: medians of 5 interleaved rounds x 5 calls, BatchNorm folded in all; {_load_text(lat)}.")
     fig = line_panels(
         {"pruned, before fine-tuning": result.curve},
         [("acc", "test acc (%)")],

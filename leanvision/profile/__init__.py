@@ -18,6 +18,7 @@ Custom operators (dynamic kernels, gathered sparse execution, binary layers) ext
 from __future__ import annotations
 
 from leanvision.profile.format import format_count, format_profile
+from leanvision.profile.machine import QUIET_CORES, busy_text, other_cpu, others_busy
 from leanvision.profile.macs import Profile, count_params, profile, register_op_macs
 from leanvision.profile.timing import (
     BACKENDS,
@@ -31,15 +32,19 @@ from leanvision.profile.timing import (
 
 __all__ = [
     "BACKENDS",
+    "QUIET_CORES",
     "LatencyStats",
     "Profile",
     "batchnorms_computed",
+    "busy_text",
     "check_deploy_form",
     "compare_latency",
     "count_params",
     "format_count",
     "format_profile",
     "latency",
+    "other_cpu",
+    "others_busy",
     "profile",
     "register_op_macs",
     "thread_counts",

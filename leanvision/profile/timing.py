@@ -23,6 +23,7 @@ from leanvision._torch import as_args, eval_mode, torch_threads
 from leanvision.config import cpu_count
 from leanvision.errors import ConfigError
 from leanvision.names import LATENCY_BACKENDS as BACKENDS
+from leanvision.profile.machine import other_cpu
 
 
 def thread_counts(spec: str | int | Sequence[int | str]) -> list[int]:
@@ -105,6 +106,7 @@ class LatencyStats:
     device: str = "cpu"  # where the timed forward ran ("cuda:0", ...); onnxruntime always runs on "cpu"
     cpu: str = ""  # CPU model name
     gpu: str | None = None  # GPU name when device is a CUDA device
+    other_cores: float | None = None  # CPU cores other processes kept busy while timing (None: not measurable)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -208,7 +210,8 @@ def compare_latency(
 
     "eager" runs each model on the device its parameters are on (the input is moved there); on CUDA every
     timed call ends with `torch.cuda.synchronize`, so the time covers the kernels, not just their launch.
-    "onnxruntime" always runs on the CPU. Python's garbage collector is paused while timing.
+    "onnxruntime" always runs on the CPU. Python's garbage collector is paused while timing. Each result's
+    ``other_cores`` says how many CPU cores other processes kept busy meanwhile: above ~0.1 the times are noisy.
     """
     _check_args(backend, warmup=warmup, iters=iters, rounds=rounds)
     args = as_args(example_input)
@@ -223,6 +226,7 @@ def compare_latency(
             stack.enter_context(torch.inference_mode())
         run = {name: _runner(models[name], args, backend=backend, threads=n, stack=stack) for name in names}
         stack.enter_context(_gc_paused())
+        load = stack.enter_context(other_cpu({}))  # read when the stack closes, after the timed rounds
         for name in names:
             for _ in range(warmup):
                 run[name]()
@@ -260,6 +264,7 @@ def compare_latency(
             device=str(device),
             cpu=_cpu_name(),
             gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            other_cores=load["other_cores"],
         )
     return result
 
