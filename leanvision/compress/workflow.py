@@ -73,7 +73,9 @@ class CompressConfig(BaseModel):
     curve: list[float] = Field([0.5, 0.8, 0.9, 0.95], description="sparsities of the accuracy-sparsity curve")
     finetune_epochs: int = Field(2, ge=0, description="fine-tuning epochs with the pruned connections held at 0")
     finetune_lr: float = Field(0.01, gt=0, le=10, description="fine-tuning learning rate")
-    latency: bool = Field(True, description="time dense vs pruned (eager and onnxruntime, batch 1 and 32)")
+    latency: bool = Field(
+        True, description="time dense vs pruned (eager and onnxruntime, batch 1 and 32, at 1 thread and all cores)"
+    )
     max_other_cores: float | None = Field(
         None,
         ge=0,
@@ -82,7 +84,9 @@ class CompressConfig(BaseModel):
         "saved, and --resume continues on a quiet machine; unset: time anyway, the load reported beside the times",
     )
     seed: int = Field(0, ge=0, description="seed of initialisation, data order and subsets")
-    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads (default: torch's)")
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="CPU threads of training (default: torch's); latency: at 1 and at all cores"
+    )
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
     precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
         "fp32", description="fp32, or bf16: every training stage in bfloat16 mixed precision (see `leanvision train`)"
@@ -230,8 +234,10 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
     lat = None
     if cfg.latency:
         _check_quiet(cfg, "the latency table")
-        say(f"measuring latency: {', '.join(timed)}; eager and onnxruntime at batch 1 and 32 (about a minute each)")
-        lat = _latencies(timed, size, cfg.threads)
+        say(
+            f"measuring latency: {', '.join(timed)}; eager and onnxruntime at batch 1 and 32, at 1 thread and all cores"
+        )
+        lat = _latencies(timed, size)
     result = CompressResult(arch["name"], cfg.dataset, sparsity, before, after, _removed(plan, before, after),
                             curve, plan["summary"], lat, out, strengths, rounding, thin, cfg.granularity)  # fmt: skip
     atomic_write_text(out / RESULTS_FILE, json.dumps({**asdict(result), "out_dir": str(out)}, indent=2) + "\n")
@@ -247,17 +253,18 @@ def _thin_control(say: _Say, cfg: CompressConfig, arch: dict[str, Any], pruned: 
     (arXiv 1810.05270: a pruning method should beat it); its width is saved so a resumed run trains the same net."""
     from leanvision.compress.plan import thin_builder
     from leanvision.models.thin import latency_at, macs_at, match_width
-    from leanvision.profile import other_cpu
+    from leanvision.profile import other_cpu, thread_counts
 
     build, saved = thin_builder(arch), out / THIN_DIR / "match.json"
     if saved.is_file():
         match = json.loads(saved.read_text())
     else:
-        on = "eager batch-1 latency (ms)" if cfg.latency else "MACs"
+        cores = max(thread_counts("1,all"))  # the headline latency: at all cores
+        on = f"eager batch-1 latency at {cores} threads (ms)" if cfg.latency else "MACs"
         if cfg.latency:
             _check_quiet(cfg, "the thin control's latency match")
         say(f"thin control: bisecting the width multiplier to the pruned model's {on}")
-        cost = latency_at(size, threads=cfg.threads) if cfg.latency else macs_at(size)
+        cost = latency_at(size, threads=cores) if cfg.latency else macs_at(size)
         try:
             with other_cpu({}) as load:
                 target = cost(copy.deepcopy(pruned).cpu())  # the thin nets are built and measured on the CPU
@@ -386,17 +393,24 @@ def _removed(plan: dict[str, Any], before: dict[str, Any], after: dict[str, Any]
     }
 
 
-def _latencies(models: dict[str, torch.nn.Module], size: tuple[int, ...], threads: int | None) -> dict:
+def _latencies(models: dict[str, torch.nn.Module], size: tuple[int, ...]) -> dict:
+    """Median ms per model by backend, batch size and thread count (1 and all cores: they can rank models apart)."""
     from leanvision.ops import fuse_bn
-    from leanvision.profile import compare_latency
+    from leanvision.profile import compare_latency, thread_counts
 
     deploy = {name: fuse_bn(m).cpu() for name, m in models.items()}
-    out: dict[str, Any] = {"other_cores": {}}
-    for backend, bs in LATENCIES:
-        stats = compare_latency(deploy, torch.randn(bs, *size), backend=backend, threads=threads, rounds=5, iters=5)
-        out[f"{backend}_bs{bs}"] = {name: s.median_ms for name, s in stats.items()}
-        out["other_cores"][f"{backend}_bs{bs}"] = next(iter(stats.values())).other_cores  # one timing, all models
+    out: dict[str, Any] = {"threads": thread_counts("1,all"), "other_cores": {}}
+    for n in out["threads"]:
+        for backend, bs in LATENCIES:
+            x = torch.randn(bs, *size)
+            stats = compare_latency(deploy, x, backend=backend, threads=n, rounds=5, iters=5)
+            out[_lat_key(backend, bs, n)] = {name: s.median_ms for name, s in stats.items()}
+            out["other_cores"][_lat_key(backend, bs, n)] = next(iter(stats.values())).other_cores  # one timing
     return out
+
+
+def _lat_key(backend: str, batch_size: int, threads: int) -> str:
+    return f"{backend}_bs{batch_size}_{threads}t"
 
 
 def _load_text(lat: dict[str, Any]) -> str:
@@ -470,13 +484,22 @@ def _report(result: CompressResult) -> Path:
         )  # fmt: skip
     lat = result.latency
     if lat is not None:
-        for backend, bs in LATENCIES:
-            key = f"{backend}_bs{bs}"
-            for row in rows:
-                row[key] = lat[key].get(row["id"])
-            label = f"{'ORT' if backend == 'onnxruntime' else 'eager'} bs{bs} (ms)"
-            columns.append(Column(key, label, "{:.2f}".format))
-        notes.append(f"Latency: medians of 5 interleaved rounds x 5 calls, BatchNorm folded in all; {_load_text(lat)}.")
+        for n in sorted(lat["threads"], reverse=True):  # all cores first: the headline
+            for backend, bs in LATENCIES:
+                key = _lat_key(backend, bs, n)
+                dense = lat[key]["dense"]
+                for row in rows:
+                    ms = lat[key].get(row["id"])
+                    row[key] = (
+                        None if ms is None else f"{ms:.2f}" + ("" if row["id"] == "dense" else f" ({ms / dense:.2f}x)")
+                    )
+                label = f"{'ORT' if backend == 'onnxruntime' else 'eager'} bs{bs}, {n} thr (ms)"
+                columns.append(Column(key, label))
+        notes.append(
+            f"Latency: medians of 5 interleaved rounds x 5 calls, BatchNorm folded in all, (x) = times the dense "
+            f"model's; at {' and '.join(map(str, sorted(lat['threads'], reverse=True)))} threads (small or odd-shaped "
+            f"layers gain little from more threads, so the two can rank models differently); {_load_text(lat)}."
+        )
     fig = line_panels(
         {"pruned, before fine-tuning": result.curve},
         [("acc", "test acc (%)")],
