@@ -14,7 +14,7 @@ from leanvision.cli import main
 from leanvision.cli.compress import load_compress_config
 from leanvision.cli.search import load_search_config
 from leanvision.cli.shapes import parse_shape
-from leanvision.config import TrainConfig, load_config
+from leanvision.config import TrainConfig, cpu_count, load_config
 from leanvision.errors import ConfigError
 
 
@@ -309,6 +309,13 @@ def test_quickstart_end_to_end_writes_report(capsys, tmp_path):
     assert ghost["macs"] < 0.7 * base["macs"] and ghost["params"] < 0.7 * base["params"]
     assert all(r["eager_bs1_ms"] > 0 and r["onnxruntime_bs1_ms"] > 0 for r in rows)
     assert "report.html" in out
+    # Timed at 1 thread and at all cores; the table shows all cores, a note the other count.
+    results = json.loads((tmp_path / "qs" / "results.json").read_text())
+    counts, cores = results["latency_threads"], cpu_count()
+    assert counts == sorted({1, cores}) and results["other_cores"] is not None
+    assert all(r["eager_bs32_ms"] == r[f"eager_bs32_ms_{cores}t"] for r in rows)
+    report = (tmp_path / "qs" / "report.md").read_text()
+    assert f"{cores} threads" in report and ("At 1 thread (ms, × quickstart_cnn)" in report) == (cores > 1)
 
 
 def test_console_script_is_installed():

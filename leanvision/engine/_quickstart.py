@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import statistics
 import time
@@ -61,6 +60,17 @@ def _ms(v: float) -> str:
     return f"{v:.3f}" if v < 10 else f"{v:.1f}"
 
 
+def _thread_note(rows: list[dict[str, Any]], n: int) -> str:
+    """The latencies at ``n`` threads (not the table's count), with their ratios to the baseline's."""
+
+    def cells(row: dict[str, Any]) -> str:
+        keys = [(f"{'ORT' if b == 'onnxruntime' else 'eager'} bs{bs}", f"{b}_bs{bs}_ms_{n}t") for b, bs in LATENCIES]
+        return ", ".join(f"{label} {_ms(row[k])} ({row[k] / rows[0][k]:.2f}×)" for label, k in keys)
+
+    per_model = "; ".join(f"{r['model']} {cells(r)}" for r in rows)
+    return f"At {n} thread{'s' * (n > 1)} (ms, × {BASELINE}): {per_model}."
+
+
 def quickstart(
     *,
     dataset: str = "digits",
@@ -77,7 +87,7 @@ def quickstart(
     and write ``report.html`` / ``report.md`` (accuracy as mean ± sd over seeds) into ``out_dir``."""
     # Imported here: plotting and timing are heavy, and `import leanvision.engine` should stay light.
     from leanvision.ops import fuse_bn
-    from leanvision.profile import compare_latency, format_count, profile
+    from leanvision.profile import busy_text, compare_latency, format_count, profile, thread_counts
     from leanvision.report import Column, bar_panels, line_panels, write_report
 
     if dataset not in RECIPES:
@@ -87,6 +97,7 @@ def quickstart(
     say = Console(stderr=True, highlight=False).print
     default_subset, default_epochs, lr = RECIPES[dataset]
     epochs = epochs or default_epochs
+    fixed_threads = threads is not None
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -115,15 +126,22 @@ def quickstart(
         rows.append({"model": name, "acc": statistics.mean(accs), "acc_sd": statistics.stdev(accs) if len(accs) > 1
                      else 0.0, "acc_seeds": accs, "params": prof.params, "macs": prof.macs})  # fmt: skip
 
+    # At 1 thread and at all cores (unless --threads): small layers gain little from more threads, so the two can
+    # rank the models differently. The table shows all cores, the headline; 1 thread is in a note and the JSON.
+    counts = [threads] if fixed_threads else thread_counts("1,all")
     if progress:
-        say("timing the deploy forms (eager and onnxruntime, batch 1 and 32)")
-    load = os.getloadavg()[0]
-    for bs in (1, 32):
-        x = torch.randn(bs, *val.input_size)
-        for backend in ("eager", "onnxruntime"):
-            stats = compare_latency(models, x, backend=backend, threads=threads)
+        say(f"timing the deploy forms (eager and onnxruntime, batch 1 and 32, at {' and '.join(map(str, counts))} "
+            "threads)")  # fmt: skip
+    others: list[float | None] = []
+    for n in counts:
+        for b, bs in LATENCIES:
+            stats = compare_latency(models, torch.randn(bs, *val.input_size), backend=b, threads=n)
+            others.append(next(iter(stats.values())).other_cores)
             for row in rows:
-                row[f"{backend}_bs{bs}_ms"] = stats[row["model"]].median_ms
+                row[f"{b}_bs{bs}_ms_{n}t"] = stats[row["model"]].median_ms
+    headline = max(counts)
+    for row in rows:
+        row.update({f"{b}_bs{bs}_ms": row[f"{b}_bs{bs}_ms_{headline}t"] for b, bs in LATENCIES})
 
     base = rows[0]
     ratio_keys = ["params", "macs", *(f"{b}_bs{bs}_ms" for b, bs in LATENCIES)]
@@ -149,9 +167,10 @@ def quickstart(
         ),
     ]
     elapsed = time.perf_counter() - started
+    known = [o for o in others if o is not None]
     env = (
-        f"torch {torch.__version__}, {threads} threads, {platform.processor() or platform.machine()}, "
-        f"1-minute load average {load:.2f} when timing started (above ~0.5 on 2 cores, other work distorts timings)"
+        f"torch {torch.__version__}, {headline} threads, {platform.processor() or platform.machine()}; "
+        f"{busy_text(max(known) if known else None)}"
     )
     gap = rows[1]["acc"] - base["acc"]
     spread = max(r["acc_sd"] for r in rows)
@@ -186,9 +205,11 @@ def quickstart(
             + ".",
             "MACs count conv/linear/matmul multiply-accumulates (the papers' 'FLOPs'); BN and activations excluded.",
             "A MAC cut is not a latency cut: small models at batch 1 are dominated by per-operator overhead.",
+            *(_thread_note(rows, n) for n in counts if n != headline),
             f"Total wall time {elapsed:.0f} s; leanvision {leanvision.__version__}.",
         ],
     )
-    payload = {"dataset": dataset, "epochs": epochs, "seeds": list(range(seed, seed + seeds)), "threads": threads}
+    payload = {"dataset": dataset, "epochs": epochs, "seeds": list(range(seed, seed + seeds)), "threads": threads,
+               "latency_threads": counts, "other_cores": max(known) if known else None}  # fmt: skip
     atomic_write_text(out / "results.json", json.dumps({**payload, "rows": rows}, indent=2) + "\n")
     return QuickstartResult(html=html, markdown=md, rows=rows)
