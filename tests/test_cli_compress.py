@@ -205,6 +205,8 @@ def test_resume_continues_only_an_existing_run_with_its_settings(compressed, tmp
         ({"method": "prune"}, "'method': Input should be 'synaptic'"),
         ({"model": None}, "give either 'checkpoint' (a trained model) or 'model'"),
         ({"checkpoint": "nope/best.pt"}, "checkpoint: no file at 'nope/best.pt'"),
+        ({"round_to": 0}, "round_to must be a channel multiple from 1 to 1024, or auto; got 0"),
+        ({"round_to": "fast"}, "'round_to': round_to must be a channel multiple from 1 to 1024, or auto; got 'fast'"),
     ],
 )
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, changes, message):
@@ -334,3 +336,29 @@ def test_a_busy_machine_stops_the_run_before_timing_and_a_resume_finishes_it(com
     assert "other processes kept" in report and f"eager bs1, {cores} thr (ms)" in report
     ratio = lat[f"onnxruntime_bs32_{cores}t"]["pruned"] / lat[f"onnxruntime_bs32_{cores}t"]["dense"]
     assert f"({ratio:.2f}x)" in report
+
+
+def test_round_to_auto_prunes_to_the_measured_multiple_and_keeps_it_on_resume(compressed, tmp_path, capsys,
+                                                                              monkeypatch):  # fmt: skip
+    import leanvision.compress.widths as widths
+
+    real = widths.choose_multiple
+    # A deterministic stand-in for timing: widths off the 8-channel grid run 1.5x slower.
+    cheap8 = lambda nets, x, backend: {k: int(k) * (1.0 if int(k) % 8 == 0 else 1.5) for k in nets}  # noqa: E731
+    monkeypatch.setattr(widths, "choose_multiple", lambda shapes, **kw: real(shapes, **{**kw, "timer": cheap8}))
+    best = compressed / "baseline" / "best.pt"
+    code, _, err = run(capsys, "compress", str(_config(tmp_path, checkpoint=str(best), round_to="auto", curve=[0.5])))
+    assert code == 0, err
+    run_dir = tmp_path / "run"
+    results = json.loads((run_dir / "results.json").read_text())
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert results["multiple"]["multiple"] == 8 and plan["selection"]["round_to"] == 8
+    assert results["rounding"]["multiple"] == 8 and (run_dir / "multiple.json").is_file()
+    assert "round_to auto chose 8" in (run_dir / "report.md").read_text()
+    assert "round_to auto: timing pruned widths" in err
+
+    from leanvision.compress.workflow import CompressConfig, _measured_multiple, _Say
+
+    monkeypatch.setattr(widths, "choose_multiple", lambda *a, **k: pytest.fail("a resume must not re-measure"))
+    cfg = CompressConfig(**{**BASE, "round_to": "auto", "out_dir": str(run_dir)})
+    assert _measured_multiple(_Say(False), cfg, torch.nn.Identity(), (1, 8, 8), run_dir) == results["multiple"]

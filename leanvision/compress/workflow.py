@@ -25,6 +25,7 @@ from leanvision.runs import changed_settings, check_run_dir
 
 LATENCIES = (("eager", 1), ("eager", 32), ("onnxruntime", 1), ("onnxruntime", 32))
 CONFIG_FILE, RESULTS_FILE, CHECKPOINT_FILE, PLAN_FILE = "config.json", "results.json", "compressed.pt", "plan.json"
+MULTIPLE_FILE = "multiple.json"
 BASELINE_DIR, REGULARISE_DIR, FINETUNE_DIR, THIN_DIR = "baseline", "regularise", "finetune", "thin"
 
 
@@ -65,7 +66,11 @@ class CompressConfig(BaseModel):
     max_layer_sparsity: float | None = Field(
         None, gt=0, le=1, description="the most of one layer's connections a global ranking may prune"
     )
-    round_to: int | None = Field(None, ge=1, le=1024, description="keep a multiple of this many channels per layer")
+    round_to: int | Literal["auto"] | None = Field(
+        None,
+        description="keep a multiple of this many channels per resized layer (e.g. 16); auto: the multiple that "
+        "timing the model's own conv shapes on this machine shows to pay (1 = none)",
+    )
     thin: bool = Field(False, description="also train the thin control: a uniformly thinner net of equal latency")
     thin_epochs: int | None = Field(
         None, ge=1, description="its epochs (default: the baseline's + reg_epochs + finetune_epochs)"
@@ -93,6 +98,14 @@ class CompressConfig(BaseModel):
     )
     out_dir: str = Field("runs/compress", description="the run directory: the compressed model and the report")
 
+    @field_validator("round_to", mode="before")
+    @classmethod
+    def _multiple(cls, round_to: Any) -> Any:
+        ok = round_to in (None, "auto") or (type(round_to) is int and 1 <= round_to <= 1024)
+        if not ok:  # one message for the whole union, not one per member
+            raise ValueError(f"round_to must be a channel multiple from 1 to 1024, or auto; got {round_to!r}")
+        return round_to
+
     @field_validator("curve")
     @classmethod
     def _sparsities(cls, curve: list[float]) -> list[float]:
@@ -119,6 +132,7 @@ class CompressResult:
     rounding: dict[str, Any] | None = None  # round_to: the same pruning without rounding, beside it
     thin: dict[str, Any] | None = None  # the thin control: width, how it was matched, epochs, acc, params, MACs
     granularity: str = "connection"  # what was pruned: connections (kernels) or whole channels
+    multiple: dict[str, Any] | None = None  # round_to auto: the measured choice (leanvision.compress.widths)
 
     @property
     def checkpoint(self) -> Path:
@@ -189,26 +203,29 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
     what = f"L1 regularisation of the connection strengths (lam={cfg.lam:g})"
     _fit(say, what, model, train, val, out / REGULARISE_DIR, cfg, cfg.reg_epochs, cfg.lr, step=ss.train_step(cfg.lam))
     strengths = ss.strength_stats()
+    multiple = _measured_multiple(say, cfg, dense, size, out) if cfg.round_to == "auto" else None
+    round_to = multiple["multiple"] if multiple else cfg.round_to
+    round_to = round_to if round_to and round_to > 1 else None  # a multiple of 1 rounds nothing
     rank = {"rank": cfg.rank, "norm": cfg.norm, "input_size": size, "max_layer_sparsity": cfg.max_layer_sparsity,
             "granularity": cfg.granularity}  # fmt: skip
     sparsity = cfg.sparsity
     if cfg.target_macs is not None:
         say(f"searching the {cfg.granularity} sparsity that leaves {cfg.target_macs:.0%} of the dense MACs")
-        sparsity = ss.sparsity_for_macs(cfg.target_macs, **rank, round_to=cfg.round_to)
+        sparsity = ss.sparsity_for_macs(cfg.target_macs, **rank, round_to=round_to)
     sparsities = sorted(set(cfg.curve) | {sparsity})
     curve = []
     for i, s in enumerate(sparsities, 1):
         say(f"accuracy-sparsity curve {i}/{len(sparsities)}: test accuracy with {s:.0%} of connections pruned")
-        plan_s = ss.plan(s, **rank, round_to=cfg.round_to)
+        plan_s = ss.plan(s, **rank, round_to=round_to)
         curve.append({"sparsity": s, **_measure(apply_plan(model, plan_s), test, x, cfg.device)})
-    plan = ss.plan(sparsity, **rank, round_to=cfg.round_to)
-    unrounded = ss.plan(sparsity, **rank) if cfg.round_to else None
+    plan = ss.plan(sparsity, **rank, round_to=round_to)
+    unrounded = ss.plan(sparsity, **rank) if round_to else None
     rounding = None
     if unrounded is not None:
-        say(f"test accuracy right after pruning with widths not rounded to multiples of {cfg.round_to}")
+        say(f"test accuracy right after pruning with widths not rounded to multiples of {round_to}")
         rounded = next(p for p in curve if p["sparsity"] == sparsity)
         plain = _measure(apply_plan(model, unrounded), test, x, cfg.device)
-        rounding = {"multiple": cfg.round_to, "unrounded_before_ft": plain, "rounded_before_ft": rounded}
+        rounding = {"multiple": round_to, "unrounded_before_ft": plain, "rounded_before_ft": rounded}
     atomic_write_text(out / PLAN_FILE, json.dumps(plan, indent=2) + "\n")
     ss.prune(plan)
     if cfg.finetune_epochs:
@@ -239,7 +256,8 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
         )
         lat = _latencies(timed, size)
     result = CompressResult(arch["name"], cfg.dataset, sparsity, before, after, _removed(plan, before, after),
-                            curve, plan["summary"], lat, out, strengths, rounding, thin, cfg.granularity)  # fmt: skip
+                            curve, plan["summary"], lat, out, strengths, rounding, thin, cfg.granularity,
+                            multiple)  # fmt: skip
     atomic_write_text(out / RESULTS_FILE, json.dumps({**asdict(result), "out_dir": str(out)}, indent=2) + "\n")
     say("writing the report")
     _report(result)
@@ -283,6 +301,24 @@ def _thin_control(say: _Say, cfg: CompressConfig, arch: dict[str, Any], pruned: 
          epochs, cfg.lr, meta=meta)  # fmt: skip
     model.eval()
     return {**match, "epochs": epochs, **_measure(model, test, torch.zeros(1, *size), cfg.device)}, model
+
+
+def _measured_multiple(say: _Say, cfg: CompressConfig, dense: torch.nn.Module, size: tuple,
+                       out: Path) -> dict[str, Any]:  # fmt: skip
+    """``round_to: auto``: the channel multiple timing shows to pay here, measured once and saved so a resumed run
+    prunes to the same widths."""
+    from leanvision.compress.widths import choose_multiple, conv_shapes
+    from leanvision.profile import thread_counts
+
+    saved = out / MULTIPLE_FILE
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    _check_quiet(cfg, "the channel multiple")
+    cores = max(thread_counts("1,all"))
+    say(f"round_to auto: timing pruned widths as they are and rounded up to 8, 16 and 32 channels ({cores} threads)")
+    choice = choose_multiple(conv_shapes(copy.deepcopy(dense).cpu(), size), threads=cores).to_dict()
+    atomic_write_text(saved, json.dumps(choice, indent=2) + "\n")
+    return choice
 
 
 def _check_quiet(cfg: CompressConfig, what: str) -> None:
@@ -472,6 +508,14 @@ def _report(result: CompressResult) -> Path:
             f"Widths rounded up to multiples of {rnd['multiple']} (the strongest removed channels kept): test "
             f"accuracy right after pruning {a['acc']:.2f}% vs {b['acc']:.2f}% unrounded, MACs {format_count(a['macs'])}"
             f" vs {format_count(b['macs'])}; the latency columns show what it won."
+        )
+    if result.multiple is not None:
+        m = result.multiple
+        scores = ", ".join(f"x{k} {v:.2f}" for k, v in m["scores"].items() if k != "1")
+        notes.append(
+            f"round_to auto chose {m['multiple']} (1 = no rounding): pruned widths of the model's conv shapes "
+            f"timed as they are and rounded up ({', '.join(m['backends'])}, batch 1, {m['threads']} threads); "
+            f"mean latency rounded / as is: {scores}; {busy_text(m['other_cores'])}."
         )
     if thin is not None:
         notes.append(
