@@ -734,7 +734,7 @@ def test_other_cpu_counts_only_what_other_processes_used(monkeypatch) -> None:
 
 def test_latency_records_how_busy_other_processes_kept_the_machine(monkeypatch) -> None:
     import leanvision.profile.machine as machine
-    from leanvision.profile import QUIET_CORES, busy_text
+    from leanvision.profile import QUIET_CORES, busiest, busy_text
 
     stats = latency(_small_cnn(), torch.randn(1, 3, 8, 8), warmup=0, iters=2)
     assert stats.other_cores is not None and stats.other_cores >= 0  # Linux: measured
@@ -743,3 +743,4 @@ def test_latency_records_how_busy_other_processes_kept_the_machine(monkeypatch) 
     assert busy_text(None) == "the load of other processes could not be measured here"
     assert busy_text(QUIET_CORES) == "other processes kept 0.10 CPU cores busy meanwhile"
     assert busy_text(1.5).endswith("(over 0.1: a busy machine, so the times are noisy)")
+    assert busiest([0.02, None, 0.4]) == 0.4 and busiest([None]) is None

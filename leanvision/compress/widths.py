@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from statistics import fmean
 
 import torch
 from torch import nn
@@ -143,9 +144,8 @@ def choose_multiple(
                 for p in widths[key]:
                     for m in cands:
                         ratios[backend][m].append(ms[str(round_up(p, m, c))] / ms[str(p)])
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    by_backend = {b: {m: mean(r) for m, r in per.items()} for b, per in ratios.items()}
-    scores = {m: mean([by_backend[b][m] for b in backends]) for m in cands}
+    by_backend = {b: {m: fmean(r) for m, r in per.items()} for b, per in ratios.items()}
+    scores = {m: fmean(by_backend[b][m] for b in backends) for m in cands}
     best = min(cands, key=lambda m: (scores[m], m))
     return MultipleChoice(best, scores, by_backend, [tuple(s) for s in shapes], widths, list(backends), threads,
                           load["other_cores"])  # fmt: skip

@@ -449,16 +449,8 @@ def _lat_key(backend: str, batch_size: int, threads: int) -> str:
     return f"{backend}_bs{batch_size}_{threads}t"
 
 
-def _load_text(lat: dict[str, Any]) -> str:
-    """How busy the machine was while timing: the most CPU cores other processes kept busy in any of the timings."""
-    from leanvision.profile import busy_text
-
-    cores = [c for c in lat["other_cores"].values() if c is not None]
-    return busy_text(max(cores) if cores else None)
-
-
 def _report(result: CompressResult) -> Path:
-    from leanvision.profile import busy_text, format_count
+    from leanvision.profile import busiest, busy_text, format_count
     from leanvision.report import Column, line_panels, write_report
 
     s, r = result.plan_summary, result.removed
@@ -539,10 +531,11 @@ def _report(result: CompressResult) -> Path:
                     )
                 label = f"{'ORT' if backend == 'onnxruntime' else 'eager'} bs{bs}, {n} thr (ms)"
                 columns.append(Column(key, label))
+        load = busy_text(busiest(lat["other_cores"].values()))  # the busiest of the timings
         notes.append(
             f"Latency: medians of 5 interleaved rounds x 5 calls, BatchNorm folded in all, (x) = times the dense "
             f"model's; at {' and '.join(map(str, sorted(lat['threads'], reverse=True)))} threads (small or odd-shaped "
-            f"layers gain little from more threads, so the two can rank models differently); {_load_text(lat)}."
+            f"layers gain little from more threads, so the two can rank models differently); {load}."
         )
     fig = line_panels(
         {"pruned, before fine-tuning": result.curve},

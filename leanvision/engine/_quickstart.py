@@ -87,7 +87,7 @@ def quickstart(
     and write ``report.html`` / ``report.md`` (accuracy as mean ± sd over seeds) into ``out_dir``."""
     # Imported here: plotting and timing are heavy, and `import leanvision.engine` should stay light.
     from leanvision.ops import fuse_bn
-    from leanvision.profile import busy_text, compare_latency, format_count, profile, thread_counts
+    from leanvision.profile import busiest, busy_text, compare_latency, format_count, profile, thread_counts
     from leanvision.report import Column, bar_panels, line_panels, write_report
 
     if dataset not in RECIPES:
@@ -167,10 +167,10 @@ def quickstart(
         ),
     ]
     elapsed = time.perf_counter() - started
-    known = [o for o in others if o is not None]
+    other_cores = busiest(others)
     env = (
         f"torch {torch.__version__}, {headline} threads, {platform.processor() or platform.machine()}; "
-        f"{busy_text(max(known) if known else None)}"
+        f"{busy_text(other_cores)}"
     )
     gap = rows[1]["acc"] - base["acc"]
     spread = max(r["acc_sd"] for r in rows)
@@ -210,6 +210,6 @@ def quickstart(
         ],
     )
     payload = {"dataset": dataset, "epochs": epochs, "seeds": list(range(seed, seed + seeds)), "threads": threads,
-               "latency_threads": counts, "other_cores": max(known) if known else None}  # fmt: skip
+               "latency_threads": counts, "other_cores": other_cores}  # fmt: skip
     atomic_write_text(out / "results.json", json.dumps({**payload, "rows": rows}, indent=2) + "\n")
     return QuickstartResult(html=html, markdown=md, rows=rows)

@@ -18,7 +18,7 @@ Custom operators (dynamic kernels, gathered sparse execution, binary layers) ext
 from __future__ import annotations
 
 from leanvision.profile.format import format_count, format_profile
-from leanvision.profile.machine import QUIET_CORES, busy_text, other_cpu, others_busy
+from leanvision.profile.machine import QUIET_CORES, busiest, busy_text, other_cpu, others_busy
 from leanvision.profile.macs import Profile, count_params, profile, register_op_macs
 from leanvision.profile.timing import (
     BACKENDS,
@@ -36,6 +36,7 @@ __all__ = [
     "LatencyStats",
     "Profile",
     "batchnorms_computed",
+    "busiest",
     "busy_text",
     "check_deploy_form",
     "compare_latency",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 QUIET_CORES = 0.1  # other processes using more CPU cores than this make a timing untrustworthy
@@ -46,6 +46,12 @@ def others_busy(seconds: float = 5.0) -> float | None:
     with other_cpu({}) as record:
         time.sleep(seconds)
     return record["other_cores"]
+
+
+def busiest(loads: Iterable[float | None]) -> float | None:
+    """The most cores other processes used in any of several timings (None when none could be measured)."""
+    known = [c for c in loads if c is not None]
+    return max(known) if known else None
 
 
 def busy_text(other_cores: float | None) -> str:
