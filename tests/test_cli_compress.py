@@ -104,14 +104,15 @@ def test_compress_names_each_stage_and_says_what_connection_sparsity_removed(com
         "L1 regularisation of the connection strengths (lam=0.01): 2 epochs",
         "accuracy-sparsity curve 1/3: test accuracy with 50% of connections pruned",
         "accuracy-sparsity curve 3/3",
-        "fine-tuning with 70% of connections held at 0: 1 epoch",
         "surgery: removing channels left without connections",
+        "fine-tuning with 70% of connections held at 0: 1 epoch",
+        "measuring the pruned model",
         "writing the report",
     ]
     at = [err.find(s) for s in stages]
     assert -1 not in at and at == sorted(at), err
     # every epoch line comes after the label of its stage
-    assert err.find("epoch 1/2") > at[0] and err.count("epoch 1/2") == 2 and err.find("epoch 1/1") > at[5]
+    assert err.find("epoch 1/2") > at[0] and err.count("epoch 1/2") == 2 and err.find("epoch 1/1") > at[6]
     removed = json.loads((run_dir / "results.json").read_text())["removed"]
     assert removed["connections"] == pytest.approx(0.7, abs=0.01)
     summary = " ".join(out.split())

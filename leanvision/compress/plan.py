@@ -693,23 +693,25 @@ def read_plan(model: nn.Module, plan: Mapping[str, Any]) -> dict[str, torch.Tens
 
 
 @torch.no_grad()
-def apply_plan(model: nn.Module, plan: Mapping[str, Any], *, inplace: bool = False) -> nn.Module:
+def apply_plan(model: nn.Module, plan: Mapping[str, Any], *, inplace: bool = False, plain: bool = True) -> nn.Module:
     """Replay ``plan`` on ``model``: zero the dropped kernels and remove channels that carry nothing any more.
 
     Works on a trained model (its re-parameterised convs become plain ``nn.Conv2d``) and on a freshly built one of
     the same architecture. The result computes exactly what the masked model computes when all-zero channels
     pass through their BatchNorms as zeros (``SynapticStrength.prune`` trains under that rule). A plan that
     keeps everything returns the same function with the same parameters. ``model`` is left untouched unless
-    ``inplace=True``.
+    ``inplace=True``. ``plain=False`` keeps re-parameterised convs as they are, their tensors cut and their
+    masks narrowed to the plan's (``SynapticStrength.cut`` fine-tunes the smaller model so).
     """
     masks = read_plan(model, plan)
     out = model if inplace else copy.deepcopy(model)
-    replace_modules(out, lambda _n, m: is_conv(m) and type(m) is not nn.Conv2d, lambda _n, m: m.as_conv2d())
+    if plain:
+        replace_modules(out, lambda _n, m: is_conv(m) and type(m) is not nn.Conv2d, lambda _n, m: m.as_conv2d())
     graph = ChannelGraph(out)
     sol = solve(graph, masks)
     for name, conv in _convs(graph):
         if not sol.masks[name].all():
-            conv.weight.mul_(sol.masks[name][:, :, None, None].to(conv.weight))
+            _drop_kernels(conv, sol.masks[name])
     for r, dead in sol.dead.items():  # before any resizing: `dead` is in the original channel numbering
         _silence(graph, r, dead)
     changed = False
@@ -763,13 +765,28 @@ def silence_targets(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> tupl
     return sol.masks, [(m, a, i) for m, a, i in targets if getattr(m, a, None) is not None]
 
 
-def _shrink_conv(conv: nn.Conv2d, outs: torch.Tensor, ins: torch.Tensor) -> bool:
+def _kernel_tensors(conv: nn.Module) -> dict[str, torch.Tensor]:
+    """A conv's own tensors; every one is laid out ``[out, in/groups, ...]`` (weights, a re-parameterised conv's
+    strengths and masks) or ``[out]`` (bias)."""
+    return {n: t for n, t in [*conv._parameters.items(), *conv._buffers.items()] if t is not None}
+
+
+def _drop_kernels(conv: nn.Module, keep: torch.Tensor) -> None:
+    for t in _kernel_tensors(conv).values():
+        if t.dim() >= 2:
+            k = keep.to(t.device).view(*keep.shape, *[1] * (t.dim() - 2))
+            t.logical_and_(k) if t.dtype == torch.bool else t.mul_(k.to(t.dtype))
+
+
+def _shrink_conv(conv: nn.Module, outs: torch.Tensor, ins: torch.Tensor) -> bool:
     if len(outs) == conv.out_channels and len(ins) == conv.in_channels:
         return False
-    w = conv.weight[outs] if conv.groups > 1 else conv.weight[outs][:, ins]
-    conv.weight = nn.Parameter(w.clone(), conv.weight.requires_grad)
-    if conv.bias is not None:
-        conv.bias = nn.Parameter(conv.bias[outs].clone(), conv.bias.requires_grad)
+    for name, t in _kernel_tensors(conv).items():
+        t = t[outs] if t.dim() < 2 or conv.groups > 1 else t[outs][:, ins]
+        if name in conv._parameters:
+            setattr(conv, name, nn.Parameter(t.clone(), conv._parameters[name].requires_grad))
+        else:
+            conv._buffers[name] = t.clone()
     if _depthwise(conv):
         conv.groups = len(outs)
     conv.out_channels, conv.in_channels = len(outs), len(ins)

@@ -138,6 +138,7 @@ class SynapticStrength:
             n: m for n, m in model.named_modules() if isinstance(m, SynapticConv2d)
         }
         self._silenced: list[tuple[nn.Module, str, Tensor]] = []
+        self.held_plan: dict | None = None  # the plan whose masks ``prune`` holds; apply_plan(model, held_plan) deploys
 
     def penalty(self) -> Tensor:
         """Σ |s| over all live connections: the L1 sparsity term."""
@@ -370,12 +371,24 @@ class SynapticStrength:
         """Fix ``plan``'s masks on the model for fine-tuning with ``train_step``: pruned strengths become 0 and stay
         0, and channels left all-zero pass their BatchNorms as zeros, so ``apply_plan`` afterwards is exact."""
         eff, self._silenced = silence_targets(self.model, read_plan(self.model, plan))
+        self.held_plan = dict(plan)
         for name, module in self.model.named_modules():
             if name in self.layers:
                 module.mask.copy_(eff[name])
             elif type(module) is nn.Conv2d and not eff[name].all():  # unconverted (depthwise) convs
                 module.weight.mul_(eff[name].to(module.weight)[:, :, None, None])
         self.enforce()
+
+    @torch.no_grad()
+    def cut(self, plan: Mapping[str, Any]) -> SynapticStrength:
+        """A copy of the model pruned by ``plan`` with the channels it frees already removed, re-parameterised and
+        masked as ``prune(plan)`` leaves the model: fine-tuning it with its ``train_step`` makes the same updates to
+        the same parameters (removed channels only ever carry zeros) at the cut model's cost. Deploy it with
+        ``apply_plan(cut.model, cut.held_plan)``; the model here is left as it is."""
+        small = apply_plan(self.model, plan, plain=False)
+        ss = SynapticStrength(small)  # adopts the re-parameterised convs as they are
+        ss.prune(make_plan(small, {name: layer.mask for name, layer in ss.layers.items()}))
+        return ss
 
     @torch.no_grad()
     def enforce(self, optimizer: torch.optim.Optimizer | None = None) -> None:

@@ -227,13 +227,15 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
         plain = _measure(apply_plan(model, unrounded), test, x, cfg.device)
         rounding = {"multiple": round_to, "unrounded_before_ft": plain, "rounded_before_ft": rounded}
     atomic_write_text(out / PLAN_FILE, json.dumps(plan, indent=2) + "\n")
-    ss.prune(plan)
+    say("surgery: removing channels left without connections")
+    tuned = ss.cut(plan)  # fine-tuning the cut model makes the masked model's updates, at the cut model's cost
     if cfg.finetune_epochs:
         what = f"fine-tuning with {sparsity:.0%} of connections held at 0"
-        step = ss.train_step(0.0)
-        _fit(say, what, model, train, val, out / FINETUNE_DIR, cfg, cfg.finetune_epochs, cfg.finetune_lr, step=step)
-    say("surgery: removing channels left without connections; measuring the pruned model")
-    pruned = apply_plan(model, plan).eval()
+        step = tuned.train_step(0.0)
+        _fit(say, what, tuned.model, train, val, out / FINETUNE_DIR, cfg, cfg.finetune_epochs, cfg.finetune_lr,
+             step=step)  # fmt: skip
+    say("measuring the pruned model")
+    pruned = apply_plan(tuned.model, tuned.held_plan).eval()
     after = _measure(pruned, test, x, cfg.device)
 
     # The registered build + the plan rebuild this model (leanvision.engine.model_from_checkpoint).
