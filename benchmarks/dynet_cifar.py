@@ -97,6 +97,11 @@ def width_of(name: str, thin: float) -> float:
     return 0.5 if name in KERNELS else STATIC.get(name, thin)
 
 
+def run_name(name: str, seed: int) -> str:
+    """The run folder of model ``name`` and ``seed`` under OUT/runs/, e.g. C_s1."""
+    return f"{name.split()[0]}_s{seed}"
+
+
 def train_one(name: str, data: dict, runs: _runs.Runs, *, seed: int, thin: float, args: argparse.Namespace) -> dict:
     torch.manual_seed(seed)
     mode, g = KERNELS.get(name, (None, G))
@@ -110,7 +115,7 @@ def train_one(name: str, data: dict, runs: _runs.Runs, *, seed: int, thin: float
     sched = make_scheduler(opt, "cosine", total_steps=total)
     step = standard_step if mode is None else DynamicStep(anneal_steps=max(1, round(args.anneal_frac * total)) if
                                                           mode == "dycnn" else 0)  # fmt: skip
-    out, last = runs.fit_dir(f"{name.split()[0]}_s{seed}")
+    out, last = runs.fit_dir(run_name(name, seed))
     val = make_loader(data["val"], batch_size=500, shuffle=False)
     res = fit(model, loader, epochs=args.epochs, optimizer=opt, scheduler=sched, train_step=step, val_data=val,
               out_dir=out, resume=last, seed=seed, progress=not args.quiet)  # fmt: skip

@@ -22,7 +22,7 @@ from pathlib import Path
 import _runs
 import numpy as np
 import torch
-from dynet_cifar import DIAGNOSTIC, DYNAMIC, KERNELS, THIN, thin_width, vgg6, width_of
+from dynet_cifar import DIAGNOSTIC, DYNAMIC, KERNELS, THIN, G, run_name, thin_width, vgg6, width_of
 
 from leanvision._io import atomic_write_text
 from leanvision.data import load_dataset, make_loader
@@ -35,7 +35,7 @@ TOLERANCE = 0.011  # points: the recorded accuracy has 2 decimals
 
 def correct(name: str, path: Path, test, thin: float) -> np.ndarray:
     """Bool per test image: does the run's final net classify it correctly."""
-    mode, g = KERNELS.get(name, (None, 4))
+    mode, g = KERNELS.get(name, (None, G))
     model = vgg6(width_of(name, thin), mode, g=g)
     load_weights(model, path)
     model.eval()
@@ -71,7 +71,7 @@ def summarize(entries: dict, n: int) -> dict:
             rows = {}
             for key in sorted(bits):
                 name, seed = entries[key]["model"], entries[key]["seed"]
-                other = f"{ref.split()[0]}_s{seed}"
+                other = run_name(ref, seed)
                 if name == x and other in bits:
                     rows[str(seed)] = paired(bits[key], bits[other])
             if rows:
@@ -92,7 +92,7 @@ def main() -> None:
     test = load_dataset("cifar10", root=args.data_dir, split="test")
     thin = thin_width()
     for r in runs:
-        key = f"{r['model'].split()[0]}_s{r['seed']}"
+        key = run_name(r["model"], r["seed"])
         last = args.out / "runs" / key / "last.pt"
         if key in entries or not last.is_file():
             continue

@@ -13,12 +13,12 @@ used here (--val-size must match it) and accuracy is on the 10,000 test images (
 Per seed: SynapticStrength (BN scales absorbed) trains --reg-epochs with lambda * sum |s| (SGD nesterov --lr,
 cosine, wd 5e-4 on kernels only, batch 128, crop + flip); the strengths' share below 1e-2 / 1e-3 of the largest
 and the L1 budget (lambda x the sum of the learning rates: how far the L1 term alone can shrink one strength) are
-recorded. Each regularised net is pruned with every --granularity x --ranks x --round-to configuration (or each
-of --configs) to each --targets share of the dense MACs (the sparsity is bisected so that the cut net has at most
-that many MACs), cut and fine-tuned --ft-epochs with the masks held (--ft-lr, cosine, lambda 0; the cut model
-makes the masked model's updates at its own cost). Rankings: "strength" (|s|, the paper), "normalized" (|s| over
-the layer's median), "cost" (normalised |s| per MAC the connection carries); --round-to 16
-keeps a multiple of 16 channels per resized layer (0: widths as they fall). Granularity "connection" prunes
+recorded. Each regularised net is pruned with every --granularity x --ranks x --round-to configuration to each
+--targets share of the dense MACs (the sparsity is bisected so that the cut net has at most that many MACs), cut
+and fine-tuned --ft-epochs with the masks held (--ft-lr, cosine, lambda 0; the cut model makes the masked model's
+updates at its own cost). Rankings: "strength" (|s|, the paper), "normalized" (|s| over the layer's median),
+"cost" (normalised |s| per MAC the connection carries); --round-to 16 keeps a multiple of 16 channels per resized
+layer (0: widths as they fall). Granularity "connection" prunes
 kernels (the paper; a channel goes when all its kernels do), "channel" prunes whole channels ranked by the mean
 score of the kernels that write them (residual streams written through 1x1 projections included; records
 without a granularity are connection runs).
@@ -58,7 +58,6 @@ from torch import nn
 from leanvision._io import atomic_write_text
 from leanvision.compress import SynapticStrength, apply_plan
 from leanvision.compress.plan import thin_builder
-from leanvision.compress.synaptic import GRANULARITIES, RANKS
 from leanvision.data import load_dataset, make_loader
 from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler, model_from_checkpoint, save_checkpoint
 from leanvision.engine.checkpoint import load_weights
@@ -292,7 +291,7 @@ class Bench:
         quiet machine and training does not, so deferred matches wait for one --resume --match-only."""
         args = self.args
         self.dense_record()
-        configs = args.configs or list(itertools.product(args.granularity, args.ranks, args.round_to))
+        configs = list(itertools.product(args.granularity, args.ranks, args.round_to))
         grid = list(itertools.product(args.lams, args.reg_epochs))
         best, chosen = {}, {}  # (target, seed) -> the pruned record chosen on val; seed -> (lambda, reg-epochs)
         for i, seed in enumerate(args.seeds):
@@ -449,16 +448,6 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
 # --- main ----------------------------------------------------------------------------------------------------------
 
 
-def config_arg(text: str) -> tuple[str, str, int]:
-    """GRANULARITY:RANK:ROUND, e.g. channel:normalized:16."""
-    parts = text.split(":")
-    if len(parts) != 3 or parts[0] not in GRANULARITIES or parts[1] not in RANKS or not parts[2].isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not GRANULARITY:RANK:ROUND with GRANULARITY in "
-                                         f"{'/'.join(GRANULARITIES)}, RANK in {'/'.join(RANKS)} and ROUND a channel "
-                                         "multiple (0 = none), e.g. channel:normalized:16")  # fmt: skip
-    return parts[0], parts[1], int(parts[2])
-
-
 def parse_args() -> argparse.Namespace:
     ap = _runs.make_parser(__doc__)
     ap.add_argument("--baseline", type=Path, help="the converged dense net: a leanvision train checkpoint")
@@ -486,9 +475,6 @@ def parse_args() -> argparse.Namespace:
                     help="the most of one layer's connections a ranking may prune (cost ranking empties the "
                     "early layers without it); 1 = no cap")  # fmt: skip
     ap.add_argument("--round-to", type=int, nargs="+", default=[16, 0], help="channel multiples; 0 = no rounding")
-    ap.add_argument("--configs", nargs="+", type=config_arg, metavar="GRANULARITY:RANK:ROUND",
-                    help="these configurations (e.g. channel:normalized:16 connection:strength:0) in place of every "
-                    "--granularity x --ranks x --round-to; the first one runs the grid")  # fmt: skip
     ap.add_argument("--targets", type=float, nargs="+", default=[0.3], help="shares of the dense MACs to keep")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--threads", type=int, default=2)

@@ -775,7 +775,10 @@ def _drop_kernels(conv: nn.Module, keep: torch.Tensor) -> None:
     for t in _kernel_tensors(conv).values():
         if t.dim() >= 2:
             k = keep.to(t.device).view(*keep.shape, *[1] * (t.dim() - 2))
-            t.logical_and_(k) if t.dtype == torch.bool else t.mul_(k.to(t.dtype))
+            if t.dtype == torch.bool:
+                t.logical_and_(k)
+            else:
+                t.mul_(k.to(t.dtype))
 
 
 def _shrink_conv(conv: nn.Module, outs: torch.Tensor, ins: torch.Tensor) -> bool:
