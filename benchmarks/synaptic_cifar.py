@@ -73,7 +73,8 @@ SIZE = (3, 32, 32)
 DENSE_MARGIN, THIN_MARGIN = 1.5, 1.0  # within 1.5 points of dense; >= thin + 1.0
 HIST_BINS, HIST_RANGE = 48, (-6.0, 0.0)  # log10(|s| / max|s|)
 SAME_ON_RESUME = ("baseline", "subset", "val_size", "lr", "ft_lr", "ft_epochs", "norm", "max_layer_sparsity",
-                  "thin_match", "match_backend", "match_threads", "match_batch", "batch_size")  # fmt: skip
+                  "thin_match", "match_backend", "match_threads", "match_batch", "batch_size", "schedule",
+                  "step_epochs")  # fmt: skip
 
 
 # --- data, models, training --------------------------------------------------------------------------------------
@@ -130,10 +131,11 @@ def reg_key(lam: float, epochs: int, seed: int) -> str:
     return f"reg_lam{lam:g}_e{epochs}_s{seed}"
 
 
-def prune_key(cfg: tuple, target: float, lam: float, epochs: int, seed: int) -> str:
+def prune_key(cfg: tuple, target: float, lam: float, epochs: int, seed: int, schedule: tuple = ()) -> str:
     granularity, rank, round_to = cfg
     head = "" if granularity == "connection" else f"{granularity}_"  # connection keys read as before
-    return f"{head}{rank}_r{round_to}_t{target:g}_lam{lam:g}_e{epochs}_s{seed}"
+    steps = "" if not schedule else "_g" + "-".join(f"{share:g}" for share in schedule)  # one-shot keys as before
+    return f"{head}{rank}_r{round_to}_t{target:g}{steps}_lam{lam:g}_e{epochs}_s{seed}"
 
 
 def config_of(rec: dict) -> tuple:
@@ -195,7 +197,7 @@ class Bench:
         return model
 
     def pruned(self, cfg: tuple, target: float, lam: float, epochs: int, seed: int) -> dict:
-        key = prune_key(cfg, target, lam, epochs, seed)
+        key = prune_key(cfg, target, lam, epochs, seed, self.args.schedule)
         if (rec := self.done(key)) is not None:
             return rec
         data, (granularity, rank, round_to) = self.loaders(seed), cfg
@@ -206,7 +208,10 @@ class Bench:
               "max_layer_sparsity": cap if cap < 1 else None, "granularity": granularity}  # fmt: skip
         head = {"key": key, "kind": "prune", "granularity": granularity, "rank": rank, "round_to": round_to,
                 "target": target, "lam": lam, "epochs": epochs, "seed": seed}  # fmt: skip
+        if self.args.schedule:
+            head |= {"schedule": list(self.args.schedule), "step_epochs": self.args.step_epochs}
         try:
+            steps = self.step_down(ss, key, kw, seed)
             sparsity = ss.sparsity_for_macs(target, **kw)
         except ConfigError as e:  # e.g. rounding and the layer cap keep more than the target: recorded, skipped
             print(f"{key}: {e}", flush=True)
@@ -222,11 +227,40 @@ class Bench:
         ckpt = self.args.out / "deploy" / f"{key}.pt"
         save_checkpoint(ckpt, model=cut.state_dict(), arch={**self.arch, "plan": plan, "input_size": list(SIZE)},
                         meta=self.ckpt.get("meta"))  # fmt: skip
-        rec = {**head, "sparsity": sparsity, "acc_before_ft": acc_before,
+        rec = {**head, **({"steps": steps} if steps else {}), "sparsity": sparsity, "acc_before_ft": acc_before,
                "acc": accuracy(cut, data["test"]), "val_acc": accuracy(cut, data["val"]), **cost(cut),
                "widths": [e["out_channels_after"] for e in plan["layers"].values()], "ft_s": secs,
                "checkpoint": str(ckpt.relative_to(self.args.out))}  # fmt: skip
         return self.book.add(rec)
+
+    def step_down(self, ss: SynapticStrength, key: str, kw: dict, seed: int) -> list[dict]:
+        """Gradual pruning (--schedule): prune to each share of the dense MACs in turn, fine-tune the cut model
+        --step-epochs and write it back, so the last cut starts from a net that has already adapted to most of it.
+        Each finished step is saved (OUT/models) with its plan; every plan is on the registered build."""
+        steps, data = [], self.loaders(seed)
+        for i, share in enumerate(self.args.schedule):
+            saved = self.args.out / "models" / f"{key}_step{i}.pt"
+            if saved.is_file():
+                blob = torch.load(saved, weights_only=True)
+                ss.model.load_state_dict(blob["state"])
+                ss.prune(blob["plan"])
+                steps.append(blob["record"])
+                continue
+            sparsity = ss.sparsity_for_macs(share, **kw)
+            plan = ss.plan(sparsity, **kw)
+            acc_before = accuracy(apply_plan(ss.model, plan), data["val"])
+            small = ss.cut(plan)
+            torch.manual_seed(seed)
+            print(f"{key}: step {i + 1}/{len(self.args.schedule)} to {share:g}x the MACs, {sparsity:.3f} pruned, "
+                  f"fine-tuning {self.args.step_epochs} epochs", flush=True)  # fmt: skip
+            secs = stage(small.model, data, self.args.out / "stages" / f"{key}_step{i}", epochs=self.args.step_epochs,
+                         lr=self.args.ft_lr, step=small.train_step(0.0), seed=seed)  # fmt: skip
+            ss.uncut(small)
+            rec = {"share": share, "sparsity": sparsity, "val_acc_before_ft": acc_before,
+                   "val_acc": accuracy(small.model, data["val"]), "ft_s": secs}  # fmt: skip
+            torch.save({"state": ss.model.state_dict(), "plan": plan, "record": rec}, saved)
+            steps.append(rec)
+        return steps
 
     def match(self, target: float, seed: int, matched: dict) -> dict | None:
         """The thin control's width: saved, or bisected now on a quiet machine (None: deferred to a --resume)."""
@@ -258,7 +292,8 @@ class Bench:
         if self.done(key) is not None:
             return
         base = self.ckpt.get("config") or {}
-        epochs = int(base.get("epochs") or self.ckpt.get("epochs")) + reg_epochs + args.ft_epochs
+        ft = args.ft_epochs + len(args.schedule) * args.step_epochs
+        epochs = int(base.get("epochs") or self.ckpt.get("epochs")) + reg_epochs + ft
         model = self.train_thin(thin_builder(self.arch)(match["width"]), base, epochs, seed, args.out / "stages" / key)
         data = self.loaders(seed)
         ckpt = args.out / "deploy" / f"{key}.pt"
@@ -298,7 +333,8 @@ class Bench:
             if i == 0 and not args.match_only:  # the grid: first configuration, first target
                 for lam, epochs in grid:
                     self.pruned(configs[0], args.targets[0], lam, epochs, seed)
-            if args.match_only and self.done(prune_key(configs[0], args.targets[0], *grid[-1], args.seeds[0])) is None:
+            last = prune_key(configs[0], args.targets[0], *grid[-1], args.seeds[0], args.schedule)
+            if args.match_only and self.done(last) is None:
                 break  # the grid is not finished: nothing to match yet
             lam, epochs = chosen[seed] = choose(self.book.runs, args)["chosen"]
             print(f"seed {seed}: lambda {lam:g}, {epochs} regularisation epochs (chosen on validation)", flush=True)
@@ -306,7 +342,7 @@ class Bench:
                 cfgs = configs
                 if i > 0 and not args.all_configs_every_seed and (first := best.get((target, args.seeds[0]))):
                     cfgs = [config_of(first)]  # later seeds: the configuration the first seed chose on val
-                keys = [prune_key(cfg, target, lam, epochs, seed) for cfg in cfgs]
+                keys = [prune_key(cfg, target, lam, epochs, seed, self.args.schedule) for cfg in cfgs]
                 if args.match_only:
                     recs = [r for k in keys if (r := self.done(k)) is not None and "acc" in r]
                 else:
@@ -459,6 +495,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=0.02, help="regularisation learning rate (cosine)")
     ap.add_argument("--ft-epochs", type=int, default=10)
     ap.add_argument("--ft-lr", type=float, default=0.01)
+    ap.add_argument("--schedule", type=float, nargs="*", default=[],
+                    help="gradual pruning: shares of the dense MACs to prune to first, each followed by "
+                    "--step-epochs of fine-tuning (e.g. 0.7 0.5); none = one-shot")  # fmt: skip
+    ap.add_argument("--step-epochs", type=int, default=10, help="fine-tuning epochs after each --schedule cut")
     # normalized first: on a converged VGG, cost (at the 0.9 cap) cut the first two convs to 4 channels already at
     # 0.6x the MACs, where normalized kept every layer >= half; the grid's lambda is chosen on the first ranking
     ap.add_argument("--ranks", nargs="+", default=["normalized", "cost", "strength"],
@@ -498,6 +538,10 @@ def parse_args() -> argparse.Namespace:
     args = ap.parse_args()
     if not args.summarize and args.baseline is None:
         ap.error("--baseline is required: a converged checkpoint, e.g. benchmarks/baselines/vgg_cifar10.pt (ship.py)")
+    shares = [*args.schedule, max(args.targets)]
+    if any(not a > b for a, b in itertools.pairwise(shares)) or not 0 < shares[0] < 1:
+        ap.error(f"--schedule {' '.join(map(str, args.schedule))}: shares of the dense MACs must fall from below 1 "
+                 f"to above the largest target ({max(args.targets):g}), e.g. --schedule 0.7 0.5")  # fmt: skip
     return args
 
 

@@ -16,7 +16,7 @@ from leanvision.engine import fit, make_optimizer
 from leanvision.engine.step import standard_step
 from leanvision.errors import ConfigError, UnknownNameError
 from leanvision.export import export_onnx
-from leanvision.models import arch_of, create_model
+from leanvision.models import arch_of, create_from_arch, create_model
 from leanvision.profile import count_params, profile
 
 
@@ -865,3 +865,70 @@ def test_fine_tuning_the_cut_model_equals_fine_tuning_the_masked_model(name, gra
     # kernels: another parameterisation) differs by 3e-6 (MobileNetV2) to 7e-2 here.
     torch.testing.assert_close(small(x), masked(x), rtol=1e-7, atol=1e-7)
     assert count_params(small) == plan["summary"]["params_after"]
+
+
+def _tuned_cut(ss: SynapticStrength, plan: dict, seed: int) -> SynapticStrength:
+    """cut(plan), then three SGD steps on random batches (so the written-back values differ from the cut ones)."""
+    small = ss.cut(plan)
+    g = torch.Generator().manual_seed(seed)
+    data = [(torch.randn(6, 3, 32, 32, generator=g, dtype=torch.float64), torch.randint(0, 10, (6,), generator=g))
+            for _ in range(3)]  # fmt: skip
+    opt = make_optimizer(small.model, "sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    fit(small.model, data, epochs=1, optimizer=opt, train_step=small.train_step(0.0), progress=False, seed=seed)
+    return small
+
+
+@pytest.mark.parametrize(
+    ("name", "granularity", "depthwise"),
+    [("vgg", "channel", False), ("resnet20_b", "connection", False), ("mobilenet_v2", "channel", True)],
+)
+def test_uncut_writes_a_fine_tuned_cut_model_back(name, granularity, depthwise):
+    torch.manual_seed(0)
+    build = {"resnet20_b": lambda: create_model("resnet20", shortcut="B"), "vgg": lambda: create_model("vgg8_cifar"),
+             "mobilenet_v2": MODELS["mobilenet_v2"]}[name]  # fmt: skip
+    ss = SynapticStrength(_randomise_bn(build()).double(), prune_depthwise=depthwise)
+    plan = ss.plan(0.5, rank="normalized", granularity=granularity, input_size=(3, 32, 32))
+    small = _tuned_cut(ss, plan, seed=1)
+    ss.uncut(small)
+    assert ss.held_plan == plan
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    torch.testing.assert_close(ss.model.eval()(x), small.model.eval()(x), rtol=1e-9, atol=1e-9)
+    # Surgery after writing back gives the cut model's tensors bit for bit: the scatter inverts the slicing.
+    back, deployed = apply_plan(ss.model, plan).state_dict(), apply_plan(small.model, small.held_plan).state_dict()
+    assert back.keys() == deployed.keys()
+    assert all(torch.equal(back[k], deployed[k]) for k in back)
+
+
+def test_gradual_pruning_ends_with_one_plan_for_the_registered_build():
+    # Cut, fine-tune, write back, prune further: the second plan keeps none of what the first removed, and the
+    # final cut model loads into the registered build replayed with that one plan.
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("vgg8_cifar")).double()
+    ss = SynapticStrength(model)
+    kw = {"rank": "normalized", "granularity": "channel", "input_size": (3, 32, 32)}
+    first = ss.plan(0.3, **kw)
+    ss.uncut(_tuned_cut(ss, first, seed=1))
+    second = ss.plan(0.6, **kw)
+    for name, layer in second["layers"].items():
+        shape = tuple(layer["shape"][:2])
+        assert not (decode_mask(layer["mask"], shape) & ~decode_mask(first["layers"][name]["mask"], shape)).any()
+    assert second["summary"]["params_after"] < first["summary"]["params_after"]
+    small = _tuned_cut(ss, second, seed=2)
+    deployed = apply_plan(small.model.eval(), small.held_plan)
+    rebuilt = create_from_arch({**arch_of(create_model("vgg8_cifar")), "plan": second}).double().eval()
+    rebuilt.load_state_dict(deployed.state_dict())
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    torch.testing.assert_close(rebuilt(x), deployed(x), rtol=0, atol=0)
+
+
+def test_uncut_refuses_a_model_it_did_not_cut():
+    torch.manual_seed(0)
+    ss = SynapticStrength(create_model("vgg8_cifar"))
+    with pytest.raises(ConfigError, match=r"uncut writes back a model made by cut\(plan\)"):
+        ss.uncut(SynapticStrength(create_model("vgg8_cifar")))
+    other = SynapticStrength(create_model("vgg8_cifar"))
+    small = other.cut(other.plan(0.5, granularity="channel", input_size=(3, 32, 32)))
+    mine = ss.plan(0.2, granularity="channel", input_size=(3, 32, 32))
+    small.cut_from = mine  # a plan of this model, but not the one the tensors were cut with
+    with pytest.raises(ConfigError, match="was not cut from this one"):
+        ss.uncut(small)

@@ -735,6 +735,27 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any], *, inplace: bool = Fal
     return out
 
 
+@torch.no_grad()
+def cut_positions(model: nn.Module, plan: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Where each entry of ``apply_plan(model, plan, plain=False)`` comes from: for every floating-point parameter
+    and buffer of the cut model, the row-major index of its entry in ``model``'s tensor of the same name, -1 where
+    surgery zeroed it (dropped kernels, silenced channels).
+
+    Found by replaying the plan on a copy whose entries hold their own positions, so it inverts exactly the
+    surgery ``apply_plan`` does (``SynapticStrength.uncut`` writes a fine-tuned cut model back with it).
+    """
+    tagged = copy.deepcopy(model)
+    for mod in tagged.modules():
+        for store in (mod._parameters, mod._buffers):
+            for name, t in store.items():
+                if t is not None and t.is_floating_point():  # float64 holds every index exactly
+                    pos = torch.arange(1, t.numel() + 1, dtype=torch.float64, device=t.device).view(t.shape)
+                    store[name] = nn.Parameter(pos, requires_grad=False) if isinstance(t, nn.Parameter) else pos
+    cut = apply_plan(tagged, plan, inplace=True, plain=False)
+    named = [*cut.named_parameters(), *cut.named_buffers()]
+    return {name: t.detach().long() - 1 for name, t in named if t.is_floating_point()}
+
+
 def _silence(graph: ChannelGraph, root: int, dead: torch.Tensor) -> None:
     """All-zero channels leave their BatchNorms (and conv biases) as zeros, so removing them changes nothing."""
     if not dead.any():

@@ -24,6 +24,7 @@ from torch import Tensor, fx, nn
 from leanvision.compress.plan import (
     ChannelGraph,
     apply_plan,
+    cut_positions,
     is_conv,
     make_plan,
     read_plan,
@@ -139,6 +140,7 @@ class SynapticStrength:
         }
         self._silenced: list[tuple[nn.Module, str, Tensor]] = []
         self.held_plan: dict | None = None  # the plan whose masks ``prune`` holds; apply_plan(model, held_plan) deploys
+        self.cut_from: dict | None = None  # the plan ``cut`` made this model with, on the model it was cut from
 
     def penalty(self) -> Tensor:
         """Σ |s| over all live connections: the L1 sparsity term."""
@@ -388,7 +390,32 @@ class SynapticStrength:
         small = apply_plan(self.model, plan, plain=False)
         ss = SynapticStrength(small)  # adopts the re-parameterised convs as they are
         ss.prune(make_plan(small, {name: layer.mask for name, layer in ss.layers.items()}))
+        ss.cut_from = dict(plan)
         return ss
+
+    @torch.no_grad()
+    def uncut(self, small: SynapticStrength) -> None:
+        """Write ``small = cut(plan)`` (e.g. fine-tuned) back into this model and hold ``plan`` as ``prune(plan)``
+        does: this model then computes what ``small`` computes, and the next ``plan`` and ``cut`` are made on it, so
+        gradual pruning (cut, fine-tune, uncut, prune further) ends with one plan for this model's build."""
+        if small.cut_from is None:
+            raise ConfigError("uncut writes back a model made by cut(plan); this SynapticStrength was not")
+        positions = cut_positions(self.model, small.cut_from)
+        mine = dict(self.model.named_parameters()) | dict(self.model.named_buffers())
+        theirs = dict(small.model.named_parameters()) | dict(small.model.named_buffers())
+        if positions.keys() - theirs.keys() or any(theirs[n].shape != p.shape for n, p in positions.items()):
+            raise ConfigError("uncut: that model was not cut from this one (its tensors do not fit the plan it was "
+                              "cut with); write it back into the model cut() was called on")  # fmt: skip
+        self.prune(small.cut_from)
+        for name, pos in positions.items():
+            pos, src, dst = pos.flatten(), theirs[name].detach().flatten(), mine[name]
+            flat = dst.detach().flatten().clone()
+            flat[pos[pos >= 0]] = src[pos >= 0].to(flat)  # zeroed entries stay as prune() leaves them
+            dst.copy_(flat.view(dst.shape))
+        for name, t in theirs.items():  # integer buffers (BatchNorm's batch count) are copied as they are
+            if not t.is_floating_point() and t.dtype != torch.bool and t.shape == mine[name].shape:
+                mine[name].copy_(t)
+        self.enforce()
 
     @torch.no_grad()
     def enforce(self, optimizer: torch.optim.Optimizer | None = None) -> None:
