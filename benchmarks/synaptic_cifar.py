@@ -16,9 +16,11 @@ and the L1 budget (lambda x the sum of the learning rates: how far the L1 term a
 recorded. Each regularised net is pruned with every --granularity x --ranks x --round-to configuration to each
 --targets share of the dense MACs (the sparsity is bisected so that the cut net has at most that many MACs), cut
 and fine-tuned --ft-epochs with the masks held (--ft-lr, cosine, lambda 0; the cut model makes the masked model's
-updates at its own cost). Rankings: "strength" (|s|, the paper), "normalized" (|s| over the layer's median),
-"cost" (normalised |s| per MAC the connection carries); --round-to 16 keeps a multiple of 16 channels per resized
-layer (0: widths as they fall). Granularity "connection" prunes
+updates at its own cost). --schedule 0.7 0.5 prunes gradually instead (arXiv 1710.01878): to each share of the
+dense MACs in turn, each cut fine-tuned --step-epochs and written back (SynapticStrength.uncut), then to the target
+as above; the thin control's budget counts those epochs too. Rankings: "strength" (|s|, the paper),
+"normalized" (|s| over the layer's median), "cost" (normalised |s| per MAC the connection carries); --round-to 16
+keeps a multiple of 16 channels per resized layer (0: widths as they fall). Granularity "connection" prunes
 kernels (the paper; a channel goes when all its kernels do), "channel" prunes whole channels ranked by the mean
 score of the kernels that write them (residual streams written through 1x1 projections included; records
 without a granularity are connection runs).
