@@ -208,6 +208,9 @@ def test_resume_continues_only_an_existing_run_with_its_settings(compressed, tmp
         ({"checkpoint": "nope/best.pt"}, "checkpoint: no file at 'nope/best.pt'"),
         ({"round_to": 0}, "round_to must be a channel multiple from 1 to 1024, or auto; got 0"),
         ({"round_to": "fast"}, "'round_to': round_to must be a channel multiple from 1 to 1024, or auto; got 'fast'"),
+        ({"schedule": [0.7]}, "schedule prunes gradually towards target_macs: set target_macs (e.g. 0.3) too"),
+        ({"schedule": [0.5, 0.7], "target_macs": 0.3}, "schedule [0.5, 0.7]: the shares of the dense MACs must fall"),
+        ({"schedule": [0.7, 0.2], "target_macs": 0.3}, "must fall from below 1 to above target_macs 0.3"),
     ],
 )
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, changes, message):
@@ -363,3 +366,52 @@ def test_round_to_auto_prunes_to_the_measured_multiple_and_keeps_it_on_resume(co
     monkeypatch.setattr(widths, "choose_multiple", lambda *a, **k: pytest.fail("a resume must not re-measure"))
     cfg = CompressConfig(**{**BASE, "round_to": "auto", "out_dir": str(run_dir)})
     assert _measured_multiple(_Say(False), cfg, torch.nn.Identity(), (1, 8, 8), run_dir) == results["multiple"]
+
+
+def test_a_gradual_schedule_prunes_in_steps_and_resumes_to_the_uninterrupted_result(
+    compressed, tmp_path, capsys, monkeypatch
+):
+    from leanvision.compress.synaptic import SynapticStrength
+
+    best = compressed / "baseline" / "best.pt"
+    changes = {"checkpoint": str(best), "granularity": "channel", "target_macs": 0.3, "schedule": [0.7, 0.5],
+               "step_epochs": 2, "curve": [0.5], "round_to": 4}  # fmt: skip
+    code, out, err = run(
+        capsys, "compress", str(_config(tmp_path, "whole.yaml", **changes, out_dir=str(tmp_path / "a")))
+    )
+    assert code == 0, err
+    assert "gradual pruning 1/2" in err and "fine-tuning step 2 with" in err
+    whole = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert [st["share"] for st in whole["steps"]] == [0.7, 0.5]
+    assert whole["steps"][0]["sparsity"] < whole["steps"][1]["sparsity"] < whole["sparsity"]
+    assert whole["after"]["macs"] <= 0.3 * whole["before"]["macs"]
+    assert "Gradual pruning (arXiv 1710.01878): to 70% of the dense MACs" in (tmp_path / "a" / "report.md").read_text()
+    code, out, _ = run(capsys, "evaluate", "--checkpoint", str(tmp_path / "a" / "compressed.pt"))
+    assert code == 0 and f"top-1 {whole['after']['acc']:.2f}%" in out  # the registered build + one plan
+
+    real, calls = SynapticStrength.train_step, []
+
+    def train_step(self, lam):
+        step = real(self, lam)
+        calls.append(lam)
+
+        def stopped(model, inputs, targets, ctx):
+            if calls.count(0.0) == 2 and ctx.epoch == 1:  # the second step's second epoch
+                raise KeyboardInterrupt
+            return step(model, inputs, targets, ctx)
+
+        return stopped
+
+    cfg = _config(tmp_path, "cut.yaml", **changes, out_dir=str(tmp_path / "b"))
+    with monkeypatch.context() as m:
+        m.setattr(SynapticStrength, "train_step", train_step)
+        code, _, err = run(capsys, "compress", str(cfg), "--quiet")
+    assert code == 130 and (tmp_path / "b" / "step2" / "last.pt").is_file()
+    assert not (tmp_path / "b" / "finetune").exists()
+    code, _, err = run(capsys, "compress", "--out-dir", str(tmp_path / "b"), "--resume")
+    assert code == 0, err
+    resumed = json.loads((tmp_path / "b" / "results.json").read_text())
+    for key in ("steps", "sparsity", "after", "plan_summary"):
+        assert resumed[key] == whole[key], key
+    a, b = (torch.load(tmp_path / d / "compressed.pt", weights_only=True)["model"] for d in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

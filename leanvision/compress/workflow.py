@@ -8,13 +8,14 @@ where it stopped and gives what the uninterrupted run gives.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from rich.console import Console
 
 from leanvision._io import atomic_write_text
@@ -27,6 +28,7 @@ LATENCIES = (("eager", 1), ("eager", 32), ("onnxruntime", 1), ("onnxruntime", 32
 CONFIG_FILE, RESULTS_FILE, CHECKPOINT_FILE, PLAN_FILE = "config.json", "results.json", "compressed.pt", "plan.json"
 MULTIPLE_FILE = "multiple.json"
 BASELINE_DIR, REGULARISE_DIR, FINETUNE_DIR, THIN_DIR = "baseline", "regularise", "finetune", "thin"
+STEP_DIR = "step"  # step1/, step2/, ...: the fine-tuning after each cut of a gradual schedule
 
 
 class CompressConfig(BaseModel):
@@ -78,6 +80,12 @@ class CompressConfig(BaseModel):
     curve: list[float] = Field([0.5, 0.8, 0.9, 0.95], description="sparsities of the accuracy-sparsity curve")
     finetune_epochs: int = Field(2, ge=0, description="fine-tuning epochs with the pruned connections held at 0")
     finetune_lr: float = Field(0.01, gt=0, le=10, description="fine-tuning learning rate")
+    schedule: list[float] = Field(
+        [],
+        description="gradual pruning (needs target_macs): shares of the dense MACs to prune to first, each cut "
+        "followed by step_epochs of fine-tuning, e.g. [0.7, 0.5]; empty: prune in one step",
+    )
+    step_epochs: int = Field(2, ge=1, description="fine-tuning epochs after each cut of the schedule")
     latency: bool = Field(
         True, description="time dense vs pruned (eager and onnxruntime, batch 1 and 32, at 1 thread and all cores)"
     )
@@ -106,6 +114,18 @@ class CompressConfig(BaseModel):
             raise ValueError(f"round_to must be a channel multiple from 1 to 1024, or auto; got {round_to!r}")
         return round_to
 
+    @model_validator(mode="after")
+    def _falling_schedule(self) -> CompressConfig:
+        if not self.schedule:
+            return self
+        if self.target_macs is None:
+            raise ValueError("schedule prunes gradually towards target_macs: set target_macs (e.g. 0.3) too")
+        shares = [*self.schedule, self.target_macs]
+        if any(not a > b for a, b in itertools.pairwise(shares)) or shares[0] >= 1:
+            raise ValueError(f"schedule {self.schedule}: the shares of the dense MACs must fall from below 1 to "
+                             f"above target_macs {self.target_macs:g}, e.g. [0.7, 0.5]")  # fmt: skip
+        return self
+
     @field_validator("curve")
     @classmethod
     def _sparsities(cls, curve: list[float]) -> list[float]:
@@ -133,6 +153,7 @@ class CompressResult:
     thin: dict[str, Any] | None = None  # the thin control: width, how it was matched, epochs, acc, params, MACs
     granularity: str = "connection"  # what was pruned: connections (kernels) or whole channels
     multiple: dict[str, Any] | None = None  # round_to auto: the measured choice (leanvision.compress.widths)
+    steps: list[dict[str, float]] | None = None  # schedule: each step's MAC share, sparsity and val accuracy
 
     @property
     def checkpoint(self) -> Path:
@@ -218,12 +239,16 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
         say(f"accuracy-sparsity curve {i}/{len(sparsities)}: test accuracy with {s:.0%} of connections pruned")
         plan_s = ss.plan(s, **rank, round_to=round_to)
         curve.append({"sparsity": s, **_measure(apply_plan(model, plan_s), test, x, cfg.device)})
+    steps = _prune_gradually(say, cfg, ss, {**rank, "round_to": round_to}, train, val, out)
+    if steps:  # the target, now from the net the schedule fine-tuned
+        sparsity = ss.sparsity_for_macs(cfg.target_macs, **rank, round_to=round_to)
     plan = ss.plan(sparsity, **rank, round_to=round_to)
     unrounded = ss.plan(sparsity, **rank) if round_to else None
     rounding = None
     if unrounded is not None:
         say(f"test accuracy right after pruning with widths not rounded to multiples of {round_to}")
-        rounded = next(p for p in curve if p["sparsity"] == sparsity)
+        rounded = next((p for p in curve if p["sparsity"] == sparsity and not steps), None)
+        rounded = rounded or {"sparsity": sparsity, **_measure(apply_plan(model, plan), test, x, cfg.device)}
         plain = _measure(apply_plan(model, unrounded), test, x, cfg.device)
         rounding = {"multiple": round_to, "unrounded_before_ft": plain, "rounded_before_ft": rounded}
     atomic_write_text(out / PLAN_FILE, json.dumps(plan, indent=2) + "\n")
@@ -246,7 +271,8 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
         timed["pruned, not rounded"] = apply_plan(model, unrounded).eval()  # the architecture is what is timed
     thin = None
     if cfg.thin:
-        epochs = cfg.thin_epochs or base_epochs + cfg.reg_epochs + cfg.finetune_epochs
+        finetuning = cfg.finetune_epochs + len(cfg.schedule) * cfg.step_epochs
+        epochs = cfg.thin_epochs or base_epochs + cfg.reg_epochs + finetuning
         thin, thin_model = _thin_control(say, cfg, arch_of(dense), pruned, size, epochs, train, val, test, out, meta)
         if thin_model is not None:
             timed["thin"] = thin_model
@@ -259,11 +285,33 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
         lat = _latencies(timed, size)
     result = CompressResult(arch["name"], cfg.dataset, sparsity, before, after, _removed(plan, before, after),
                             curve, plan["summary"], lat, out, strengths, rounding, thin, cfg.granularity,
-                            multiple)  # fmt: skip
+                            multiple, steps or None)  # fmt: skip
     atomic_write_text(out / RESULTS_FILE, json.dumps({**asdict(result), "out_dir": str(out)}, indent=2) + "\n")
     say("writing the report")
     _report(result)
     return result
+
+
+def _prune_gradually(say: _Say, cfg: CompressConfig, ss: Any, rank: dict[str, Any], train: Any, val: Any,
+                     out: Path) -> list[dict[str, float]]:  # fmt: skip
+    """``schedule``: prune to each share of the dense MACs in turn, fine-tune the cut model and write it back
+    (arXiv 1710.01878). A resumed run makes the same cuts (plans are deterministic) and continues each step's
+    fine-tuning from its last.pt, so it ends where the uninterrupted run does."""
+    from leanvision.engine import evaluate
+
+    steps = []
+    for i, share in enumerate(cfg.schedule, 1):
+        say(f"gradual pruning {i}/{len(cfg.schedule)}: searching the {cfg.granularity} sparsity that leaves "
+            f"{share:.0%} of the dense MACs")  # fmt: skip
+        sparsity = ss.sparsity_for_macs(share, **rank)
+        small = ss.cut(ss.plan(sparsity, **rank))
+        what = f"fine-tuning step {i} with {sparsity:.0%} of {cfg.granularity}s pruned"
+        _fit(say, what, small.model, train, val, out / f"{STEP_DIR}{i}", cfg, cfg.step_epochs, cfg.finetune_lr,
+             step=small.train_step(0.0))  # fmt: skip
+        ss.uncut(small)
+        val_acc = 100 * evaluate(small.model, val, device=cfg.device)["acc"]
+        steps.append({"share": share, "sparsity": sparsity, "val_acc": val_acc})
+    return steps
 
 
 def _thin_control(say: _Say, cfg: CompressConfig, arch: dict[str, Any], pruned: torch.nn.Module, size: tuple,
@@ -490,6 +538,11 @@ def _report(result: CompressResult) -> Path:
         notes.append("Granularity channel: whole channels (residual streams included) were ranked by the summed "
                      "strengths of the connections that write them and pruned; the curve's sparsity is the share of "
                      "prunable channels removed.")  # fmt: skip
+    if result.steps:
+        done = "; ".join(f"to {st['share']:.0%} of the dense MACs ({st['sparsity']:.0%} pruned), val acc "
+                         f"{st['val_acc']:.2f}% after fine-tuning" for st in result.steps)  # fmt: skip
+        notes.append(f"Gradual pruning (arXiv 1710.01878): {done}; each cut was fine-tuned and written back before "
+                     "the next, then the model was cut to the target.")  # fmt: skip
     if result.strengths is not None:
         st = result.strengths
         notes.append(
