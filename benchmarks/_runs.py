@@ -125,8 +125,8 @@ class Runs:
         # An argument missing from the file was not recorded by the version that wrote it: nothing to compare.
         keys = [k for k in same if k in saved]
         changed = changed_settings(saved, self.saved_args, keys=keys, resumable=()) if args.resume else []
-        # A run stopped before its first model finished holds only fit's checkpoint under OUT/runs/.
-        held = data is not None or any((args.out / "runs").glob("*/last.pt"))
+        # A run stopped before its first model finished holds only fit's checkpoint under OUT/runs/ (or stages/).
+        held = data is not None or any(any((args.out / d).glob("*/last.pt")) for d in ("runs", "stages"))
         _check_resume(args.out, name, held=held, resume=args.resume, changed=changed)
         torch.set_num_threads(args.threads)
         args.out.mkdir(parents=True, exist_ok=True)

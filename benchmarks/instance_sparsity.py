@@ -59,6 +59,7 @@ from leanvision.compress import apply_plan, make_plan, static_masks
 from leanvision.compress.instance import InstanceMacs, InstanceSparsity, layer_cv, select_layers
 from leanvision.data import load_dataset, make_loader
 from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler, model_from_checkpoint
+from leanvision.engine.fit import LAST_FILE
 from leanvision.models.fsf import CifarVGG
 from leanvision.models.thin import macs_at, match_width
 from leanvision.profile import profile
@@ -95,18 +96,28 @@ def label(lam: float) -> str:
 # --- training and measurement ----------------------------------------------------------------------------------
 
 
+def stage(model: nn.Module, train_set, step, *, epochs: int, lr: float, seed: int, out: Path) -> float:
+    """One training stage (SGD nesterov, cosine, wd 5e-4, batch 128) keeping its last epoch in ``out``, so a stopped
+    run continues inside it (the feature-decay step's penalty record is checkpointed with it); seconds it took."""
+    loader = make_loader(train_set, batch_size=128, shuffle=True, seed=seed)
+    opt = make_optimizer(model, "sgd", lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    sched = make_scheduler(opt, "cosine", total_steps=epochs * len(loader))
+    last = out / LAST_FILE
+    t0 = time.perf_counter()
+    fit(model, loader, epochs=epochs, optimizer=opt, scheduler=sched, train_step=step, seed=seed, out_dir=out,
+        resume=last if last.is_file() else None, progress=False)  # fmt: skip
+    return time.perf_counter() - t0
+
+
 def train(lam: float, train_set, *, seed: int, args: argparse.Namespace) -> tuple[nn.Module, dict]:
     """Train one net; lam > 0 adds the l2,1 feature decay of all prunable layers' inputs."""
     torch.manual_seed(seed)
     model = build_model(args.baseline)
     step = InstanceSparsity(model, theta=0.0).train_step(lam)  # lam = 0 trains bitwise like the default step
-    loader = make_loader(train_set, batch_size=128, shuffle=True, seed=seed)
-    opt = make_optimizer(model, "sgd", lr=args.lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    sched = make_scheduler(opt, "cosine", total_steps=args.epochs * len(loader))
-    t0 = time.perf_counter()
-    fit(model, loader, epochs=args.epochs, optimizer=opt, scheduler=sched, train_step=step, seed=seed, progress=False)
+    out = args.out / "stages" / f"{'A' if lam == 0 else f'B_lam{lam:g}'}_seed{seed}"
+    secs = stage(model, train_set, step, epochs=args.epochs, lr=args.lr, seed=seed, out=out)
     penalty = [step.penalty_by_epoch[e] for e in sorted(step.penalty_by_epoch)]  # mean per-image sum of l2,1 norms
-    return model, {"train_s": time.perf_counter() - t0, "penalty_by_epoch": penalty}
+    return model, {"train_s": secs, "penalty_by_epoch": penalty}
 
 
 def pruned_eval(sp: InstanceSparsity, loader) -> tuple[float, InstanceMacs]:
@@ -236,16 +247,6 @@ def ft_theta(run: dict, reduction: float) -> float:
     return next((p["theta"] for p in run["val_sweep"] if p["layers_reduction"] >= reduction), THETAS[-1])
 
 
-def tune(model: nn.Module, train_set, step, *, args: argparse.Namespace, seed: int) -> float:
-    loader = make_loader(train_set, batch_size=128, shuffle=True, seed=seed)
-    opt = make_optimizer(model, "sgd", lr=args.ft_lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    sched = make_scheduler(opt, "cosine", total_steps=args.ft_epochs * len(loader))
-    t0 = time.perf_counter()
-    fit(model, loader, epochs=args.ft_epochs, optimizer=opt, scheduler=sched, train_step=step, seed=seed,
-        progress=False)  # fmt: skip
-    return time.perf_counter() - t0
-
-
 def finetune(run: dict, data: dict, args: argparse.Namespace) -> dict:
     """B fine-tuned with the pruning active at the theta chosen on val, and the static control beside it."""
     lam, seed, layers = run["lam"], run["seed"], run["selections"]["cv"]
@@ -260,7 +261,8 @@ def finetune(run: dict, data: dict, args: argparse.Namespace) -> dict:
     model = trained_b()
     sp = InstanceSparsity(model, layers, theta=theta, rule=args.rule)
     torch.manual_seed(seed)
-    ft_s = tune(model, data["train"], sp.train_step(lam, prune=True), args=args, seed=seed)
+    ft_s = stage(model, data["train"], sp.train_step(lam, prune=True), epochs=args.ft_epochs, lr=args.ft_lr,
+                 seed=seed, out=args.out / "stages" / f"Bft_lam{lam:g}_seed{seed}")  # fmt: skip
     weights = weights_path(args, f"Bft_lam{lam:g}", seed)
     torch.save(model.state_dict(), weights)
     _, val_macs = pruned_eval(sp, data["val"])
@@ -279,7 +281,8 @@ def finetune(run: dict, data: dict, args: argparse.Namespace) -> dict:
     match = match_width(static, val_macs.mean, cost=macs_at((3, 32, 32)), low=0.02, iters=20)
     net = match.model.train()
     torch.manual_seed(seed)
-    static_s = tune(net, data["train"], None, args=args, seed=seed)
+    static_s = stage(net, data["train"], None, epochs=args.ft_epochs, lr=args.ft_lr, seed=seed,
+                     out=args.out / "stages" / f"static_lam{lam:g}_seed{seed}")  # fmt: skip
     record["static"] = {"keep": match.width, "macs": match.cost, "acc": 100 * evaluate(net, data["test"])["acc"],
                         "ft_s": static_s}  # fmt: skip
     return record

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ from leanvision.compress.instance import (
     prunable_layers,
     select_layers,
 )
-from leanvision.engine import StepContext, cross_entropy, fit, standard_step
+from leanvision.engine import StepContext, cross_entropy, fit, make_scheduler, standard_step
 from leanvision.errors import ConfigError
 from leanvision.models import create_model
 from leanvision.ops import MaskConv2d
@@ -570,3 +571,24 @@ def test_static_control_keeps_the_strongest_inputs_for_every_image_and_surgery_r
         torch.testing.assert_close(apply_plan(net, plan)[:3](x), masked)
     with pytest.raises(ConfigError, match="keep"):
         static_masks(net, data, ["2"], keep=0)
+
+
+def test_a_resumed_feature_decay_run_keeps_the_whole_penalty_record(tmp_path):
+    data = _digits_like()
+
+    def run(epochs: int, out: Path, resume: Path | None = None) -> tuple[dict, dict[int, float]]:
+        torch.manual_seed(0)
+        model = create_model("vgg8_cifar", width=0.25)
+        step = InstanceSparsity(model, theta=0.5).train_step(0.05)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        sched = make_scheduler(opt, "cosine", total_steps=3 * len(data))
+        fit(model, data, epochs=epochs, optimizer=opt, scheduler=sched, train_step=step, out_dir=out, resume=resume,
+            progress=False, seed=0)  # fmt: skip
+        return model.state_dict(), step.penalty_by_epoch
+
+    whole, whole_penalty = run(3, tmp_path / "a")
+    assert torch.load(tmp_path / "a" / "last.pt", weights_only=True)["train_step"]["penalty_by_epoch"] == whole_penalty
+    run(2, tmp_path / "b")  # stopped after its second epoch (the scheduler is the 3-epoch run's)
+    resumed, penalty = run(3, tmp_path / "b", resume=tmp_path / "b" / "last.pt")
+    assert penalty == whole_penalty and sorted(penalty) == [0, 1, 2]
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)

@@ -15,7 +15,7 @@ import itertools
 import math
 import statistics
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -620,6 +620,14 @@ class FeatureDecayStep:
         self.penalty_by_epoch[ctx.epoch] = prev + (penalty.item() - prev) / (n + 1)
         self._seen[ctx.epoch] = n + 1
         return task, outputs
+
+    def state_dict(self) -> dict[str, dict[int, float]]:
+        """The penalty record so far: ``fit`` checkpoints it, so a resumed run keeps the epochs before the stop."""
+        return {"penalty_by_epoch": dict(self.penalty_by_epoch), "seen": dict(self._seen)}
+
+    def load_state_dict(self, state: Mapping[str, Mapping[int, float]]) -> None:
+        self.penalty_by_epoch = {int(e): float(v) for e, v in state["penalty_by_epoch"].items()}
+        self._seen = {int(e): int(n) for e, n in state["seen"].items()}
 
 
 class GatheredConv2d(nn.Module):
