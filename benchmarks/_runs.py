@@ -105,7 +105,7 @@ def _exit_on_error(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def _check_resume(out: Path, name: str, *, held: bool, resume: bool, changed: list[str]) -> None:
     """leanvision's resume rule, worded as the CLI words it; a refusal is one line on stderr and exit status 2."""
-    _exit_on_error(check_run_dir, out, what=f"{name} run", held=held, resume=resume, changed=changed)
+    _exit_on_error(check_run_dir, out, what=f"run of {name}.py", held=held, resume=resume, changed=changed)
 
 
 def write_json(path: Path, data: dict) -> None:
