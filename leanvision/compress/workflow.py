@@ -247,8 +247,10 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
     rounding = None
     if unrounded is not None:
         say(f"test accuracy right after pruning with widths not rounded to multiples of {round_to}")
-        rounded = next((p for p in curve if p["sparsity"] == sparsity and not steps), None)
-        rounded = rounded or {"sparsity": sparsity, **_measure(apply_plan(model, plan), test, x, cfg.device)}
+        if steps:  # the schedule moved on from the net the curve measured
+            rounded = {"sparsity": sparsity, **_measure(apply_plan(model, plan), test, x, cfg.device)}
+        else:
+            rounded = curve[sparsities.index(sparsity)]
         plain = _measure(apply_plan(model, unrounded), test, x, cfg.device)
         rounding = {"multiple": round_to, "unrounded_before_ft": plain, "rounded_before_ft": rounded}
     atomic_write_text(out / PLAN_FILE, json.dumps(plan, indent=2) + "\n")
