@@ -10,6 +10,7 @@ import argparse
 import itertools
 import json
 import sys
+import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import torch
 from _machine import add_load_args, check_quiet, cores_text, load1, other_cpu
 
 from leanvision._io import atomic_write_text
+from leanvision.engine import fit, make_optimizer, make_scheduler
+from leanvision.engine.fit import LAST_FILE
 from leanvision.errors import ConfigError
 from leanvision.profile import check_deploy_form, thread_counts
 from leanvision.report import bar_panels
@@ -106,6 +109,18 @@ def _exit_on_error(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def _check_resume(out: Path, name: str, *, held: bool, resume: bool, changed: list[str]) -> None:
     """leanvision's resume rule, worded as the CLI words it; a refusal is one line on stderr and exit status 2."""
     _exit_on_error(check_run_dir, out, what=f"run of {name}.py", held=held, resume=resume, changed=changed)
+
+
+def sgd_stage(model: torch.nn.Module, loader, out: Path, *, epochs: int, lr: float, step=None, seed: int) -> float:
+    """One training stage (SGD nesterov, momentum 0.9, cosine, weight decay 5e-4) keeping its last epoch in ``out``:
+    a stopped run continues inside it (a stateful step's record too). Returns the seconds this call trained."""
+    opt = make_optimizer(model, "sgd", lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    sched = make_scheduler(opt, "cosine", total_steps=epochs * len(loader))
+    last = out / LAST_FILE
+    t0 = time.perf_counter()
+    fit(model, loader, epochs=epochs, optimizer=opt, scheduler=sched, train_step=step, out_dir=out,
+        resume=last if last.is_file() else None, seed=seed, progress=False)  # fmt: skip
+    return time.perf_counter() - t0
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -58,8 +58,7 @@ from torch import nn
 from leanvision.compress import apply_plan, make_plan, static_masks
 from leanvision.compress.instance import InstanceMacs, InstanceSparsity, layer_cv, select_layers
 from leanvision.data import load_dataset, make_loader
-from leanvision.engine import evaluate, fit, make_optimizer, make_scheduler, model_from_checkpoint
-from leanvision.engine.fit import LAST_FILE
+from leanvision.engine import evaluate, model_from_checkpoint
 from leanvision.models.fsf import CifarVGG
 from leanvision.models.thin import macs_at, match_width
 from leanvision.profile import profile
@@ -97,16 +96,9 @@ def label(lam: float) -> str:
 
 
 def stage(model: nn.Module, train_set, step, *, epochs: int, lr: float, seed: int, out: Path) -> float:
-    """One training stage (SGD nesterov, cosine, wd 5e-4, batch 128) keeping its last epoch in ``out``, so a stopped
-    run continues inside it (the feature-decay step's penalty record is checkpointed with it); seconds it took."""
+    """One resumable training stage in ``out`` (batch 128; the feature-decay step's record resumes with it)."""
     loader = make_loader(train_set, batch_size=128, shuffle=True, seed=seed)
-    opt = make_optimizer(model, "sgd", lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    sched = make_scheduler(opt, "cosine", total_steps=epochs * len(loader))
-    last = out / LAST_FILE
-    t0 = time.perf_counter()
-    fit(model, loader, epochs=epochs, optimizer=opt, scheduler=sched, train_step=step, seed=seed, out_dir=out,
-        resume=last if last.is_file() else None, progress=False)  # fmt: skip
-    return time.perf_counter() - t0
+    return _runs.sgd_stage(model, loader, out, epochs=epochs, lr=lr, step=step, seed=seed)
 
 
 def train(lam: float, train_set, *, seed: int, args: argparse.Namespace) -> tuple[nn.Module, dict]:

@@ -49,7 +49,6 @@ import itertools
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 
 import _runs
@@ -103,15 +102,9 @@ def cost(model: nn.Module) -> dict:
 
 
 def stage(model: nn.Module, data: dict, out: Path, *, epochs: int, lr: float, step, seed: int) -> float:
-    """One resumable training stage (SGD nesterov, cosine, wd 5e-4; strengths get no decay) in ``out``."""
-    model.to(memory_format=torch.channels_last)  # the same computation, faster on CPU; every net trains so
-    opt = make_optimizer(model, "sgd", lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    sched = make_scheduler(opt, "cosine", total_steps=epochs * len(data["train"]))
-    last = out / LAST_FILE
-    t0 = time.perf_counter()
-    fit(model, data["train"], epochs=epochs, optimizer=opt, scheduler=sched, train_step=step, out_dir=out,
-        resume=last if last.is_file() else None, seed=seed, progress=False)  # fmt: skip
-    return time.perf_counter() - t0
+    """One resumable training stage in ``out`` (strengths get no decay); every net trains channels-last."""
+    model.to(memory_format=torch.channels_last)  # the same computation, faster on CPU
+    return _runs.sgd_stage(model, data["train"], out, epochs=epochs, lr=lr, step=step, seed=seed)
 
 
 def strength_record(ss: SynapticStrength) -> dict:
