@@ -107,8 +107,8 @@ def rounding_won(runs: list[dict], cells: dict, keys: list[str]) -> dict:
     """Latency rounded / unrounded for the same granularity, ranking, target and seed, beside the accuracy change."""
     by = {(*config_of(r), r["target"], r["seed"]): r for r in runs if r["kind"] == "prune"}
     out = {}
-    for (granularity, rank, rnd, target, seed), r in by.items():
-        twin = by.get((granularity, rank, 0, target, seed))
+    for (granularity, rank, rnd, scope, target, seed), r in by.items():
+        twin = by.get((granularity, rank, 0, scope, target, seed))
         if rnd == 0 or twin is None:
             continue
         lat = {k: cells[k]["models"][r["key"]]["median_ms"] / cells[k]["models"][twin["key"]]["median_ms"]

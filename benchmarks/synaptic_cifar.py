@@ -23,7 +23,8 @@ as above; the thin control's budget counts those epochs too. Rankings: "strength
 keeps a multiple of 16 channels per resized layer (0: widths as they fall). Granularity "connection" prunes
 kernels (the paper; a channel goes when all its kernels do), "channel" prunes whole channels ranked by the mean
 score of the kernels that write them (residual streams written through 1x1 projections included; records
-without a granularity are connection runs).
+without a granularity are connection runs). --scopes layer adds configurations that prune every layer by the same
+share instead of ranking all layers together: uniform widths, the thin control's shape with the trained weights kept.
 The grid: lambda x reg-epochs (--lams, --reg-epochs) is run in the first seed with the first granularity, ranking
 and rounding at the first target; the point with the best validation accuracy after fine-tuning is used for every other
 configuration and seed. The first seed runs every configuration; later seeds run the one it chose on validation
@@ -127,15 +128,21 @@ def reg_key(lam: float, epochs: int, seed: int) -> str:
 
 
 def prune_key(cfg: tuple, target: float, lam: float, epochs: int, seed: int, schedule: tuple = ()) -> str:
-    granularity, rank, round_to = cfg
+    granularity, rank, round_to, scope = cfg
     head = "" if granularity == "connection" else f"{granularity}_"  # connection keys read as before
     steps = "" if not schedule else "_g" + "-".join(f"{share:g}" for share in schedule)  # one-shot keys as before
-    return f"{head}{rank}_r{round_to}_t{target:g}{steps}_lam{lam:g}_e{epochs}_s{seed}"
+    where = "" if scope == "global" else f"_{scope}"  # global keys read as before
+    return f"{head}{rank}{where}_r{round_to}_t{target:g}{steps}_lam{lam:g}_e{epochs}_s{seed}"
 
 
 def config_of(rec: dict) -> tuple:
-    """(granularity, rank, round_to) of a prune record; one without a granularity is a connection run."""
-    return rec.get("granularity", "connection"), rec["rank"], rec["round_to"]
+    """(granularity, rank, round_to, scope) of a prune record; older records are connection and global runs."""
+    return rec.get("granularity", "connection"), rec["rank"], rec["round_to"], rec.get("scope", "global")
+
+
+def config_name(cfg: tuple) -> str:
+    granularity, rank, round_to, scope = cfg
+    return f"{granularity} {rank}{' per layer' if scope == 'layer' else ''} round {round_to or '-'}"
 
 
 class Bench:
@@ -195,14 +202,14 @@ class Bench:
         key = prune_key(cfg, target, lam, epochs, seed, self.args.schedule)
         if (rec := self.done(key)) is not None:
             return rec
-        data, (granularity, rank, round_to) = self.loaders(seed), cfg
+        data, (granularity, rank, round_to, scope) = self.loaders(seed), cfg
         model = self.regularised(lam, epochs, seed)
         ss = SynapticStrength(model)
         cap = self.args.max_layer_sparsity
         kw = {"rank": rank, "norm": self.args.norm, "input_size": SIZE, "round_to": round_to or None,
-              "max_layer_sparsity": cap if cap < 1 else None, "granularity": granularity}  # fmt: skip
+              "max_layer_sparsity": cap if cap < 1 else None, "granularity": granularity, "scope": scope}  # fmt: skip
         head = {"key": key, "kind": "prune", "granularity": granularity, "rank": rank, "round_to": round_to,
-                "target": target, "lam": lam, "epochs": epochs, "seed": seed}  # fmt: skip
+                "scope": scope, "target": target, "lam": lam, "epochs": epochs, "seed": seed}  # fmt: skip
         if self.args.schedule:
             head |= {"schedule": list(self.args.schedule), "step_epochs": self.args.step_epochs}
         try:
@@ -262,7 +269,12 @@ class Bench:
         key, args = f"thin_t{target:g}_s{seed}", self.args
         saved = args.out / "models" / f"{key}_match.json"
         if saved.is_file():
-            return json.loads(saved.read_text())
+            match = json.loads(saved.read_text())
+            if match["matched_to"] != matched["key"]:  # configurations added on --resume changed the choice
+                raise SystemExit(f"{key} was matched to {match['matched_to']}, but validation now chooses "
+                                 f"{matched['key']}: delete {saved} (and the {key} run, if trained) to redo the "
+                                 "thin control, or --resume without the added configurations")  # fmt: skip
+            return match
         timed = args.thin_match == "latency"
         if timed and (busy := others_busy()) is not None and busy > QUIET_CORES and not args.allow_busy:
             # Defer rather than exit: the remaining training stages need no quiet machine.
@@ -321,7 +333,7 @@ class Bench:
         quiet machine and training does not, so deferred matches wait for one --resume --match-only."""
         args = self.args
         self.dense_record()
-        configs = list(itertools.product(args.granularity, args.ranks, args.round_to))
+        configs = list(itertools.product(args.granularity, args.ranks, args.round_to, args.scopes))
         grid = list(itertools.product(args.lams, args.reg_epochs))
         best, chosen = {}, {}  # (target, seed) -> the pruned record chosen on val; seed -> (lambda, reg-epochs)
         for i, seed in enumerate(args.seeds):
@@ -404,7 +416,7 @@ def summarize(runs: list[dict]) -> dict:
         at = [r for r in chosen if r["target"] == target]
         for cfg in sorted({config_of(r) for r in at}):
             rs = [r for r in at if config_of(r) == cfg]
-            table[f"{cfg[0]} {cfg[1]} round {cfg[2] or '-'} @ {target:g} MACs"] = {
+            table[f"{config_name(cfg)} @ {target:g} MACs"] = {
                 "seeds": [r["seed"] for r in rs],
                 **{k: [r[k] for r in rs] for k in ("acc", "val_acc", "acc_before_ft", "macs", "sparsity")},
                 "acc_mean": statistics.mean(r["acc"] for r in rs),
@@ -505,6 +517,9 @@ def parse_args() -> argparse.Namespace:
         choices=["connection", "channel"],
         help="prune whole channels or single connections (the paper); the first one runs the grid",
     )
+    ap.add_argument("--scopes", nargs="+", default=["global"], choices=["global", "layer"],
+                    help="rank all layers together (global, the paper) or prune each layer by the same share (layer: "
+                    "uniform widths, the thin control's shape with the trained weights kept)")  # fmt: skip
     ap.add_argument("--norm", default="median", choices=["median", "fan_in"])
     ap.add_argument("--max-layer-sparsity", type=float, default=0.9,
                     help="the most of one layer's connections a ranking may prune (cost ranking empties the "
