@@ -264,13 +264,7 @@ def finetune(run: dict, data: dict, args: argparse.Namespace) -> dict:
               "val_mean_macs": val_macs.mean, "ft_s": ft_s, "weights": str(weights.relative_to(args.out))}  # fmt: skip
 
     print(f"{label(lam)} seed {seed}: static control at {val_macs.mean / 1e6:.2f}M mean MACs", flush=True)
-    base = trained_b().eval()
-    val_batches = list(itertools.islice(iter(data["val"]), 4))  # the channel ranking: 2,000 validation images
-
-    def static(keep: float) -> nn.Module:
-        return apply_plan(base, make_plan(base, static_masks(base, val_batches, layers, keep=keep)))
-
-    match = match_width(static, val_macs.mean, cost=macs_at((3, 32, 32)), low=0.02, iters=20)
+    match = static_control(trained_b().eval(), data["val"], layers, val_macs.mean)
     net = match.model.train()
     torch.manual_seed(seed)
     static_s = stage(net, data["train"], None, epochs=args.ft_epochs, lr=args.ft_lr, seed=seed,
@@ -278,6 +272,22 @@ def finetune(run: dict, data: dict, args: argparse.Namespace) -> dict:
     record["static"] = {"keep": match.width, "macs": match.cost, "acc": 100 * evaluate(net, data["test"])["acc"],
                         "ft_s": static_s}  # fmt: skip
     return record
+
+
+def ranking_batches(val_loader) -> list:
+    """The static control's channel ranking images: the first 2,000 of the validation split."""
+    return list(itertools.islice(iter(val_loader), 4))
+
+
+def static_control(base: nn.Module, val_loader, layers: list[str], mean_macs: float):
+    """The static control of ``base``: every image keeps the same input channels of ``layers`` (the largest mean norm
+    on ``ranking_batches``), their producers removed by surgery, the kept share bisected to ``mean_macs``."""
+    batches = ranking_batches(val_loader)
+
+    def static(keep: float) -> nn.Module:
+        return apply_plan(base, make_plan(base, static_masks(base, batches, layers, keep=keep)))
+
+    return match_width(static, mean_macs, cost=macs_at((3, 32, 32)), low=0.02, iters=20)
 
 
 def ft_verdicts(ft_runs: list[dict], b_acc: dict[int, float]) -> dict:
