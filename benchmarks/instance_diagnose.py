@@ -14,7 +14,8 @@ CV-selected layers; --result may be its .partial.json):
   3. --ft-without-decay: B fine-tuned as the verdict run fine-tunes it (theta, epochs, learning rate, seed, the
      pruning active) but with lambda = 0, as the static control is fine-tuned. Is the decay kept during
      fine-tuning what costs the instance-wise net its lead? Its stage resumes in OUT/stages/.
-Writes OUT/instance_diagnose.json (OUT: --out, default the folder of --result).
+Writes OUT/instance_diagnose.json (OUT: --out, default the folder of --result); a run without
+--ft-without-decay keeps the fine-tunings an earlier run saved there.
 """
 
 from __future__ import annotations
@@ -128,11 +129,17 @@ def main() -> None:
                   f"{r['verdict_run']['test_acc']:.2f} at {r['verdict_run']['layers_reduction']:.1%}, static "
                   f"{r['verdict_run']['static_acc']:.2f})", flush=True)  # fmt: skip
         report["seeds"][str(seed)] = rec
+    path = out / "instance_diagnose.json"
+    if path.is_file():  # a run without --ft-without-decay keeps the fine-tunings an earlier run saved
+        earlier = json.loads(path.read_text())["seeds"]
+        for seed, rec in report["seeds"].items():
+            if "ft_without_decay" not in rec and "ft_without_decay" in earlier.get(seed, {}):
+                rec["ft_without_decay"] = earlier[seed]["ft_without_decay"]
     gaps = [s["before_ft"]["instance_minus_static"] for s in report["seeds"].values()]
     report["mean_instance_minus_static_before_ft"] = statistics.mean(gaps)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "instance_diagnose.json", json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out / 'instance_diagnose.json'}")
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
