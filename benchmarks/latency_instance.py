@@ -3,9 +3,9 @@
     python benchmarks/latency_instance.py --data-dir DIR --threads 1,2     # quiet machine, 50 test images
     python benchmarks/latency_instance.py --data-dir DIR --allow-busy --images 8 --rounds 2 --out /tmp/smoke
 
-Loads benchmarks/instance_sparsity.py's seed-0 net (--result: its JSON): the net fine-tuned with the pruning active
-at its theta when there is one, else B (the lambda chosen there on validation, or --lam) with the theta sweep; the
-layers its CV selected and its threshold rule. At every --threads count:
+Loads one seed's net of benchmarks/instance_sparsity.py (--seed, default 0; --result: its JSON): the net
+fine-tuned with the pruning active at its theta when there is one, else B (the lambda chosen there on validation,
+or --lam) with the theta sweep; the layers its CV selected and its threshold rule. At every --threads count:
   1. the cost model: ``gather_costs`` times each selected conv dense vs gathered (norms + mask + index_select) on the
      features of --cost-images test images; ``layers_that_pay`` enables only the layers whose gathered path is
      faster by more than --margin (the decision rule, testable with any cost table);
@@ -49,21 +49,24 @@ MIN_GAIN, MIN_LAYERS_REDUCTION, MAX_DROP = 0.05, 0.30, 1.0
 DENSE = "dense"
 
 
-def load_net(result: Path, lam: float | None) -> dict:
-    """Seed 0's fine-tuned net (or B), its CV-selected layers, rule, lambda and theta, from instance_sparsity's JSON."""
+def load_net(result: Path, lam: float | None, seed: int = 0) -> dict:
+    """One seed's fine-tuned net (or B), its CV-selected layers, rule, lambda and theta (instance_sparsity's JSON)."""
     data = json.loads(result.read_text())
     runs, args = data["runs"], data["args"]
     if lam is None:
         lam = (data.get("summary") or summarize(runs))["lambda_choice_on_val"]["selected_lam"]
     baseline = args.get("baseline")
-    ft = next((r for r in runs if r.get("kind") == "ft" and r["lam"] == lam and r["seed"] == 0), None)
-    run = next((r for r in runs if r.get("kind") != "ft" and r["lam"] == lam and r["seed"] == 0), None)
+    ft = next((r for r in runs if r.get("kind") == "ft" and r["lam"] == lam and r["seed"] == seed), None)
+    run = next((r for r in runs if r.get("kind") != "ft" and r["lam"] == lam and r["seed"] == seed), None)
     if run is None:
-        sys.exit(f"{result} holds no finished seed-0 B run with lambda {lam:g}")
+        sys.exit(f"{result} holds no finished seed-{seed} B run with lambda {lam:g}")
+    weights = result.parent / (ft or run)["weights"]
+    if not weights.is_file():
+        sys.exit(f"{weights} is missing (the weights of seed {seed}'s net); time another seed with --seed")
     model = build_model(None if baseline in (None, "None") else baseline)
-    model.load_state_dict(torch.load(result.parent / (ft or run)["weights"], weights_only=True))
+    model.load_state_dict(torch.load(weights, weights_only=True))
     return {"model": model.eval(), "layers": run["selections"]["cv"], "rule": args.get("rule", "mean"), "lam": lam,
-            "theta": ft["theta"] if ft else None, "fine_tuned": ft is not None}  # fmt: skip
+            "theta": ft["theta"] if ft else None, "fine_tuned": ft is not None, "seed": seed}  # fmt: skip
 
 
 def test_images(data_dir: str | None, n: int) -> list[torch.Tensor]:
@@ -180,6 +183,7 @@ def parse_args() -> argparse.Namespace:
     ap = _runs.make_parser(__doc__)
     ap.add_argument("--result", type=Path, default=Path("benchmarks/results/instance_sparsity/instance_sparsity.json"))
     ap.add_argument("--lam", type=float, default=None, help="B's lambda (default: the one chosen on validation)")
+    ap.add_argument("--seed", type=int, default=0, help="which seed's net of --result to time")
     ap.add_argument("--theta", type=float, default=None, help="theta of the enabled-only net (default: fine-tuned's)")
     ap.add_argument("--images", type=int, default=50, help="fixed test images, each timed once per round")
     ap.add_argument("--cost-images", type=int, default=10, help="test images the per-layer cost model times")
@@ -196,7 +200,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     load_before = check_quiet(args.max_load, args.allow_busy)
-    net = load_net(args.result, args.lam)
+    net = load_net(args.result, args.lam, args.seed)
     theta = args.theta if args.theta is not None else net["theta"] if net["theta"] is not None else 0.5
     sp = InstanceSparsity(net["model"], net["layers"], theta=0.0, rule=net["rule"])
     xs = test_images(args.data_dir, args.images)
@@ -239,6 +243,7 @@ def main() -> None:
     result = {
         "lam": net["lam"],
         "fine_tuned": net["fine_tuned"],
+        "seed": net["seed"],
         "layers": net["layers"],
         "rule": net["rule"],
         "images": args.images,
