@@ -27,7 +27,7 @@ from pathlib import Path
 
 import _runs
 import torch
-from instance_sparsity import build_model, load_data, pruned_eval, ranking_batches, stage, static_control
+from instance_sparsity import load_data, load_trained, pruned_eval, ranking_batches, stage, static_control
 
 from leanvision._io import atomic_write_text
 from leanvision.compress import static_masks
@@ -110,20 +110,17 @@ def main() -> None:
     for ft in fts:
         seed, lam = ft["seed"], ft["lam"]
         b = next(r for r in runs if r.get("kind") != "ft" and (r["lam"], r["seed"]) == (lam, seed))
-
-        def trained_b(weights: Path = args.result.parent / b["weights"]) -> torch.nn.Module:
-            model = build_model(baseline)
-            model.load_state_dict(torch.load(weights, weights_only=True))
-            return model
-
+        weights = args.result.parent / b["weights"]
         d = load_data(split, seed)
         rec = {"lam": lam, "theta": ft["theta"], "layers": ft["layers"],
-               "before_ft": before_ft(trained_b().eval(), ft, saved["rule"], d)}  # fmt: skip
+               "before_ft": before_ft(load_trained(baseline, weights).eval(), ft, saved["rule"], d)}  # fmt: skip
         print(f"seed {seed}, before fine-tuning: instance {rec['before_ft']['instance_val_acc']:.2f} vs static "
               f"{rec['before_ft']['static_val_acc']:.2f} (val, equal mean MACs)", flush=True)  # fmt: skip
         if args.ft_without_decay:
             stages = out / "stages" / f"Bft_nodecay_lam{lam:g}_seed{seed}"
-            rec["ft_without_decay"] = r = ft_without_decay(trained_b(), ft, saved["rule"], d, saved, stages)
+            rec["ft_without_decay"] = r = ft_without_decay(
+                load_trained(baseline, weights), ft, saved["rule"], d, saved, stages
+            )
             print(f"seed {seed}, fine-tuned without the decay: test {r['test_acc']:.2f} at "
                   f"{r['layers_reduction']:.1%} of the selected layers' MACs (verdict run: "
                   f"{r['verdict_run']['test_acc']:.2f} at {r['verdict_run']['layers_reduction']:.1%}, static "

@@ -84,6 +84,13 @@ def build_model(baseline: str | None = None) -> nn.Module:
     return CifarVGG(CFG, num_classes=10)
 
 
+def load_trained(baseline: str | None, weights: Path) -> nn.Module:
+    """build_model(baseline) with a saved state dict (a trained A, B or fine-tuned net of OUT/models)."""
+    model = build_model(baseline)
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    return model
+
+
 def weights_path(args: argparse.Namespace, name: str, seed: int) -> Path:
     return args.out / "models" / f"{name}_seed{seed}.pt"
 
@@ -242,15 +249,9 @@ def ft_theta(run: dict, reduction: float) -> float:
 def finetune(run: dict, data: dict, args: argparse.Namespace) -> dict:
     """B fine-tuned with the pruning active at the theta chosen on val, and the static control beside it."""
     lam, seed, layers = run["lam"], run["seed"], run["selections"]["cv"]
-    theta = ft_theta(run, args.ft_reduction)
-
-    def trained_b() -> nn.Module:
-        model = build_model(args.baseline)
-        model.load_state_dict(torch.load(args.out / run["weights"], weights_only=True))
-        return model
-
+    theta, trained = ft_theta(run, args.ft_reduction), args.out / run["weights"]
     print(f"{label(lam)} seed {seed}: fine-tuning with the pruning active at theta {theta:g}", flush=True)
-    model = trained_b()
+    model = load_trained(args.baseline, trained)
     sp = InstanceSparsity(model, layers, theta=theta, rule=args.rule)
     torch.manual_seed(seed)
     ft_s = stage(model, data["train"], sp.train_step(lam, prune=True), epochs=args.ft_epochs, lr=args.ft_lr,
@@ -264,7 +265,7 @@ def finetune(run: dict, data: dict, args: argparse.Namespace) -> dict:
               "val_mean_macs": val_macs.mean, "ft_s": ft_s, "weights": str(weights.relative_to(args.out))}  # fmt: skip
 
     print(f"{label(lam)} seed {seed}: static control at {val_macs.mean / 1e6:.2f}M mean MACs", flush=True)
-    match = static_control(trained_b().eval(), data["val"], layers, val_macs.mean)
+    match = static_control(load_trained(args.baseline, trained).eval(), data["val"], layers, val_macs.mean)
     net = match.model.train()
     torch.manual_seed(seed)
     static_s = stage(net, data["train"], None, epochs=args.ft_epochs, lr=args.ft_lr, seed=seed,
