@@ -17,10 +17,10 @@ import matplotlib.pyplot as plt  # backend chosen above, before pyplot loads
 _COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
 
 
-def _grid(n: int) -> tuple[Any, list[Any]]:
+def _grid(n: int, panel_width: float = 4.2) -> tuple[Any, list[Any]]:
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel_width * cols, 3.4 * rows), squeeze=False)
     flat = list(axes.flat)
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -52,7 +52,8 @@ def bar_panels(
 
     ``errors`` maps a metric key to the key of its error-bar half-width (e.g. ``{"acc": "acc_sd"}``).
     """
-    fig, axes = _grid(len(metrics))
+    crowded = len(rows) > 6  # more bars than a 4-inch panel can label: widen it and slant the labels
+    fig, axes = _grid(len(metrics), 0.45 * len(rows) + 1.5 if crowded else 4.2)
     for ax, (key, label) in zip(axes, metrics, strict=True):
         kept = [r for r in rows if r.get(key) is not None]
         names = [str(r[label_key]) for r in kept]
@@ -62,7 +63,9 @@ def bar_panels(
             range(len(kept)), [float(r[key]) for r in kept], yerr=yerr, capsize=4, color=_COLORS[: len(kept)] or None
         )
         ax.bar_label(bars, fmt="%.3g", fontsize=8)
-        ax.set_xticks(range(len(kept)), names, rotation=15, fontsize=8)
+        ax.set_xticks(
+            range(len(kept)), names, rotation=45 if crowded else 15, ha="right" if crowded else "center", fontsize=8
+        )
         ax.set_ylabel(label)
         ax.margins(y=0.15)
     return _save(fig, path, title)
