@@ -13,7 +13,9 @@ CV-selected layers; --result may be its .partial.json):
      overlap of an image's kept set with the static control's (1 = static pruning).
   3. --ft-without-decay: B fine-tuned as the verdict run fine-tunes it (theta, epochs, learning rate, seed, the
      pruning active) but with lambda = 0, as the static control is fine-tuned. Is the decay kept during
-     fine-tuning what costs the instance-wise net its lead? Its stage resumes in OUT/stages/.
+     fine-tuning what costs the instance-wise net its lead? Its stage resumes in OUT/stages/. It drops fewer
+     channels at that theta, so it is also tested at the theta (0.05 steps up, chosen on validation) that brings
+     its mean MACs to the static control's.
 Writes OUT/instance_diagnose.json (OUT: --out, default the folder of --result); a run without
 --ft-without-decay keeps the fine-tunings an earlier run saved there.
 """
@@ -78,13 +80,34 @@ def ft_without_decay(model: torch.nn.Module, ft: dict, rule: str, data: dict, sa
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     acc, macs = pruned_eval(sp, data["test"])
     val_acc, val_macs = pruned_eval(sp, data["val"])
-    return {"test_acc": acc, "layers_reduction": macs.layers_reduction, "reduction": macs.reduction,
-            "mean_macs": macs.mean, "val_acc": val_acc, "val_mean_macs": val_macs.mean,
+    at_static = at_static_macs(sp, ft, data, val_acc, val_macs.mean)
+    sp.theta = ft["theta"]
+    return {"at_static_macs": at_static, "test_acc": acc, "layers_reduction": macs.layers_reduction,
+            "reduction": macs.reduction, "mean_macs": macs.mean, "val_acc": val_acc, "val_mean_macs": val_macs.mean,
             "acc_unpruned": 100 * evaluate(model, data["test"])["acc"],
             "ft_s": sum(e["epoch_time_s"] for e in epochs),
             "verdict_run": {"test_acc": ft["test"]["acc"], "layers_reduction": ft["test"]["layers_reduction"],
                             "mean_macs": ft["test"]["mean"], "static_acc": ft["static"]["acc"],
                             "static_macs": ft["static"]["macs"]}}  # fmt: skip
+
+
+def at_static_macs(sp: InstanceSparsity, ft: dict, data: dict, val_acc: float, val_macs: float) -> dict:
+    """Raise theta in 0.05 steps until the validation mean MACs reach the static control's; test there.
+
+    Without the decay the fine-tuned net drops fewer channels at the verdict run's theta, so it is compared with
+    the static control at equal cost; theta is chosen on validation, never on test.
+    """
+    target, theta, sweep = ft["static"]["macs"], ft["theta"], [(ft["theta"], val_acc, val_macs)]
+    while val_macs > target and theta < ft["theta"] + 1.0:
+        theta = sp.theta = round(theta + 0.05, 2)
+        val_acc, macs = pruned_eval(sp, data["val"])
+        val_macs = macs.mean
+        sweep.append((theta, val_acc, val_macs))
+    acc, macs = pruned_eval(sp, data["test"])
+    return {"theta": theta, "val_acc": val_acc, "val_mean_macs": val_macs, "test_acc": acc, "mean_macs": macs.mean,
+            "layers_reduction": macs.layers_reduction, "minus_static": acc - ft["static"]["acc"],
+            "static_macs": target,
+            "val_sweep": [{"theta": t, "val_acc": a, "val_mean_macs": m} for t, a, m in sweep]}  # fmt: skip
 
 
 def main() -> None:
@@ -124,7 +147,9 @@ def main() -> None:
             print(f"seed {seed}, fine-tuned without the decay: test {r['test_acc']:.2f} at "
                   f"{r['layers_reduction']:.1%} of the selected layers' MACs (verdict run: "
                   f"{r['verdict_run']['test_acc']:.2f} at {r['verdict_run']['layers_reduction']:.1%}, static "
-                  f"{r['verdict_run']['static_acc']:.2f})", flush=True)  # fmt: skip
+                  f"{r['verdict_run']['static_acc']:.2f}); at the static control's MACs (theta "
+                  f"{r['at_static_macs']['theta']:g}, chosen on val): test {r['at_static_macs']['test_acc']:.2f}, "
+                  f"{r['at_static_macs']['minus_static']:+.2f} vs static", flush=True)  # fmt: skip
         report["seeds"][str(seed)] = rec
     path = out / "instance_diagnose.json"
     if path.is_file():  # a run without --ft-without-decay keeps the fine-tunings an earlier run saved
