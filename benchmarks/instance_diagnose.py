@@ -106,7 +106,7 @@ def at_static_macs(sp: InstanceSparsity, ft: dict, data: dict, val_acc: float, v
     acc, macs = pruned_eval(sp, data["test"])
     return {"theta": theta, "val_acc": val_acc, "val_mean_macs": val_macs, "test_acc": acc, "mean_macs": macs.mean,
             "layers_reduction": macs.layers_reduction, "minus_static": acc - ft["static"]["acc"],
-            "static_macs": target,
+            "static_macs": target, "reached": val_macs <= target,
             "val_sweep": [{"theta": t, "val_acc": a, "val_mean_macs": m} for t, a, m in sweep]}  # fmt: skip
 
 
