@@ -36,7 +36,7 @@ from pathlib import Path
 import _runs
 import torch
 from _machine import add_load_args, check_quiet, cores_text, other_cpu
-from instance_sparsity import THETAS, build_model, summarize
+from instance_sparsity import THETAS, load_trained, summarize
 from torch import nn
 
 from leanvision._io import atomic_write_text
@@ -63,8 +63,7 @@ def load_net(result: Path, lam: float | None, seed: int = 0) -> dict:
     weights = result.parent / (ft or run)["weights"]
     if not weights.is_file():
         sys.exit(f"{weights} is missing (the weights of seed {seed}'s net); time another seed with --seed")
-    model = build_model(None if baseline in (None, "None") else baseline)
-    model.load_state_dict(torch.load(weights, weights_only=True))
+    model = load_trained(None if baseline in (None, "None") else baseline, weights)
     return {"model": model.eval(), "layers": run["selections"]["cv"], "rule": args.get("rule", "mean"), "lam": lam,
             "theta": ft["theta"] if ft else None, "fine_tuned": ft is not None, "seed": seed}  # fmt: skip
 
