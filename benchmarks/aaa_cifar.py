@@ -11,7 +11,8 @@ leanvision.augment.run, so only the augmentation differs: crop_flip_cutout (no p
 CIFAR-10 AutoAugment policy), tv_randaugment, tv_trivialaugment (TrivialAugmentWide), each image drawn on its own;
 random_ba (M copies per image under M random policies per epoch: the controller frozen at uniform); aaa (the same M
 copies, controller trained by REINFORCE to maximise the loss; Adam 3.5e-3, ten times the paper's rate, because it takes
-one step per epoch and this protocol has 30 epochs, not hundreds). Transfer: each seed's AAA policy.json applied with
+one step per epoch and this protocol has 30 epochs, not hundreds). --rows aaa_cooperative adds a diagnostic row, not
+in the verdicts: the same controller trained to minimise the loss. Transfer: each seed's AAA policy.json applied with
 `leanvision train --policy` (leanvision.engine.train) to --transfer-model, against TrivialAugmentWide there.
 --val-size training images are held out (best.pt is picked there); accuracy is on the test set.
 
@@ -44,6 +45,9 @@ ROWS = {  # row -> (controller, policy)
     "random_ba": ("uniform", None),
     "aaa": ("adversarial", None),
 }
+# Not in the verdicts: the controller trained the other way (toward the lower loss), to tell whether this model gains
+# from harder or from easier policies than random batch augmentation's.
+DIAGNOSTIC = {"aaa_cooperative": ("cooperative", None)}
 TRANSFER = ("transfer_aaa", "transfer_trivialaugment")
 TV = ("tv_autoaugment", "tv_randaugment", "tv_trivialaugment")
 MARGIN = 0.5  # points of AAA over random batch augmentation at the same M
@@ -81,7 +85,7 @@ def _row(name: str, seed: int, args: argparse.Namespace, res: Any) -> dict:
 
 
 def run_search_row(name: str, runs: _runs.Runs, args: argparse.Namespace, seed: int) -> dict:
-    controller, policy = ROWS[name]
+    controller, policy = {**ROWS, **DIAGNOSTIC}[name]
     folder, last = runs.fit_dir(f"{name}_s{seed}")
     copies = 1 if controller == "none" else args.copies
     cfg = {**_common(args, seed), "model": args.model, "controller": controller, "policy": policy, "copies": copies,
@@ -162,8 +166,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--copies", type=int, default=8, help="M: copies per image for random_ba and aaa")
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--transfer-model", default="vgg8_cifar", help="the model the found policy is transferred to")
-    ap.add_argument("--rows", nargs="+", default=[*ROWS, *TRANSFER], choices=[*ROWS, *TRANSFER],
-                    help="train only these rows (the verdicts need all)")  # fmt: skip
+    ap.add_argument("--rows", nargs="+", default=[*ROWS, *TRANSFER], choices=[*ROWS, *TRANSFER, *DIAGNOSTIC],
+                    help="train only these rows (the verdicts need all but aaa_cooperative)")  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1)
     # The paper's 3.5e-4 with one controller update per epoch assumes hundreds of epochs; over 30 the controller does
@@ -186,13 +190,14 @@ def main() -> None:
     def run(runs: _runs.Runs) -> None:
         done = {(r["row"], r["seed"]) for r in runs.runs}
         for seed in args.seeds:
-            for name in [r for r in (*ROWS, *TRANSFER) if r in args.rows and (r, seed) not in done]:
+            for name in [r for r in (*ROWS, *TRANSFER, *DIAGNOSTIC) if r in args.rows and (r, seed) not in done]:
                 if name == "transfer_aaa" and not (args.out / "runs" / f"aaa_s{seed}" / "policy.json").is_file():
                     print(f"skip {name} seed {seed}: no AAA policy for this seed yet (run the aaa row first)")
                     continue
                 one = run_transfer_row if name in TRANSFER else run_search_row
                 runs.add(one(name, runs, args, seed))
-        runs.runs = _runs.in_order(runs.runs, sorted({r["seed"] for r in runs.runs}), [*ROWS, *TRANSFER], key="row")
+        names = [*ROWS, *TRANSFER, *DIAGNOSTIC]
+        runs.runs = _runs.in_order(runs.runs, sorted({r["seed"] for r in runs.runs}), names, key="row")
 
     def plot(runs: list[dict], summary: dict) -> None:
         _runs.plot_runs(runs, [("test_acc", "CIFAR-10 test acc (%)"), ("epoch_s", "seconds per epoch"),

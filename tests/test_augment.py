@@ -162,7 +162,9 @@ def test_controller_log_prob_and_entropy_match_a_hand_computation() -> None:
     assert policies[0].sub_policies[0][0] == (OP_NAMES[actions[0, 0]], 1.0, int(actions[0, 1]))
 
 
-def test_reinforce_moves_the_controller_toward_the_policies_with_the_higher_loss() -> None:
+@pytest.mark.parametrize("maximise", [True, False])
+def test_reinforce_moves_the_controller_toward_the_policies_with_the_higher_loss(maximise: bool) -> None:
+    # maximise=False (the cooperative control) moves it the other way, toward the lower loss
     torch.manual_seed(0)
     ctrl = PolicyController(sub_policies=1, hidden=16, embed=8)
     opt = torch.optim.Adam(ctrl.parameters(), lr=0.05)
@@ -178,8 +180,9 @@ def test_reinforce_moves_the_controller_toward_the_policies_with_the_higher_loss
         with torch.no_grad():
             actions = ctrl(16)[0]
         loss = (actions[:, 0::2] == target).float().sum(1)  # the "target loss" is high where Rotate was picked
-        reinforce(ctrl, opt, actions, loss, entropy_weight=1e-5)
-    assert before == pytest.approx(1 / 16) and p_target() > 0.5
+        reinforce(ctrl, opt, actions, loss, entropy_weight=1e-5, maximise=maximise)
+    assert before == pytest.approx(1 / 16)
+    assert p_target() > 0.5 if maximise else p_target() < 0.01
 
 
 def test_batch_augmentation_keeps_each_copy_with_its_policy() -> None:

@@ -88,6 +88,8 @@ def test_augsearch_command_writes_policy_and_report_and_train_applies_the_policy
 def test_inconsistent_settings_are_one_line_errors(tmp_path, capsys) -> None:
     with pytest.raises(ConfigError, match="controller none trains one copy per image under `policy`: set copies: 1"):
         load_config(AugSearchConfig, {"controller": "none", "copies": 4})
+    with pytest.raises(ConfigError, match="the cooperative controller compares the losses of its policies"):
+        load_config(AugSearchConfig, {"controller": "cooperative", "copies": 1})
     with pytest.raises(ConfigError, match="samples its own: drop policy"):
         load_config(AugSearchConfig, {"policy": "trivialaugment"})
     config = tmp_path / "c.yaml"
@@ -102,9 +104,9 @@ def test_bf16_search_trains_the_target_in_bfloat16_and_the_controller_in_float32
     adversarial = importlib.import_module("leanvision.augment.adversarial")
     seen = []
 
-    def spy(controller, optimizer, actions, losses, *, entropy_weight):
+    def spy(controller, optimizer, actions, losses, **kw):
         seen.append((torch.is_autocast_enabled("cpu"), controller(actions=actions)[1].dtype))
-        return real(controller, optimizer, actions, losses, entropy_weight=entropy_weight)
+        return real(controller, optimizer, actions, losses, **kw)
 
     real = adversarial.reinforce
     monkeypatch.setattr(adversarial, "reinforce", spy)
@@ -112,6 +114,22 @@ def test_bf16_search_trains_the_target_in_bfloat16_and_the_controller_in_float32
     assert seen == [(False, torch.float32)] * 2  # one policy-gradient step per epoch, outside autocast
     assert all(torch.isfinite(torch.tensor(r["policy_losses"])).all() for r in result.history)
     assert torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)["precision"] == "bf16"
+
+
+def test_the_cooperative_control_trains_its_controller_toward_the_lower_loss(tmp_path, monkeypatch) -> None:
+    adversarial = importlib.import_module("leanvision.augment.adversarial")
+    signs = []
+
+    def spy(*args, **kw):
+        signs.append(kw["maximise"])
+        return real(*args, **kw)
+
+    real = adversarial.reinforce
+    monkeypatch.setattr(adversarial, "reinforce", spy)
+    result = run({**CFG, "controller": "cooperative", "out_dir": str(tmp_path / "coop")}, progress=False)
+    assert signs == [False, False] and result.policy_file is not None and result.policy_file.is_file()
+    run({**CFG, "out_dir": str(tmp_path / "adv")}, progress=False)
+    assert signs[2:] == [True, True]
 
 
 def test_an_unknown_precision_is_a_one_line_error(tmp_path, capsys) -> None:

@@ -66,12 +66,13 @@ class PolicyController(nn.Module):
 
 
 def reinforce(controller: PolicyController, optimizer: torch.optim.Optimizer, actions: Tensor, losses: Tensor, *,
-              entropy_weight: float) -> dict[str, float]:  # fmt: skip
+              entropy_weight: float, maximise: bool = True) -> dict[str, float]:  # fmt: skip
     """One REINFORCE step that raises the probability of the policies with the higher (normalised) target loss.
 
-    loss_θ = -mean_m(R_m log p(τ_m)) - w mean_m H_m with R = (L - mean L) / (std L + 1e-5): maximises the loss.
+    loss_θ = -mean_m(R_m log p(τ_m)) - w mean_m H_m with R = (L - mean L) / (std L + 1e-5): maximises the loss
+    (``maximise=False``: R = -R, toward the lower loss).
     """
-    reward = (losses - losses.mean()) / (losses.std() + 1e-5)
+    reward = (losses - losses.mean()) / (losses.std() + 1e-5) * (1 if maximise else -1)
     _, log_p, entropy = controller(actions=actions)
     loss = -(reward.detach() * log_p).mean() - entropy_weight * entropy.mean()
     optimizer.zero_grad(set_to_none=True)
@@ -85,14 +86,16 @@ class BatchAugmentStep:
 
     With a ``controller``: each image is trained ``copies`` (M) times, copy m under the epoch's policy m, on the mean
     of the per-policy losses; at the end of each epoch the per-policy losses averaged over the epoch are the rewards
-    of a REINFORCE step (``train_controller``; otherwise the controller stays uniform: random batch augmentation),
+    of a REINFORCE step (``train_controller``; toward the lower loss if not ``maximise``; otherwise the controller
+    stays uniform: random batch augmentation),
     then M new policies are sampled. With ``fixed`` instead: one copy under that batch transform. ``probe`` (uint8
     images, targets) gets the clean and augmented loss in eval mode at every epoch's end. The state (controller, its
     Adam, the epoch's policies) is checkpointed by fit, so a resumed run continues exactly.
     """
 
     def __init__(self, *, mean: Tensor, std: Tensor, steps_per_epoch: int, controller: PolicyController | None = None,
-                 copies: int = 8, train_controller: bool = True, lr: float = 3.5e-4, entropy_weight: float = 1e-5,
+                 copies: int = 8, train_controller: bool = True, maximise: bool = True, lr: float = 3.5e-4,
+                 entropy_weight: float = 1e-5,
                  fixed: Callable[[Tensor, Any], Tensor] | None = None, cutout: int = 0,
                  probe: tuple[Tensor, Tensor] | None = None) -> None:  # fmt: skip
         if (controller is None) == (fixed is None):
@@ -101,7 +104,8 @@ class BatchAugmentStep:
             raise ConfigError("the adversarial controller compares policies: copies must be >= 2")
         self.mean, self.std, self.steps_per_epoch = mean, std, steps_per_epoch
         self.controller, self.copies, self.train_controller = controller, copies if controller else 1, train_controller
-        self.entropy_weight, self.fixed, self.cutout, self.probe = entropy_weight, fixed, cutout, probe
+        self.maximise, self.entropy_weight, self.fixed, self.cutout = maximise, entropy_weight, fixed, cutout
+        self.probe = probe
         self.optimizer = torch.optim.Adam(controller.parameters(), lr=lr) if controller is not None else None
         self.actions: Tensor | None = None
         self._loss_sum: Tensor | None = None
@@ -147,7 +151,7 @@ class BatchAugmentStep:
             row["policies"] = [p.to_json()["sub_policies"] for p in self.controller.policies(self.actions)]
             if self.train_controller:
                 row.update(reinforce(self.controller, self.optimizer, self.actions, losses,
-                                     entropy_weight=self.entropy_weight))  # fmt: skip
+                                     entropy_weight=self.entropy_weight, maximise=self.maximise))  # fmt: skip
             else:
                 with torch.no_grad():
                     row["controller_entropy"] = self.controller(actions=self.actions)[2].mean().item()

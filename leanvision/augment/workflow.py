@@ -15,14 +15,16 @@ from leanvision.errors import ConfigError
 from leanvision.runs import interruptible
 
 POLICY_FILE = "policy.json"
+TRAINED = ("adversarial", "cooperative")  # controllers that REINFORCE trains (to raise or to lower the loss)
 
 
 class AugSearchConfig(TrainConfig):
     """A training run (every TrainConfig key) whose augmentation is searched while the target network trains."""
 
-    controller: Literal["adversarial", "uniform", "none"] = Field(
-        "adversarial", description="adversarial: REINFORCE maximises the loss; uniform: random batch augmentation "
-        "(the controller never trains); none: one copy under `policy` (a baseline in the same pipeline)")  # fmt: skip
+    controller: Literal["adversarial", "cooperative", "uniform", "none"] = Field(
+        "adversarial", description="adversarial: REINFORCE maximises the loss; cooperative: it minimises the loss (a "
+        "control: do easier policies suit the model better?); uniform: random batch augmentation (the controller "
+        "never trains); none: one copy under `policy` (a baseline in the same pipeline)")  # fmt: skip
     copies: int = Field(8, ge=1, le=64, description="M: copies of every image per step, one per sampled policy")
     sub_policies: int = Field(5, ge=1, le=50, description="sub-policies per policy (each 2 ops)")
     controller_lr: float = Field(3.5e-4, gt=0, description="Adam learning rate of the controller")
@@ -39,8 +41,8 @@ class AugSearchConfig(TrainConfig):
         if self.controller != "none" and self.policy is not None:
             raise ValueError(f"`policy` is the fixed policy of controller: none; the {self.controller} controller "
                              "samples its own: drop policy")  # fmt: skip
-        if self.controller == "adversarial" and self.copies < 2:
-            raise ValueError("the adversarial controller compares the losses of its policies: set copies >= 2")
+        if self.controller in TRAINED and self.copies < 2:
+            raise ValueError(f"the {self.controller} controller compares the losses of its policies: set copies >= 2")
         return self
 
 
@@ -106,7 +108,8 @@ def run(config: AugSearchConfig | dict[str, Any] | str | Path, *, resume: bool =
         spread = torch.linspace(0, len(train_ds) - 1, min(cfg.probe, len(train_ds))).round().long()  # all classes
         probe = (train_ds.images[spread], train_ds.targets[spread]) if cfg.probe else None
         step = BatchAugmentStep(mean=mean, std=std, steps_per_epoch=len(loader), controller=controller,
-                                copies=cfg.copies, train_controller=cfg.controller == "adversarial",
+                                copies=cfg.copies, train_controller=cfg.controller in TRAINED,
+                                maximise=cfg.controller == "adversarial",
                                 lr=cfg.controller_lr, entropy_weight=cfg.entropy_weight,
                                 fixed=None if controller else fixed, cutout=cfg.cutout, probe=probe)  # fmt: skip
         opt = make_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
