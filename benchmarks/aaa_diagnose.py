@@ -31,10 +31,8 @@ from leanvision.augment.ops import OP_NAMES, cutout
 from leanvision.augment.policy import augment_copies
 from leanvision.augment.workflow import AugSearchConfig
 from leanvision.data import make_loader, normalize
-from leanvision.engine import evaluate
-from leanvision.engine.checkpoint import load_weights
+from leanvision.engine import evaluate, model_from_checkpoint
 from leanvision.engine.training import _datasets
-from leanvision.models import create_model
 from leanvision.report import line_panels
 from leanvision.search.oneshot import recalibrate_bn
 
@@ -51,10 +49,8 @@ def op_shares(history: list[dict]) -> list[dict]:
     return rows
 
 
-def final_controller(ckpt: dict, cfg: AugSearchConfig, n: int = 4000) -> dict:
+def final_controller(controller: PolicyController, n: int = 4000) -> dict:
     """The trained controller's op shares, mean level per op and level histogram over ``n`` sampled policies."""
-    controller = PolicyController(sub_policies=cfg.sub_policies, hidden=cfg.hidden)
-    controller.load_state_dict(ckpt["train_step"]["controller"])
     torch.manual_seed(0)
     with torch.no_grad():
         actions, _, entropy = controller(n)
@@ -120,17 +116,14 @@ def bn_batches(source: str, train_ds, cfg: AugSearchConfig, final: list, seed: i
         yield normalize(x, mean, std)
 
 
-def bn_check(folder: Path, ckpt: dict, cfg: AugSearchConfig) -> dict:
+def bn_check(folder: Path, cfg: AugSearchConfig, final: list) -> dict:
     """Val and test accuracy of best.pt and last.pt as trained and with BN statistics re-estimated per source."""
     train_ds, val, test = _datasets(cfg)
-    controller = PolicyController(sub_policies=cfg.sub_policies, hidden=cfg.hidden)
-    controller.load_state_dict(ckpt["train_step"]["controller"])
-    final = controller.policies(ckpt["train_step"]["actions"])
     out = {}
     for weights in ("best", "last"):
         for source in ("as_trained", *BN_SOURCES):
-            model = create_model(cfg.model, num_classes=train_ds.num_classes, in_chans=train_ds.input_size[0])
-            epoch = load_weights(model, folder / f"{weights}.pt")["epoch"]
+            model, state = model_from_checkpoint(folder / f"{weights}.pt")
+            epoch = state["epoch"]
             if source != "as_trained":
                 recalibrate_bn(model, bn_batches(source, train_ds, cfg, final))
             acc = {split: 100 * evaluate(model, make_loader(ds, batch_size=256, shuffle=False))["acc"]
@@ -154,14 +147,16 @@ def main() -> None:
     history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     ckpt = torch.load(folder / "last.pt", map_location="cpu", weights_only=False)
     cfg = AugSearchConfig(**{**ckpt["config"], "data_dir": args.data_dir or ckpt["config"]["data_dir"]})
+    controller = PolicyController(sub_policies=cfg.sub_policies, hidden=cfg.hidden)
+    controller.load_state_dict(ckpt["train_step"]["controller"])
     shares = op_shares(history)
     plot(shares, runs, args.seed, args.result.parent / f"aaa_diagnose_s{args.seed}.png")
     result = {
         "command": f"python benchmarks/aaa_diagnose.py --result {args.result} --seed {args.seed}",
         "op_shares_sampled_per_epoch": shares,
-        "final_controller": final_controller(ckpt, cfg),
+        "final_controller": final_controller(controller),
         "hardness": hardness(runs, args.seed),
-        "bn": bn_check(folder, ckpt, cfg),
+        "bn": bn_check(folder, cfg, controller.policies(ckpt["train_step"]["actions"])),
     }
     _runs.write_json(args.result.parent / f"aaa_diagnose_s{args.seed}.json", result)
 

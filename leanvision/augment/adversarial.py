@@ -101,7 +101,7 @@ class BatchAugmentStep:
         if (controller is None) == (fixed is None):
             raise ConfigError("BatchAugmentStep: give a controller (batch augmentation) or a fixed transform")
         if controller is not None and train_controller and copies < 2:
-            raise ConfigError("the adversarial controller compares policies: copies must be >= 2")
+            raise ConfigError("a trained controller compares policies: copies must be >= 2")
         self.mean, self.std, self.steps_per_epoch = mean, std, steps_per_epoch
         self.controller, self.copies, self.train_controller = controller, copies if controller else 1, train_controller
         self.maximise, self.entropy_weight, self.fixed, self.cutout = maximise, entropy_weight, fixed, cutout
