@@ -71,7 +71,7 @@ def _row(name: str, seed: int, args: argparse.Namespace, res: Any) -> dict:
     return {
         "row": name,
         "seed": seed,
-        "copies": args.copies if name in ("random_ba", "aaa") else 1,
+        "copies": 1 if {**ROWS, **DIAGNOSTIC}.get(name, ("none",))[0] == "none" else args.copies,  # transfer: 1
         "test_acc": 100 * (res.test_acc or 0.0),
         "best_val_acc": None if res.best_val_acc is None else 100 * res.best_val_acc,
         "epoch_s": statistics.mean(h["epoch_time_s"] for h in history) if history else None,  # with validation
