@@ -76,7 +76,7 @@ DENSE_MARGIN, THIN_MARGIN = 1.5, 1.0  # within 1.5 points of dense; >= thin + 1.
 HIST_BINS, HIST_RANGE = 48, (-6.0, 0.0)  # log10(|s| / max|s|)
 SAME_ON_RESUME = ("baseline", "subset", "val_size", "lr", "ft_lr", "ft_epochs", "norm", "max_layer_sparsity",
                   "thin_match", "match_backend", "match_threads", "match_batch", "batch_size", "schedule",
-                  "step_epochs")  # fmt: skip
+                  "step_epochs", "writers")  # fmt: skip
 
 
 # --- data, models, training --------------------------------------------------------------------------------------
@@ -207,7 +207,8 @@ class Bench:
         ss = SynapticStrength(model)
         cap = self.args.max_layer_sparsity
         kw = {"rank": rank, "norm": self.args.norm, "input_size": SIZE, "round_to": round_to or None,
-              "max_layer_sparsity": cap if cap < 1 else None, "granularity": granularity, "scope": scope}  # fmt: skip
+              "max_layer_sparsity": cap if cap < 1 else None, "granularity": granularity, "scope": scope,
+              "writers": self.args.writers}  # fmt: skip
         head = {"key": key, "kind": "prune", "granularity": granularity, "rank": rank, "round_to": round_to,
                 "scope": scope, "target": target, "lam": lam, "epochs": epochs, "seed": seed}  # fmt: skip
         if self.args.schedule:
@@ -521,6 +522,9 @@ def parse_args() -> argparse.Namespace:
                     help="rank all layers together (global, the paper) or prune each layer by the same share (layer: "
                     "uniform widths, the thin control's shape with the trained weights kept)")  # fmt: skip
     ap.add_argument("--norm", default="median", choices=["median", "fan_in"])
+    ap.add_argument("--writers", default="sum", choices=["sum", "mean"],
+                    help="channel granularity: a residual channel scores the sum or the mean over the convs that "
+                    "write it")  # fmt: skip
     ap.add_argument("--max-layer-sparsity", type=float, default=0.9,
                     help="the most of one layer's connections a ranking may prune (cost ranking empties the "
                     "early layers without it); 1 = no cap")  # fmt: skip

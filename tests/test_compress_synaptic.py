@@ -760,6 +760,44 @@ def test_channel_scores_do_not_grow_with_the_fan_in():
     assert {k: v.tolist() for k, v in scores.items()} == {"0": [1.0] * 4, "2": [1.0] * 8}
 
 
+class _ResidualToy(nn.Module):
+    """stem s (2->2) -> + o(relu(i(.))) with inner i (2->3) and o (3->2) -> head h (2->4); all 1x1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s, self.i, self.o, self.h = (nn.Conv2d(a, b, 1, bias=False) for a, b in ((2, 2), (2, 3), (3, 2), (2, 4)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.s(x)
+        return self.h(x + self.o(torch.relu(self.i(x))))
+
+
+@pytest.mark.parametrize(
+    ("writers", "stream", "first"),
+    [("sum", [2.0, 4.0], ("i", 1)), ("mean", [1.0, 2.0], ("s", 0))],  # the stream's row means: s 1, 2 and o 1, 2
+)
+def test_a_residual_channel_scores_the_sum_or_the_mean_over_its_writers(writers, stream, first):
+    ss = SynapticStrength(_ResidualToy())
+    with torch.no_grad():
+        for name, rows in {"s": [1.0, 2.0], "o": [1.0, 2.0], "i": [1.5, 1.2, 3.0]}.items():
+            ss.layers[name].strength.copy_(torch.tensor(rows)[:, None].expand_as(ss.layers[name].strength))
+    scores, producers = ss.channel_scores("strength", writers=writers)
+    assert producers == {"s": ["s", "o"], "i": ["i"]}
+    torch.testing.assert_close(scores["s"], torch.tensor(stream, dtype=torch.float64))
+    torch.testing.assert_close(scores["i"], torch.tensor([1.5, 1.2, 3.0], dtype=torch.float64))
+    # one channel of five: the sum keeps the stream ahead of every inner channel; the mean ranks them on one scale
+    masks = ss.masks(1 / 5, granularity="channel", writers=writers)
+    unit, channel = first
+    assert {n: (~masks[n].any(1)).nonzero().flatten().tolist() for n in ("s", "o", "i")} == {
+        "s": [channel] if unit == "s" else [],
+        "o": [channel] if unit == "s" else [],  # a stream channel leaves every conv that writes it
+        "i": [channel] if unit == "i" else [],
+    }
+    assert ss.plan(1 / 5, granularity="channel", writers=writers)["selection"]["writers"] == writers
+    with pytest.raises(UnknownNameError, match=r"writers 'max'.*sum, mean"):
+        ss.channel_scores(writers="max")
+
+
 def test_channel_pruning_keeps_one_channel_per_space_and_obeys_the_cap():
     ss = _channel_toy()
     widths = lambda plan: [plan["layers"][n]["out_channels_after"] for n in ("0", "3")]  # noqa: E731

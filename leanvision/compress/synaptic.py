@@ -47,6 +47,7 @@ RANKS = ("strength", "normalized", "cost")
 NORMS = ("median", "fan_in")
 BN_SCALES = ("remove", "keep")
 GRANULARITIES = ("connection", "channel")
+WRITERS = ("sum", "mean")
 
 
 class SynapticConv2d(nn.Module):
@@ -208,17 +209,26 @@ class SynapticStrength:
         return {n: max(prof.by_module.get(n, 0), 1) for n, m in self.model.named_modules() if is_conv(m)}
 
     def channel_scores(
-        self, rank: str = "strength", *, norm: str = "median", input_size: Sequence[int] | None = None
+        self,
+        rank: str = "strength",
+        *,
+        norm: str = "median",
+        input_size: Sequence[int] | None = None,
+        writers: str = "sum",
     ) -> tuple[dict[str, Tensor], dict[str, list[str]]]:
         """The score each prunable channel is ranked by with ``granularity="channel"``, and its producers.
 
         Channels are grouped per channel space (all convs writing the same channels, e.g. a residual stream; a
         depthwise conv's input and output are one), keyed by the space's first producer; only spaces surgery can
         resize appear. A channel scores the mean ``rank_scores`` of the connections that write it, per writing conv,
-        summed over its writing convs (a residual stream's). For ``rank="cost"`` that score (of normalised scores) is
-        divided by the MACs removing the channel saves (its rows in the producers and columns in the consumers,
-        relative to the mean over channels).
+        summed over its writing convs (``writers="sum"``) or averaged over them (``"mean"``). The sum scores a
+        residual stream's channel ~k times an inner one's for k writers, so a global ranking empties the blocks'
+        inner convs first; the mean ranks both on one scale (Torch-Pruning's group reduction). For ``rank="cost"``
+        that score (of normalised scores) is divided by the MACs removing the channel saves (its rows in the
+        producers and columns in the consumers, relative to the mean over channels).
         """
+        if writers not in WRITERS:
+            raise unknown_choice("writers", writers, WRITERS)
         base = self.rank_scores("normalized" if rank == "cost" else rank, norm=norm)
         graph = ChannelGraph(self.model)
         units = self._channel_units(graph)
@@ -229,10 +239,12 @@ class SynapticStrength:
         scores = {k: sum((base[p].double().mean(1) for s in spaces for p in graph.space(s).producers if p in base),
                          torch.zeros(graph.space(spaces[0]).size, dtype=torch.float64))
                   for k, spaces in units.items()}  # fmt: skip
+        producers = {k: [p for s in spaces for p in graph.space(s).producers] for k, spaces in units.items()}
+        if writers == "mean":
+            scores = {k: v / sum(p in base for p in producers[k]) for k, v in scores.items()}
         if rank == "cost":
             macs = self._conv_macs(input_size)
             scores = _per_cost(scores, {k: _channel_macs(graph, spaces, macs) for k, spaces in units.items()})
-        producers = {k: [p for s in spaces for p in graph.space(s).producers] for k, spaces in units.items()}
         return scores, producers
 
     def _channel_units(self, graph: ChannelGraph) -> dict[str, list[int]]:
@@ -267,6 +279,7 @@ class SynapticStrength:
         input_size: Sequence[int] | None = None,
         max_layer_sparsity: float | None = None,
         granularity: str = "connection",
+        writers: str = "sum",
     ) -> dict[str, Tensor]:
         """Bool masks (True = keep) that prune the weakest connections; already pruned ones stay pruned.
 
@@ -279,9 +292,11 @@ class SynapticStrength:
 
         ``granularity="channel"`` prunes whole channels (``channel_scores``) instead: ``sparsity`` is the fraction of
         prunable channels removed, ``scope="layer"`` and ``max_layer_sparsity`` apply per channel space, every space
-        keeps at least one channel, and the masks drop every kernel that writes a removed channel.
+        keeps at least one channel, and the masks drop every kernel that writes a removed channel; ``writers``:
+        how a channel written by several convs combines their scores (``channel_scores``).
         """
-        return self._choose(sparsity, threshold, scope, rank, norm, input_size, max_layer_sparsity, granularity)[0]
+        return self._choose(sparsity, threshold, scope, rank, norm, input_size, max_layer_sparsity, granularity,
+                            writers)[0]  # fmt: skip
 
     def plan(
         self,
@@ -295,6 +310,7 @@ class SynapticStrength:
         max_layer_sparsity: float | None = None,
         round_to: int | None = None,
         granularity: str = "connection",
+        writers: str = "sum",
     ) -> dict:
         """A JSON-ready pruning plan from ``masks(...)`` (see ``leanvision.compress.plan.make_plan``).
 
@@ -302,11 +318,13 @@ class SynapticStrength:
         strongest of the channels it would have removed (fast kernels want such widths).
         """
         masks, cut, scores = self._choose(sparsity, threshold, scope, rank, norm, input_size, max_layer_sparsity,
-                                          granularity)  # fmt: skip
+                                          granularity, writers)  # fmt: skip
         selection = {"method": "synaptic_strength", "paper": "arXiv 1811.02454", "granularity": granularity,
                      "scope": scope, "rank": rank}  # fmt: skip
         if rank != "strength":
             selection["norm"] = norm
+        if granularity == "channel":
+            selection["writers"] = writers
         if max_layer_sparsity is not None:
             selection["max_layer_sparsity"] = max_layer_sparsity
         selection |= {"sparsity": sparsity} if sparsity is not None else {"relative_threshold": threshold}
@@ -339,8 +357,8 @@ class SynapticStrength:
         return hi
 
     def _choose(self, sparsity: float | None, threshold: float | None, scope: str, rank: str, norm: str,
-                input_size: Sequence[int] | None, cap: float | None,
-                granularity: str) -> tuple[dict[str, Tensor], float | None, dict[str, Tensor]]:  # fmt: skip
+                input_size: Sequence[int] | None, cap: float | None, granularity: str,
+                writers: str) -> tuple[dict[str, Tensor], float | None, dict[str, Tensor]]:  # fmt: skip
         """Masks, the score cut and the per-connection scores (what round_to ranks channels by)."""
         if granularity not in GRANULARITIES:
             raise unknown_choice("granularity", granularity, GRANULARITIES)
@@ -348,7 +366,7 @@ class SynapticStrength:
             scores = self.rank_scores(rank, norm=norm, input_size=input_size)
             keep, cut = _select(sparsity, threshold, scope, scores, cap)
             return {n: k & self.layers[n].mask.cpu() for n, k in keep.items()}, cut, scores
-        channels, producers = self.channel_scores(rank, norm=norm, input_size=input_size)
+        channels, producers = self.channel_scores(rank, norm=norm, input_size=input_size, writers=writers)
         keep, cut = _select(sparsity, threshold, scope, channels, cap, keep_one=True)
         masks = {n: m.mask.cpu().clone() for n, m in self.layers.items()}
         for unit, kept in keep.items():

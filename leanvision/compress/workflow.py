@@ -65,6 +65,11 @@ class CompressConfig(BaseModel):
         description="prune single connections (the paper) or whole channels, residual streams included: "
         "sparsity is then the share of channels removed and a MAC target is reached with real speed-ups",
     )
+    writers: Literal["sum", "mean"] = Field(
+        "sum",
+        description="granularity channel: a channel written by several convs (a residual stream) scores the sum or "
+        "the mean of their scores; the sum keeps residual channels ahead of the blocks' inner ones",
+    )
     max_layer_sparsity: float | None = Field(
         None, gt=0, le=1, description="the most of one layer's connections a global ranking may prune"
     )
@@ -154,6 +159,7 @@ class CompressResult:
     granularity: str = "connection"  # what was pruned: connections (kernels) or whole channels
     multiple: dict[str, Any] | None = None  # round_to auto: the measured choice (leanvision.compress.widths)
     steps: list[dict[str, float]] | None = None  # schedule: each step's MAC share, sparsity and val accuracy
+    writers: str = "sum"  # granularity channel: how a residual channel's writing convs combine their scores
 
     @property
     def checkpoint(self) -> Path:
@@ -228,7 +234,7 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
     round_to = multiple["multiple"] if multiple else cfg.round_to
     round_to = round_to if round_to and round_to > 1 else None  # a multiple of 1 rounds nothing
     rank = {"rank": cfg.rank, "norm": cfg.norm, "input_size": size, "max_layer_sparsity": cfg.max_layer_sparsity,
-            "granularity": cfg.granularity}  # fmt: skip
+            "granularity": cfg.granularity, "writers": cfg.writers}  # fmt: skip
     sparsity = cfg.sparsity
     if cfg.target_macs is not None:
         say(f"searching the {cfg.granularity} sparsity that leaves {cfg.target_macs:.0%} of the dense MACs")
@@ -287,7 +293,7 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
         lat = _latencies(timed, size)
     result = CompressResult(arch["name"], cfg.dataset, sparsity, before, after, _removed(plan, before, after),
                             curve, plan["summary"], lat, out, strengths, rounding, thin, cfg.granularity,
-                            multiple, steps or None)  # fmt: skip
+                            multiple, steps or None, cfg.writers)  # fmt: skip
     atomic_write_text(out / RESULTS_FILE, json.dumps({**asdict(result), "out_dir": str(out)}, indent=2) + "\n")
     say("writing the report")
     _report(result)
@@ -537,9 +543,10 @@ def _report(result: CompressResult) -> Path:
         "fine-tuning.",
     ]
     if result.granularity == "channel":
-        notes.append("Granularity channel: whole channels (residual streams included) were ranked by the summed "
-                     "strengths of the connections that write them and pruned; the curve's sparsity is the share of "
-                     "prunable channels removed.")  # fmt: skip
+        notes.append("Granularity channel: whole channels (residual streams included) were ranked by the mean score "
+                     "of the connections that write them, per conv, and the "
+                     f"{result.writers} over the convs writing the same channel, and "
+                     "pruned; the curve's sparsity is the share of prunable channels removed.")  # fmt: skip
     if result.steps:
         done = "; ".join(f"to {st['share']:.0%} of the dense MACs ({st['sparsity']:.0%} pruned), val acc "
                          f"{st['val_acc']:.2f}% after fine-tuning" for st in result.steps)  # fmt: skip
