@@ -275,15 +275,15 @@ def test_cost_ranking_rounded_widths_and_the_thin_control_are_reported(compresse
 
 def test_channel_granularity_is_configured_recorded_and_reported(compressed, tmp_path, capsys):
     best = compressed / "baseline" / "best.pt"
-    cfg = _config(tmp_path, checkpoint=str(best), granularity="channel", writers="mean", target_macs=0.5,
-                  curve=[0.5])  # fmt: skip
+    cfg = _config(tmp_path, checkpoint=str(best), granularity="channel", writers="mean", scope="layer",
+                  target_macs=0.5, curve=[0.5])  # fmt: skip
     code, _, err = run(capsys, "compress", str(cfg), "--quiet")
     assert code == 0, err
     run_dir = tmp_path / "run"
     results = json.loads((run_dir / "results.json").read_text())
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["selection"]["granularity"] == "channel" and results["granularity"] == "channel"
-    assert plan["selection"]["writers"] == "mean"
+    assert plan["selection"]["writers"] == "mean" and plan["selection"]["scope"] == "layer"
     assert results["after"]["macs"] <= 0.5 * results["before"]["macs"] and results["removed"]["channels"] > 0
     assert "the mean over the convs writing the same channel" in (run_dir / "report.md").read_text()
     code, _, err = run(capsys, "compress", str(_config(tmp_path, "bad.yaml", granularity="kernel")))

@@ -65,6 +65,11 @@ class CompressConfig(BaseModel):
         description="prune single connections (the paper) or whole channels, residual streams included: "
         "sparsity is then the share of channels removed and a MAC target is reached with real speed-ups",
     )
+    scope: Literal["global", "layer"] = Field(
+        "global",
+        description="rank all layers together (the paper) or prune each layer (channel space) by the same share; "
+        "layer gave ResNet-20 a better cut than either global reduction",
+    )
     writers: Literal["sum", "mean"] = Field(
         "sum",
         description="granularity channel: a channel written by several convs (a residual stream) scores the sum or "
@@ -234,7 +239,7 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
     round_to = multiple["multiple"] if multiple else cfg.round_to
     round_to = round_to if round_to and round_to > 1 else None  # a multiple of 1 rounds nothing
     rank = {"rank": cfg.rank, "norm": cfg.norm, "input_size": size, "max_layer_sparsity": cfg.max_layer_sparsity,
-            "granularity": cfg.granularity, "writers": cfg.writers}  # fmt: skip
+            "granularity": cfg.granularity, "writers": cfg.writers, "scope": cfg.scope}  # fmt: skip
     sparsity = cfg.sparsity
     if cfg.target_macs is not None:
         say(f"searching the {cfg.granularity} sparsity that leaves {cfg.target_macs:.0%} of the dense MACs")
