@@ -12,7 +12,8 @@ CIFAR-10 AutoAugment policy), tv_randaugment, tv_trivialaugment (TrivialAugmentW
 random_ba (M copies per image under M random policies per epoch: the controller frozen at uniform); aaa (the same M
 copies, controller trained by REINFORCE to maximise the loss; Adam 3.5e-3, ten times the paper's rate, because it takes
 one step per epoch and this protocol has 30 epochs, not hundreds). --rows aaa_cooperative adds a diagnostic row, not
-in the verdicts: the same controller trained to minimise the loss. Transfer: each seed's AAA policy.json applied with
+in the verdicts: the same controller trained to minimise the loss; --rows transfer_cooperative then transfers its
+policy as the AAA policy is. Transfer: each seed's AAA policy.json applied with
 `leanvision train --policy` (leanvision.engine.train) to --transfer-model, against TrivialAugmentWide there.
 --val-size training images are held out (best.pt is picked there); accuracy is on the test set.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 from typing import Any
 
 import _runs
@@ -48,7 +50,9 @@ ROWS = {  # row -> (controller, policy)
 # Not in the verdicts: the controller trained the other way (toward the lower loss), to tell whether this model gains
 # from harder or from easier policies than random batch augmentation's.
 DIAGNOSTIC = {"aaa_cooperative": ("cooperative", None)}
-TRANSFER = ("transfer_aaa", "transfer_trivialaugment")
+TRANSFER = {"transfer_aaa": "aaa", "transfer_trivialaugment": None}  # row -> the search row whose policy it trains on
+DIAGNOSTIC_TRANSFER = {"transfer_cooperative": "aaa_cooperative"}  # run in the folder holding that row
+ALL = (*ROWS, *TRANSFER, *DIAGNOSTIC, *DIAGNOSTIC_TRANSFER)
 TV = ("tv_autoaugment", "tv_randaugment", "tv_trivialaugment")
 MARGIN = 0.5  # points of AAA over random batch augmentation at the same M
 PAPER_COST = "AAA: about 12x less compute and 11x less time than AutoAugment's search (ImageNet, arXiv 1912.11188)"
@@ -95,10 +99,14 @@ def run_search_row(name: str, runs: _runs.Runs, args: argparse.Namespace, seed: 
 
 def run_transfer_row(name: str, runs: _runs.Runs, args: argparse.Namespace, seed: int) -> dict:
     folder, last = runs.fit_dir(f"{name}_s{seed}")
-    aaa_policy = args.out / "runs" / f"aaa_s{seed}" / "policy.json"
-    policy = str(aaa_policy) if name == "transfer_aaa" else "trivialaugment"
+    source = {**TRANSFER, **DIAGNOSTIC_TRANSFER}[name]
+    policy = str(_policy_file(args, source, seed)) if source else "trivialaugment"
     cfg = {**_common(args, seed), "model": args.transfer_model, "policy": policy, "out_dir": str(folder)}
     return _row(name, seed, args, train(cfg, resume=last is not None, progress=not args.quiet))
+
+
+def _policy_file(args: argparse.Namespace, row: str, seed: int) -> Path:
+    return args.out / "runs" / f"{row}_s{seed}" / "policy.json"
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -166,8 +174,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--copies", type=int, default=8, help="M: copies per image for random_ba and aaa")
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--transfer-model", default="vgg8_cifar", help="the model the found policy is transferred to")
-    ap.add_argument("--rows", nargs="+", default=[*ROWS, *TRANSFER], choices=[*ROWS, *TRANSFER, *DIAGNOSTIC],
-                    help="train only these rows (the verdicts need all but aaa_cooperative)")  # fmt: skip
+    ap.add_argument("--rows", nargs="+", default=[*ROWS, *TRANSFER], choices=ALL,
+                    help="train only these rows (the verdicts need all but the diagnostic ones, aaa_cooperative "
+                    "and transfer_cooperative)")  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1)
     # The paper's 3.5e-4 with one controller update per epoch assumes hundreds of epochs; over 30 the controller does
@@ -190,14 +199,15 @@ def main() -> None:
     def run(runs: _runs.Runs) -> None:
         done = {(r["row"], r["seed"]) for r in runs.runs}
         for seed in args.seeds:
-            for name in [r for r in (*ROWS, *TRANSFER, *DIAGNOSTIC) if r in args.rows and (r, seed) not in done]:
-                if name == "transfer_aaa" and not (args.out / "runs" / f"aaa_s{seed}" / "policy.json").is_file():
-                    print(f"skip {name} seed {seed}: no AAA policy for this seed yet (run the aaa row first)")
+            for name in [r for r in ALL if r in args.rows and (r, seed) not in done]:
+                source = {**TRANSFER, **DIAGNOSTIC_TRANSFER}.get(name)
+                if source and not _policy_file(args, source, seed).is_file():
+                    print(f"skip {name} seed {seed}: no {source} policy for this seed in {args.out} yet (run the "
+                          f"{source} row there first)")  # fmt: skip
                     continue
-                one = run_transfer_row if name in TRANSFER else run_search_row
+                one = run_transfer_row if name in TRANSFER or name in DIAGNOSTIC_TRANSFER else run_search_row
                 runs.add(one(name, runs, args, seed))
-        names = [*ROWS, *TRANSFER, *DIAGNOSTIC]
-        runs.runs = _runs.in_order(runs.runs, sorted({r["seed"] for r in runs.runs}), names, key="row")
+        runs.runs = _runs.in_order(runs.runs, sorted({r["seed"] for r in runs.runs}), ALL, key="row")
 
     def plot(runs: list[dict], summary: dict) -> None:
         _runs.plot_runs(runs, [("test_acc", "CIFAR-10 test acc (%)"), ("epoch_s", "seconds per epoch"),
