@@ -52,7 +52,9 @@ ROWS = {  # row -> (controller, policy)
 DIAGNOSTIC = {"aaa_cooperative": ("cooperative", None)}
 TRANSFER = {"transfer_aaa": "aaa", "transfer_trivialaugment": None}  # row -> the search row whose policy it trains on
 DIAGNOSTIC_TRANSFER = {"transfer_cooperative": "aaa_cooperative"}  # run in the folder holding that row
-ALL = (*ROWS, *TRANSFER, *DIAGNOSTIC, *DIAGNOSTIC_TRANSFER)
+SEARCH = {**ROWS, **DIAGNOSTIC}  # every row that trains --model, by its controller and policy
+SOURCE = {**TRANSFER, **DIAGNOSTIC_TRANSFER}  # every row that trains --transfer-model, by its policy's row
+ALL = (*ROWS, *TRANSFER, *DIAGNOSTIC, *DIAGNOSTIC_TRANSFER)  # run and table order
 TV = ("tv_autoaugment", "tv_randaugment", "tv_trivialaugment")
 MARGIN = 0.5  # points of AAA over random batch augmentation at the same M
 PAPER_COST = "AAA: about 12x less compute and 11x less time than AutoAugment's search (ImageNet, arXiv 1912.11188)"
@@ -75,7 +77,7 @@ def _row(name: str, seed: int, args: argparse.Namespace, res: Any) -> dict:
     return {
         "row": name,
         "seed": seed,
-        "copies": 1 if {**ROWS, **DIAGNOSTIC}.get(name, ("none",))[0] == "none" else args.copies,  # transfer: 1
+        "copies": 1 if SEARCH.get(name, ("none",))[0] == "none" else args.copies,  # transfer rows: 1
         "test_acc": 100 * (res.test_acc or 0.0),
         "best_val_acc": None if res.best_val_acc is None else 100 * res.best_val_acc,
         "epoch_s": statistics.mean(h["epoch_time_s"] for h in history) if history else None,  # with validation
@@ -89,7 +91,7 @@ def _row(name: str, seed: int, args: argparse.Namespace, res: Any) -> dict:
 
 
 def run_search_row(name: str, runs: _runs.Runs, args: argparse.Namespace, seed: int) -> dict:
-    controller, policy = {**ROWS, **DIAGNOSTIC}[name]
+    controller, policy = SEARCH[name]
     folder, last = runs.fit_dir(f"{name}_s{seed}")
     copies = 1 if controller == "none" else args.copies
     cfg = {**_common(args, seed), "model": args.model, "controller": controller, "policy": policy, "copies": copies,
@@ -99,7 +101,7 @@ def run_search_row(name: str, runs: _runs.Runs, args: argparse.Namespace, seed: 
 
 def run_transfer_row(name: str, runs: _runs.Runs, args: argparse.Namespace, seed: int) -> dict:
     folder, last = runs.fit_dir(f"{name}_s{seed}")
-    source = {**TRANSFER, **DIAGNOSTIC_TRANSFER}[name]
+    source = SOURCE[name]
     policy = str(_policy_file(args, source, seed)) if source else "trivialaugment"
     cfg = {**_common(args, seed), "model": args.transfer_model, "policy": policy, "out_dir": str(folder)}
     return _row(name, seed, args, train(cfg, resume=last is not None, progress=not args.quiet))
@@ -200,12 +202,12 @@ def main() -> None:
         done = {(r["row"], r["seed"]) for r in runs.runs}
         for seed in args.seeds:
             for name in [r for r in ALL if r in args.rows and (r, seed) not in done]:
-                source = {**TRANSFER, **DIAGNOSTIC_TRANSFER}.get(name)
+                source = SOURCE.get(name)
                 if source and not _policy_file(args, source, seed).is_file():
                     print(f"skip {name} seed {seed}: no {source} policy for this seed in {args.out} yet (run the "
                           f"{source} row there first)")  # fmt: skip
                     continue
-                one = run_transfer_row if name in TRANSFER or name in DIAGNOSTIC_TRANSFER else run_search_row
+                one = run_transfer_row if name in SOURCE else run_search_row
                 runs.add(one(name, runs, args, seed))
         runs.runs = _runs.in_order(runs.runs, sorted({r["seed"] for r in runs.runs}), ALL, key="row")
 
