@@ -13,8 +13,9 @@ random_ba (M copies per image under M random policies per epoch: the controller 
 copies, controller trained by REINFORCE to maximise the loss; Adam 3.5e-3, ten times the paper's rate, because it takes
 one step per epoch and this protocol has 30 epochs, not hundreds). --rows aaa_cooperative adds a diagnostic row, not
 in the verdicts: the same controller trained to minimise the loss; --rows transfer_cooperative then transfers its
-policy as the AAA policy is. Transfer: each seed's AAA policy.json applied with
-`leanvision train --policy` (leanvision.engine.train) to --transfer-model, against TrivialAugmentWide there.
+policy as the AAA policy is, and --rows transfer_crop_flip trains --transfer-model with no policy (the free control).
+Transfer: each seed's AAA policy.json applied with `leanvision train --policy` (leanvision.engine.train) to
+--transfer-model, against TrivialAugmentWide there.
 --val-size training images are held out (best.pt is picked there); accuracy is on the test set.
 
 Verdicts: mean acc(aaa) >= mean acc(random_ba) + 0.5 and aaa - random_ba >= 0.5 in >= 2/3 of the seeds; mean
@@ -50,8 +51,11 @@ ROWS = {  # row -> (controller, policy)
 # Not in the verdicts: the controller trained the other way (toward the lower loss), to tell whether this model gains
 # from harder or from easier policies than random batch augmentation's.
 DIAGNOSTIC = {"aaa_cooperative": ("cooperative", None)}
-TRANSFER = {"transfer_aaa": "aaa", "transfer_trivialaugment": None}  # row -> the search row whose policy it trains on
-DIAGNOSTIC_TRANSFER = {"transfer_cooperative": "aaa_cooperative"}  # run in the folder holding that row
+# row -> the search row whose found policy it trains on, or a fixed policy ("none": crop + flip only)
+TRANSFER = {"transfer_aaa": "aaa", "transfer_trivialaugment": "trivialaugment"}
+# transfer_cooperative runs in the folder holding aaa_cooperative; transfer_crop_flip is the free control on the
+# transfer model (what `leanvision train` does without --policy)
+DIAGNOSTIC_TRANSFER = {"transfer_cooperative": "aaa_cooperative", "transfer_crop_flip": "none"}
 SEARCH = {**ROWS, **DIAGNOSTIC}  # every row that trains --model, by its controller and policy
 SOURCE = {**TRANSFER, **DIAGNOSTIC_TRANSFER}  # every row that trains --transfer-model, by its policy's row
 ALL = (*ROWS, *TRANSFER, *DIAGNOSTIC, *DIAGNOSTIC_TRANSFER)  # run and table order
@@ -102,7 +106,7 @@ def run_search_row(name: str, runs: _runs.Runs, args: argparse.Namespace, seed: 
 def run_transfer_row(name: str, runs: _runs.Runs, args: argparse.Namespace, seed: int) -> dict:
     folder, last = runs.fit_dir(f"{name}_s{seed}")
     source = SOURCE[name]
-    policy = str(_policy_file(args, source, seed)) if source else "trivialaugment"
+    policy = str(_policy_file(args, source, seed)) if source in SEARCH else None if source == "none" else source
     cfg = {**_common(args, seed), "model": args.transfer_model, "policy": policy, "out_dir": str(folder)}
     return _row(name, seed, args, train(cfg, resume=last is not None, progress=not args.quiet))
 
@@ -177,8 +181,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--transfer-model", default="vgg8_cifar", help="the model the found policy is transferred to")
     ap.add_argument("--rows", nargs="+", default=[*ROWS, *TRANSFER], choices=ALL,
-                    help="train only these rows (the verdicts need all but the diagnostic ones, aaa_cooperative "
-                    "and transfer_cooperative)")  # fmt: skip
+                    help="train only these rows (the verdicts need all but the diagnostic ones, aaa_cooperative, "
+                    "transfer_cooperative and transfer_crop_flip)")  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1)
     # The paper's 3.5e-4 with one controller update per epoch assumes hundreds of epochs; over 30 the controller does
@@ -203,7 +207,7 @@ def main() -> None:
         for seed in args.seeds:
             for name in [r for r in ALL if r in args.rows and (r, seed) not in done]:
                 source = SOURCE.get(name)
-                if source and not _policy_file(args, source, seed).is_file():
+                if source in SEARCH and not _policy_file(args, source, seed).is_file():
                     print(f"skip {name} seed {seed}: no {source} policy for this seed in {args.out} yet (run the "
                           f"{source} row there first)")  # fmt: skip
                     continue
