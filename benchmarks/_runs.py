@@ -59,6 +59,15 @@ def add_run_args(ap: argparse.ArgumentParser, name: str, *, rewrite: bool = True
         help=f"recompute the summary and verdict of a saved {name}.json (or .partial.json) without running anything"
         + (f"; rewrites the summary of a {name}.json in place, its runs untouched" if rewrite else ""),
     )
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help=f"first add the finished runs of other folders' {name}.partial.json: seeds run in parallel elsewhere "
+        "(same settings, no seed held twice)",
+    )
 
 
 def add_split_args(ap: argparse.ArgumentParser, subset: int, val_size: int = 5_000, *, scope: str = "") -> None:
@@ -134,7 +143,9 @@ class Runs:
         self.name, self.out = name, args.out
         self.partial = args.out / f"{name}.partial.json"
         # Saved as text, all but the arguments that only steer this invocation.
-        self.saved_args = {k: str(v) for k, v in vars(args).items() if k not in ("resume", "summarize", "quiet")}
+        self.saved_args = {
+            k: str(v) for k, v in vars(args).items() if k not in ("resume", "summarize", "quiet", "merge")
+        }
         data = json.loads(self.partial.read_text()) if self.partial.is_file() else None
         saved = data.get("args", {}) if isinstance(data, dict) else {}  # older ghost_cifar files: a bare list of runs
         # An argument missing from the file was not recorded by the version that wrote it: nothing to compare.
@@ -148,6 +159,28 @@ class Runs:
         self.runs: list[dict] = [] if data is None else data if isinstance(data, list) else data["runs"]
         if self.runs:
             print(f"--resume: {len(self.runs)} finished run(s) in {self.partial}")
+        for other in getattr(args, "merge", []):
+            _exit_on_error(self._merge, other / self.partial.name, same)
+
+    def _merge(self, path: Path, same: tuple[str, ...]) -> None:
+        """Add the runs of another folder's partial file, started with the same ``same`` settings, of other seeds."""
+        if not path.is_file():
+            raise ConfigError(f"--merge: no {path}; point it at the folder of a run of this benchmark")
+        data = json.loads(path.read_text())
+        theirs, saved = data["runs"], data.get("args", {})
+        changed = changed_settings(saved, self.saved_args, keys=[k for k in same if k in saved], resumable=())
+        if changed:
+            raise ConfigError(f"--merge: {path} was run with other settings ({', '.join(changed)}); merge only runs "
+                              "of the same protocol")  # fmt: skip
+        if any("seed" not in r for r in theirs):
+            raise ConfigError(f"--merge: the runs in {path} have no seed, so they cannot be told apart from these")
+        both = sorted({r["seed"] for r in theirs} & {r.get("seed") for r in self.runs})
+        if both:
+            raise ConfigError(f"--merge: seed(s) {both} are in both {path} and {self.partial}; merge folders that "
+                              "ran different seeds")  # fmt: skip
+        self.runs += theirs
+        write_json(self.partial, {"args": self.saved_args, "runs": self.runs})
+        print(f"--merge: {len(theirs)} run(s) of seed(s) {sorted({r['seed'] for r in theirs})} from {path}")
 
     def add(self, run: dict, *, echo: bool = True) -> dict:
         """Keep a finished run and save all so far at once (``echo``: print its scalar fields)."""

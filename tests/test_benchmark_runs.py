@@ -1,0 +1,81 @@
+"""The benchmarks' shared run plumbing (benchmarks/_runs.py): --merge joins seeds run in parallel in other folders."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import _runs  # a script folder on the path, not a package
+
+SAME = ("epochs",)
+
+
+def bench(argv: list[str]) -> list[int]:
+    """A toy benchmark through ``_runs.main``: one run per seed; returns the seeds this invocation trained."""
+    ap = _runs.make_parser("toy\n\nbenchmark", data_help=None)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())  # keep the test process's threads
+    _runs.add_run_args(ap, "toy")
+    args = ap.parse_args(argv)
+    trained: list[int] = []
+
+    def run(runs: _runs.Runs) -> None:
+        done = {r["seed"] for r in runs.runs}
+        for seed in [s for s in args.seeds if s not in done]:
+            trained.append(seed)
+            runs.add({"row": "a", "seed": seed, "acc": 50.0 + seed}, echo=False)
+
+    def summarize(runs: list[dict]) -> dict:
+        return {"seeds": sorted(r["seed"] for r in runs)}
+
+    _runs.main(args, "toy", SAME, run, summarize, lambda runs, summary: None)
+    return trained
+
+
+def test_merge_adds_the_other_folders_seeds_and_trains_none_of_them_again(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert bench(["--out", str(a), "--seeds", "0", "1"]) == [0, 1]
+    assert bench(["--out", str(b), "--seeds", "2"]) == [2]
+    assert bench(["--out", str(a), "--seeds", "0", "1", "2", "--resume", "--merge", str(b)]) == []
+    result = json.loads((a / "toy.json").read_text())
+    assert [(r["seed"], r["acc"]) for r in result["runs"]] == [(0, 50.0), (1, 51.0), (2, 52.0)]
+    assert result["summary"] == {"seeds": [0, 1, 2]}
+    assert json.loads((b / "toy.partial.json").read_text())["runs"] == [result["runs"][2]]  # the source is kept
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        (
+            ["--seeds", "1", "--epochs", "4"],
+            r"other settings \(epochs '3' \(run: '4'\)\); merge only runs",
+        ),
+        (["--seeds", "0"], r"--merge: seed\(s\) \[0\] are in both .* merge folders that ran different seeds"),
+    ],
+)
+def test_merge_refuses_other_settings_and_shared_seeds_in_one_line(tmp_path, capsys, second, message) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    bench(["--out", str(a), "--seeds", "0"])
+    bench(["--out", str(b), *second])
+    before = (a / "toy.partial.json").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        bench(["--out", str(a), "--resume", "--merge", str(b)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: ") and re.search(message, err)
+    assert (a / "toy.partial.json").read_text() == before  # nothing written is lost
+
+
+def test_merge_of_a_folder_without_a_run_says_where_to_point_it(tmp_path, capsys) -> None:
+    bench(["--out", str(tmp_path / "a")])
+    with pytest.raises(SystemExit):
+        bench(["--out", str(tmp_path / "a"), "--resume", "--merge", str(tmp_path / "nothing")])
+    assert "point it at the folder of a run of this benchmark" in capsys.readouterr().err
