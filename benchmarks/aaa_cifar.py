@@ -57,7 +57,7 @@ TRANSFER = {"transfer_aaa": "aaa", "transfer_trivialaugment": "trivialaugment"}
 # transfer model (what `leanvision train` does without --policy)
 DIAGNOSTIC_TRANSFER = {"transfer_cooperative": "aaa_cooperative", "transfer_crop_flip": "none"}
 SEARCH = {**ROWS, **DIAGNOSTIC}  # every row that trains --model, by its controller and policy
-SOURCE = {**TRANSFER, **DIAGNOSTIC_TRANSFER}  # every row that trains --transfer-model, by its policy's row
+SOURCE = {**TRANSFER, **DIAGNOSTIC_TRANSFER}  # every row that trains --transfer-model, by its policy (a row or fixed)
 ALL = (*ROWS, *TRANSFER, *DIAGNOSTIC, *DIAGNOSTIC_TRANSFER)  # run and table order
 TV = ("tv_autoaugment", "tv_randaugment", "tv_trivialaugment")
 MARGIN = 0.5  # points of AAA over random batch augmentation at the same M
