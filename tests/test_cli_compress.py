@@ -202,6 +202,7 @@ def test_resume_continues_only_an_existing_run_with_its_settings(compressed, tmp
     [
         ({"sparsty": 0.9}, "unknown key 'sparsty'. Did you mean 'sparsity'?"),
         ({"sparsity": 1.0}, "'sparsity': Input should be less than 1"),
+        ({"lam": -1e-4}, "'lam': Input should be greater than or equal to 0"),
         ({"curve": [0.5, 1.5]}, "'curve': every sparsity must be between 0 and 1"),
         ({"method": "prune"}, "'method': Input should be 'synaptic'"),
         ({"model": None}, "give either 'checkpoint' (a trained model) or 'model'"),
@@ -216,6 +217,15 @@ def test_resume_continues_only_an_existing_run_with_its_settings(compressed, tmp
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, changes, message):
     code, _, err = run(capsys, "compress", str(_config(tmp_path, **changes)))
     assert_one_line_error(code, err, message)
+
+
+def test_lam_0_trains_the_regularisation_epochs_without_the_l1_term(tmp_path, capsys):
+    # the CIFAR benchmarks chose lam = 0 on validation, so a user must be able to ask for it
+    cfg = _config(tmp_path, lam=0, train_epochs=1, reg_epochs=1, finetune_epochs=0, curve=[0.5])
+    code, out, err = run(capsys, "compress", str(cfg))
+    assert code == 0, err
+    assert "training without the L1 term (lam=0): 1 epoch" in out + err and "L1 regularisation" not in out + err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["lam"] == 0
 
 
 def test_an_untraceable_model_is_refused_before_any_training(tmp_path, capsys):

@@ -48,7 +48,9 @@ class CompressConfig(BaseModel):
     batch_size: int = Field(128, ge=1, le=65_536, description="images per training step")
     train_epochs: int = Field(10, ge=1, description="baseline training epochs (only without a checkpoint)")
     lr: float = Field(0.05, gt=0, le=10, description="learning rate of baseline and regularised training")
-    lam: float = Field(1e-4, gt=0, description="L1 weight on the synaptic strengths")
+    lam: float = Field(
+        1e-4, ge=0, description="L1 weight on the synaptic strengths; 0 trains reg_epochs without it (a control)"
+    )
     reg_epochs: int = Field(5, ge=1, description="epochs of training with the L1 term")
     sparsity: float = Field(
         0.9, gt=0, lt=1, description="fraction of connections (kernels) to prune; of channels with granularity channel"
@@ -232,7 +234,11 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
     before = _measure(dense, test, x, cfg.device)
 
     ss = SynapticStrength(model)  # re-parameterises in place; same function as before
-    what = f"L1 regularisation of the connection strengths (lam={cfg.lam:g})"
+    what = (
+        f"L1 regularisation of the connection strengths (lam={cfg.lam:g})"
+        if cfg.lam
+        else "training without the L1 term (lam=0)"
+    )
     _fit(say, what, model, train, val, out / REGULARISE_DIR, cfg, cfg.reg_epochs, cfg.lr, step=ss.train_step(cfg.lam))
     strengths = ss.strength_stats()
     multiple = _measured_multiple(say, cfg, dense, size, out) if cfg.round_to == "auto" else None
