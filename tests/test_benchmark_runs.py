@@ -1,4 +1,4 @@
-"""The benchmarks' shared run plumbing (benchmarks/_runs.py): --merge joins seeds run in parallel in other folders."""
+"""Benchmark plumbing: --merge (benchmarks/_runs.py) joins seeds run elsewhere; latency_by_op counts every conv."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from leanvision.models import create_model
+from leanvision.profile import profile
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import _runs  # a script folder on the path, not a package
+import latency_by_op
 
 SAME = ("epochs",)
 
@@ -79,3 +83,15 @@ def test_merge_of_a_folder_without_a_run_says_where_to_point_it(tmp_path, capsys
     with pytest.raises(SystemExit):
         bench(["--out", str(tmp_path / "a"), "--resume", "--merge", str(tmp_path / "nothing")])
     assert "point it at the folder of a run of this benchmark" in capsys.readouterr().err
+
+
+def test_latency_by_op_times_every_conv_and_leaves_the_forward_unchanged() -> None:
+    torch.manual_seed(0)
+    model, x = create_model("resnet20").eval(), torch.randn(1, 3, 32, 32)
+    before = model(x)
+    r = latency_by_op.by_op(model, x, iters=2)
+    assert len(r["convs"]) == 19 and not any(m._forward_hooks for m in model.modules())  # stem + 18 in blocks
+    linear = 64 * 10
+    assert sum(c["macs"] for c in r["convs"].values()) == profile(model, x).macs - linear
+    assert r["rest_ms"] == pytest.approx(r["wall_ms"] - r["conv_ms"])
+    torch.testing.assert_close(model(x), before)
