@@ -6,7 +6,7 @@
 Loads the same nets as latency_pruned.py (dense, the chosen grid point's pruned nets, the thin controls; BatchNorm
 folded) and times, per net, eager batch 1 at --threads: the median ms of a forward, and of each conv called alone
 on its own input shape. Their difference ("rest") is what the convs do not explain: the other ops (ReLU, the
-residual adds, pooling, the classifier) and the cost of calling each module, which does not shrink with the MACs.
+residual adds, pooling, the classifier) and the cost of calling their modules, which barely shrinks with the MACs.
 Writes OUT/latency_by_op_t<threads>.json (OUT: --out, default the folder of --results).
 """
 
@@ -26,6 +26,7 @@ from leanvision.profile import other_cpu
 
 
 def _median_ms(fn, x: torch.Tensor, iters: int) -> float:
+    """Median ms of ``fn(x)`` over ``iters`` calls, after 10 warm-up calls."""
     for _ in range(10):
         fn(x)
     times = []
@@ -63,7 +64,7 @@ def main() -> None:
     ap = _runs.make_parser(__doc__, data_help=None)
     ap.add_argument("--results", type=Path, required=True, help="synaptic_cifar.py's JSON")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=200, help="forwards timed, and forwards profiled")
+    ap.add_argument("--iters", type=int, default=200, help="calls timed per net and per conv (medians)")
     _runs.add_out_arg(ap, "")
     add_load_args(ap)
     args = ap.parse_args()
