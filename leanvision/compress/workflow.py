@@ -48,9 +48,7 @@ class CompressConfig(BaseModel):
     batch_size: int = Field(128, ge=1, le=65_536, description="images per training step")
     train_epochs: int = Field(10, ge=1, description="baseline training epochs (only without a checkpoint)")
     lr: float = Field(0.05, gt=0, le=10, description="learning rate of baseline and regularised training")
-    lam: float = Field(
-        1e-4, ge=0, description="L1 weight on the synaptic strengths; 0 trains reg_epochs without it (a control)"
-    )
+    lam: float = Field(1e-4, ge=0, description="L1 weight on the synaptic strengths; 0 trains reg_epochs without it")
     reg_epochs: int = Field(5, ge=1, description="epochs of training with the L1 term")
     sparsity: float = Field(
         0.9, gt=0, lt=1, description="fraction of connections (kernels) to prune; of channels with granularity channel"
