@@ -13,8 +13,6 @@ Writes OUT/latency_by_op_t<threads>.json (OUT: --out, default the folder of --re
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from pathlib import Path
 
 import _runs
@@ -22,19 +20,7 @@ import torch
 from _machine import add_load_args, check_quiet
 from latency_pruned import load_models, pick_runs
 
-from leanvision.profile import other_cpu
-
-
-def _median_ms(fn, x: torch.Tensor, iters: int) -> float:
-    """Median ms of ``fn(x)`` over ``iters`` calls, after 10 warm-up calls."""
-    for _ in range(10):
-        fn(x)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(1e3 * (time.perf_counter() - t0))
-    return statistics.median(times)
+from leanvision.profile import latency, other_cpu
 
 
 def by_op(model: torch.nn.Module, x: torch.Tensor, iters: int) -> dict:
@@ -47,15 +33,15 @@ def by_op(model: torch.nn.Module, x: torch.Tensor, iters: int) -> dict:
     hooks = [m.register_forward_hook(keep(n)) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
     with torch.inference_mode():
         model(x)
-        for h in hooks:
-            h.remove()
-        wall = _median_ms(model, x, iters)
-        convs = {}
-        for name, (shape, out) in inputs.items():
-            conv = model.get_submodule(name)
-            macs = out.numel() * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
-            convs[name] = {"in": list(shape), "out": list(out), "macs": macs,
-                           "ms": _median_ms(conv, torch.zeros(shape), iters)}  # fmt: skip
+    for h in hooks:
+        h.remove()
+    wall = latency(model, x, warmup=10, iters=iters).median_ms  # at torch's current thread count
+    convs = {}
+    for name, (shape, out) in inputs.items():
+        conv = model.get_submodule(name)
+        macs = out.numel() * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
+        convs[name] = {"in": list(shape), "out": list(out), "macs": macs,
+                       "ms": latency(conv, torch.zeros(shape), warmup=10, iters=iters).median_ms}  # fmt: skip
     conv_ms = sum(c["ms"] for c in convs.values())
     return {"wall_ms": wall, "conv_ms": conv_ms, "rest_ms": wall - conv_ms, "convs": convs}
 
