@@ -94,12 +94,17 @@ def _row(name: str, seed: int, args: argparse.Namespace, res: Any) -> dict:
     }
 
 
-def run_search_row(name: str, runs: _runs.Runs, args: argparse.Namespace, seed: int) -> dict:
+def search_config(name: str, args: argparse.Namespace, seed: int, folder: Path) -> dict:
+    """The augsearch config of a row that trains --model."""
     controller, policy = SEARCH[name]
-    folder, last = runs.fit_dir(f"{name}_s{seed}")
     copies = 1 if controller == "none" else args.copies
-    cfg = {**_common(args, seed), "model": args.model, "controller": controller, "policy": policy, "copies": copies,
-           "cutout": args.cutout, "controller_lr": args.controller_lr, "out_dir": str(folder)}  # fmt: skip
+    return {**_common(args, seed), "model": args.model, "controller": controller, "policy": policy, "copies": copies,
+            "cutout": args.cutout, "controller_lr": args.controller_lr, "out_dir": str(folder)}  # fmt: skip
+
+
+def run_search_row(name: str, runs: _runs.Runs, args: argparse.Namespace, seed: int) -> dict:
+    folder, last = runs.fit_dir(f"{name}_s{seed}")
+    cfg = search_config(name, args, seed, folder)
     return _row(name, seed, args, augsearch(cfg, resume=last is not None, progress=not args.quiet))
 
 
