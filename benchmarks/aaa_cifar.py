@@ -22,7 +22,8 @@ Verdicts: mean acc(aaa) >= mean acc(random_ba) + 0.5 and aaa - random_ba >= 0.5 
 acc(aaa) >= each torchvision policy's; the adversarial signature: aaa's augmented training loss (mean over the second
 half of the epochs) above random_ba's, and its controller entropy lower at the end than at the start, in every seed;
 the transfer: mean acc of the AAA policy >= TrivialAugmentWide's on --transfer-model. The cost ledger sets each row's
-time per epoch beside crop_flip_cutout's (AAA has no search or retraining phase: its whole cost is this training).
+time per epoch beside crop_flip_cutout's (AAA has no search or retraining phase: its whole cost is this training);
+these times come from the training runs, so benchmarks/aaa_cost.py re-times the rows on a quiet machine.
 Writes JSON + PNG into --out; every finished run is saved at once to aaa_cifar.partial.json, and the run directories
 in OUT/runs/ (fit checkpoints with the controller state) let --resume continue a run stopped mid-way.
 """
@@ -148,6 +149,7 @@ def summarize(runs: list[dict]) -> dict:
         "aaa_minus_random_ba_per_seed": gain,
         "cost_ledger": {
             "train_epoch_s": epoch_s,  # training only (validation excluded)
+            "timed": "during the training runs, whatever else shared the machine; aaa_cost.py times them quietly",
             "epoch_cost_vs_crop_flip_cutout": {k: v / epoch_s["crop_flip_cutout"] for k, v in epoch_s.items()},
             "batch_augmentation_copies": by[("aaa", seeds[0])]["copies"],  # its expected cost ratio: about M
             "search_or_retrain_phase_s": 0.0,  # AAA trains once: policy search and final training are one run
