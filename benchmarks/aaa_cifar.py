@@ -175,7 +175,21 @@ COLUMNS = {
     ),
 }
 
-print_table = _runs.run_table(COLUMNS)
+run_table = _runs.run_table(COLUMNS)
+
+
+def print_table(runs: list[dict], summary: dict) -> None:
+    """Every run, the summary, then test accuracy by row and seed with the mean over the seeds every row finished."""
+    run_table(runs, summary)
+    seeds = sorted({r["seed"] for r in runs})
+    by = {(r["row"], r["seed"]): r["test_acc"] for r in runs}
+    rows = []
+    for name in [n for n in ALL if any((n, s) in by for s in seeds)]:
+        acc = {f"seed {s}": by.get((name, s)) for s in seeds}
+        mean = statistics.mean(acc.values()) if None not in acc.values() else None
+        rows.append({"row": name, **acc, "mean": mean})
+    columns = {"row": "row", **{f"seed {s}": (f"seed {s}", ".2f") for s in seeds}, "mean": ("mean", ".2f")}
+    print("\ntest accuracy (%) by seed; the mean only where every seed finished:" + _runs.markdown(rows, columns))
 
 
 def parse_args() -> argparse.Namespace:
