@@ -1,4 +1,5 @@
-"""Benchmark plumbing: --merge (benchmarks/_runs.py) joins seeds run elsewhere; latency_by_op counts every conv."""
+"""Benchmark plumbing: --merge (benchmarks/_runs.py) joins seeds run elsewhere; latency_by_op counts every conv;
+aaa_cifar's table by seed."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from leanvision.profile import profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import _runs  # a script folder on the path, not a package
+import aaa_cifar
 import latency_by_op
 
 SAME = ("epochs",)
@@ -95,3 +97,13 @@ def test_latency_by_op_times_every_conv_and_leaves_the_forward_unchanged() -> No
     assert sum(c["macs"] for c in r["convs"].values()) == profile(model, x).macs - linear
     assert r["rest_ms"] == pytest.approx(r["wall_ms"] - r["conv_ms"])
     torch.testing.assert_close(model(x), before)
+
+
+def test_aaa_table_by_seed_means_only_rows_every_seed_finished(capsys) -> None:
+    runs = [{"row": "crop_flip_cutout", "seed": 0, "test_acc": 80.994}, {"row": "crop_flip_cutout", "seed": 1,
+            "test_acc": 81.725}, {"row": "aaa", "seed": 0, "test_acc": 79.83}]  # fmt: skip
+    aaa_cifar.print_table([{**r, "entropy_by_epoch": []} for r in runs], {})
+    table = capsys.readouterr().out.split("by seed")[1]
+    assert "| crop_flip_cutout | 80.99 | 81.72 | 81.36 |" in table  # the mean of the exact values, rounded once
+    assert "| aaa | 79.83 | - | - |" in table
+    assert table.index("crop_flip_cutout") < table.index("| aaa |")  # the benchmark's row order
