@@ -192,7 +192,8 @@ def print_table(runs: list[dict], summary: dict) -> None:
     print("\ntest accuracy (%) by seed; the mean only where every seed finished:" + _runs.markdown(rows, columns))
 
 
-def parse_args() -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
+    """The benchmark's options, with the recipe's defaults (aaa_cost.py times the rows with them)."""
     ap = _runs.make_parser(__doc__)
     _runs.add_split_args(ap, 20_000)
     ap.add_argument("--test-subset", type=int, default=0, help="class-balanced test subset (smoke runs); 0 = all")
@@ -217,11 +218,11 @@ def parse_args() -> argparse.Namespace:
                     help="every row alike; bf16 trains faster (benchmarks/precision_cifar.py)")  # fmt: skip
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     _runs.add_run_args(ap, "aaa_cifar")
-    return ap.parse_args()
+    return ap
 
 
 def main() -> None:
-    args = parse_args()
+    args = parser().parse_args()
 
     def run(runs: _runs.Runs) -> None:
         done = {(r["row"], r["seed"]) for r in runs.runs}

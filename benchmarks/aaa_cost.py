@@ -19,7 +19,7 @@ from pathlib import Path
 
 import _runs
 from _machine import add_load_args, check_quiet, other_cpu
-from aaa_cifar import ROWS, search_config
+from aaa_cifar import ROWS, parser, search_config
 
 from leanvision.augment import run as augsearch
 from leanvision.names import PRECISIONS
@@ -53,10 +53,10 @@ def main() -> None:
     args = ap.parse_args()
     thread_counts = _runs.threads_of(args)
     load_before = check_quiet(args.max_load, args.allow_busy)
-    # aaa_cifar.py's recipe, on --images images with no validation split and a token test set
-    recipe = {"model": "resnet20", "subset": args.images, "val_size": 0, "test_subset": 100, "epochs": 2,
-              "batch_size": 128, "lr": 0.1, "controller_lr": 3.5e-3, "cutout": 16, "device": "cpu"}  # fmt: skip
-    run_args = argparse.Namespace(**recipe, **vars(args))
+    # aaa_cifar.py's recipe and defaults, on --images images with no validation split and a token test set
+    recipe = vars(parser().parse_args([]))
+    run_args = argparse.Namespace(**{**recipe, **vars(args), "subset": args.images, "val_size": 0, "test_subset": 100,
+                                     "epochs": 2})  # fmt: skip
     ledger = {}
     with other_cpu({}) as load:  # the CPU cores other processes used meanwhile: a quiet run shows ~0
         for threads in thread_counts:
