@@ -20,7 +20,7 @@ import torch
 from _machine import add_load_args, check_quiet
 from latency_pruned import load_models, pick_runs
 
-from leanvision.profile import latency, other_cpu
+from leanvision.profile import latency, other_cpu, profile
 
 
 def by_op(model: torch.nn.Module, x: torch.Tensor, iters: int) -> dict:
@@ -36,12 +36,12 @@ def by_op(model: torch.nn.Module, x: torch.Tensor, iters: int) -> dict:
     for h in hooks:
         h.remove()
     wall = latency(model, x, warmup=10, iters=iters).median_ms  # at torch's current thread count
+    macs = profile(model, x).by_module
     convs = {}
     for name, (shape, out) in inputs.items():
-        conv = model.get_submodule(name)
-        macs = out.numel() * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
-        convs[name] = {"in": list(shape), "out": list(out), "macs": macs,
-                       "ms": latency(conv, torch.zeros(shape), warmup=10, iters=iters).median_ms}  # fmt: skip
+        convs[name] = {"in": list(shape), "out": list(out), "macs": macs[name],
+                       "ms": latency(model.get_submodule(name), torch.zeros(shape), warmup=10,
+                                     iters=iters).median_ms}  # fmt: skip
     conv_ms = sum(c["ms"] for c in convs.values())
     return {"wall_ms": wall, "conv_ms": conv_ms, "rest_ms": wall - conv_ms, "convs": convs}
 
