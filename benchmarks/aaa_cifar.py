@@ -25,12 +25,14 @@ the transfer: mean acc of the AAA policy >= TrivialAugmentWide's on --transfer-m
 time per epoch beside crop_flip_cutout's (AAA has no search or retraining phase: its whole cost is this training);
 these times come from the training runs, so benchmarks/aaa_cost.py re-times the rows on a quiet machine.
 Writes JSON + PNG into --out; every finished run is saved at once to aaa_cifar.partial.json, and the run directories
-in OUT/runs/ (fit checkpoints with the controller state) let --resume continue a run stopped mid-way.
+in OUT/runs/ (fit checkpoints with the controller state) let --resume continue a run stopped mid-way. Each controller
+row's found policy is also copied to OUT/policies/ROW_sSEED.json, ready for `leanvision train --policy`.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -106,7 +108,11 @@ def search_config(name: str, args: argparse.Namespace, seed: int, folder: Path) 
 def run_search_row(name: str, runs: _runs.Runs, args: argparse.Namespace, seed: int) -> dict:
     folder, last = runs.fit_dir(f"{name}_s{seed}")
     cfg = search_config(name, args, seed, folder)
-    return _row(name, seed, args, augsearch(cfg, resume=last is not None, progress=not args.quiet))
+    row = _row(name, seed, args, augsearch(cfg, resume=last is not None, progress=not args.quiet))
+    if (folder / "policy.json").is_file():  # OUT/runs/ is a scratch folder: keep each found policy beside the JSON
+        (args.out / "policies").mkdir(exist_ok=True)
+        shutil.copyfile(folder / "policy.json", args.out / "policies" / f"{name}_s{seed}.json")
+    return row
 
 
 def run_transfer_row(name: str, runs: _runs.Runs, args: argparse.Namespace, seed: int) -> dict:

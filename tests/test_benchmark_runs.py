@@ -1,5 +1,5 @@
 """Benchmark plumbing: --merge (benchmarks/_runs.py) joins seeds run elsewhere; latency_by_op counts every conv;
-aaa_cifar's table by seed."""
+aaa_cifar's table by seed and its saved policies."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from leanvision.augment.policy import Policy, PolicyTransform
 from leanvision.models import create_model
 from leanvision.profile import profile
 
@@ -107,3 +108,18 @@ def test_aaa_table_by_seed_means_only_rows_every_seed_finished(capsys) -> None:
     assert "| crop_flip_cutout | 80.99 | 81.72 | 81.36 |" in table  # the mean of the exact values, rounded once
     assert "| aaa | 79.83 | - | - |" in table
     assert table.index("crop_flip_cutout") < table.index("| aaa |")  # the benchmark's row order
+
+
+def test_aaa_row_keeps_its_found_policy_beside_the_json(tmp_path, shared_data, monkeypatch) -> None:
+    out = tmp_path / "aaa"
+    argv = ["aaa_cifar.py", "--data-dir", str(shared_data), "--subset", "64", "--val-size", "32", "--test-subset",
+            "100", "--epochs", "1", "--batch-size", "32", "--copies", "2", "--seeds", "0", "--rows", "aaa",
+            "--threads", "1", "--quiet", "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    aaa_cifar.main()
+    kept = out / "policies" / "aaa_s0.json"
+    assert kept.read_bytes() == (out / "runs" / "aaa_s0" / "policy.json").read_bytes()  # runs/ may be deleted
+    policy = Policy.load(kept)
+    assert len(policy.sub_policies) == 5 * 2  # the final controller's M = 2 policies of 5 sub-policies each
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    assert PolicyTransform(policy)(images).shape == images.shape
