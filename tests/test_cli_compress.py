@@ -6,7 +6,7 @@ import io
 import json
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -316,12 +316,29 @@ def test_bf16_trains_every_stage_in_mixed_precision_and_a_resume_keeps_it(tmp_pa
         run({**cfg, "precision": "fp32"}, resume=True)
 
 
+def _load_of_others(monkeypatch, before: float, during: float) -> None:
+    """CPU cores other processes use when checked before a timing and while it runs: the machine's real load
+    (a test run beside this one) would decide these tests otherwise."""
+    import leanvision.profile
+    import leanvision.profile.timing
+
+    @contextmanager
+    def load(record: dict):
+        try:
+            yield record
+        finally:
+            record["other_cores"] = during
+
+    monkeypatch.setattr(leanvision.profile, "others_busy", lambda seconds=5.0: before)
+    monkeypatch.setattr(leanvision.profile, "other_cpu", load)
+    monkeypatch.setattr(leanvision.profile.timing, "other_cpu", load)
+
+
 def test_a_busy_machine_stops_the_run_before_timing_and_a_resume_finishes_it(compressed, tmp_path, capsys,
                                                                              monkeypatch):  # fmt: skip
     import leanvision.models.thin as thin
-    import leanvision.profile
 
-    monkeypatch.setattr(leanvision.profile, "others_busy", lambda seconds=5.0: 1.5)  # two cores' worth of others
+    _load_of_others(monkeypatch, before=1.5, during=0.0)  # two cores' worth of others when checked
     # The thin match bisects on a deterministic stand-in for latency: microsecond digits nets time too noisily.
     monkeypatch.setattr(thin, "latency_at", lambda size, threads=None: thin.macs_at(size))
     best = compressed / "baseline" / "best.pt"
@@ -352,6 +369,33 @@ def test_a_busy_machine_stops_the_run_before_timing_and_a_resume_finishes_it(com
     assert "other processes kept" in report and f"eager bs1, {cores} thr (ms)" in report
     ratio = lat[f"onnxruntime_bs32_{cores}t"]["pruned"] / lat[f"onnxruntime_bs32_{cores}t"]["dense"]
     assert f"({ratio:.2f}x)" in report
+
+
+@pytest.mark.parametrize(
+    ("changes", "what"),
+    [({"thin": True}, "the thin control's latency match"), ({}, "the latency table"),
+     ({"round_to": "auto", "granularity": "channel"}, "the channel multiple")],
+)  # fmt: skip
+def test_a_timing_taken_while_others_ran_is_refused_not_saved(compressed, tmp_path, capsys, monkeypatch, changes,
+                                                              what):  # fmt: skip
+    import leanvision.compress.widths as widths
+    import leanvision.models.thin as thin_nets
+
+    _load_of_others(monkeypatch, before=0.0, during=1.2)
+    # Deterministic stand-ins for the timings: this test is about the load beside them.
+    monkeypatch.setattr(thin_nets, "latency_at", lambda size, threads=None: thin_nets.macs_at(size))
+    real, by_width = widths.choose_multiple, lambda nets, x, backend: {k: float(k) for k in nets}
+    monkeypatch.setattr(widths, "choose_multiple", lambda shapes, **kw: real(shapes, **{**kw, "timer": by_width}))
+    best = compressed / "baseline" / "best.pt"
+    cfg = _config(tmp_path, checkpoint=str(best), thin_epochs=1, latency=True, max_other_cores=0.1, curve=[0.5],
+                  **changes)  # fmt: skip
+    code, _, err = run(capsys, "compress", str(cfg), "--quiet")
+    assert code == 75
+    assert_one_line_error(code, err, "other processes kept 1.20 CPU cores busy while timing (max_other_cores 0.1): "
+                          f"too busy to time {what}")  # fmt: skip
+    run_dir = tmp_path / "run"
+    assert not (run_dir / "results.json").exists()
+    assert not (run_dir / "thin" / "match.json").exists() and not (run_dir / "multiple.json").exists()  # timed again
 
 
 def test_round_to_auto_prunes_to_the_measured_multiple_and_keeps_it_on_resume(compressed, tmp_path, capsys,

@@ -103,8 +103,9 @@ class CompressConfig(BaseModel):
         None,
         ge=0,
         description="time only while other processes keep at most this many CPU cores busy (e.g. 0.1): "
-        "above it the run stops before the thin control's latency match or the latency table, everything finished "
-        "saved, and --resume continues on a quiet machine; unset: time anyway, the load reported beside the times",
+        "above it, before or while the channel multiple, the thin control's latency match or the latency table is "
+        "timed, the run stops with everything finished saved (not that timing), and --resume continues on a quiet "
+        "machine; unset: time anyway, the load reported beside the times",
     )
     seed: int = Field(0, ge=0, description="seed of initialisation, data order and subsets")
     threads: int | None = Field(
@@ -224,6 +225,7 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
     from leanvision.compress.synaptic import SynapticStrength
     from leanvision.engine import save_checkpoint
     from leanvision.models import arch_of
+    from leanvision.profile import busiest
 
     size = tuple(next(iter(test))[0].shape[1:])
     x = torch.zeros(1, *size)
@@ -300,6 +302,7 @@ def _compress(say: _Say, cfg: CompressConfig, model: torch.nn.Module, meta: dict
             f"measuring latency: {', '.join(timed)}; eager and onnxruntime at batch 1 and 32, at 1 thread and all cores"
         )
         lat = _latencies(timed, size)
+        _check_quiet(cfg, "the latency table", busiest(lat["other_cores"].values()))  # refused, not reported
     result = CompressResult(arch["name"], cfg.dataset, sparsity, before, after, _removed(plan, before, after),
                             curve, plan["summary"], lat, out, strengths, rounding, thin, cfg.granularity,
                             multiple, steps or None, cfg.writers)  # fmt: skip
@@ -350,13 +353,17 @@ def _thin_control(say: _Say, cfg: CompressConfig, arch: dict[str, Any], pruned: 
             _check_quiet(cfg, "the thin control's latency match")
         say(f"thin control: bisecting the width multiplier to the pruned model's {on}")
         cost = latency_at(size, threads=cores) if cfg.latency else macs_at(size)
-        try:
-            with other_cpu({}) as load:
+        with other_cpu({}) as load:
+            try:
                 target = cost(copy.deepcopy(pruned).cpu())  # the thin nets are built and measured on the CPU
                 m = match_width(build, target, cost=cost, low=0.02, iters=12 if cfg.latency else 40)
-        except ConfigError as e:
-            say(f"thin control skipped: {e}")
-            return {"skipped": str(e)}, None
+            except ConfigError as e:
+                m = e
+        if cfg.latency:  # a match timed while others ran is refused, not saved (a resume redoes it): load skews it
+            _check_quiet(cfg, "the thin control's latency match", load["other_cores"])
+        if isinstance(m, ConfigError):
+            say(f"thin control skipped: {m}")
+            return {"skipped": str(m)}, None
         match = {"width": m.width, "matched_on": on, "target": m.target, "cost": m.cost}
         if cfg.latency:  # a match on a busy machine finds the width whose time crossed the target under that load
             match["other_cores"] = load["other_cores"]
@@ -384,21 +391,24 @@ def _measured_multiple(say: _Say, cfg: CompressConfig, dense: torch.nn.Module, s
     cores = max(thread_counts("1,all"))
     say(f"round_to auto: timing pruned widths as they are and rounded up to 8, 16 and 32 channels ({cores} threads)")
     choice = choose_multiple(conv_shapes(copy.deepcopy(dense).cpu(), size), threads=cores).to_dict()
+    _check_quiet(cfg, "the channel multiple", choice["other_cores"])  # refused, not saved: a resume times it again
     atomic_write_text(saved, json.dumps(choice, indent=2) + "\n")
     return choice
 
 
-def _check_quiet(cfg: CompressConfig, what: str) -> None:
-    """Stop the run (all finished stages are saved) when ``max_other_cores`` is set and others use more CPU now."""
+def _check_quiet(cfg: CompressConfig, what: str, during: float | None = None) -> None:
+    """Stop the run (all finished stages are saved) when ``max_other_cores`` is set and others use more CPU now,
+    or used more (``during``: CPU cores measured while ``what`` was timed)."""
     from leanvision.profile import others_busy
 
     if cfg.max_other_cores is None:
         return
-    busy = others_busy(5.0)
+    busy = others_busy(5.0) if during is None else during
     if busy is not None and busy > cfg.max_other_cores:
+        now = f"keep {busy:.2f} CPU cores busy" if during is None else f"kept {busy:.2f} CPU cores busy while timing"
         raise BusyMachine(
-            f"other processes keep {busy:.2f} CPU cores busy (max_other_cores {cfg.max_other_cores:g}): too busy to "
-            f"time {what}, so the run stopped there with every finished stage saved; resume it on a quiet machine"
+            f"other processes {now} (max_other_cores {cfg.max_other_cores:g}): too busy to time {what}, so the run "
+            "stopped there with every finished stage saved; resume it on a quiet machine"
         )
 
 
