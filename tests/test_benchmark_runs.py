@@ -1,5 +1,5 @@
 """Benchmark plumbing: --merge (benchmarks/_runs.py) joins seeds run elsewhere; latency_by_op counts every conv;
-aaa_cifar's table by seed and its saved policies."""
+aaa_cifar's table by seed and its saved policies; compress_verdict's rules."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from leanvision.profile import profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import _runs  # a script folder on the path, not a package
 import aaa_cifar
+import compress_verdict
 import latency_by_op
 
 SAME = ("epochs",)
@@ -123,3 +124,45 @@ def test_aaa_row_keeps_its_found_policy_beside_the_json(tmp_path, shared_data, m
     assert len(policy.sub_policies) == 5 * 2  # the final controller's M = 2 policies of 5 sub-policies each
     images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     assert PolicyTransform(policy)(images).shape == images.shape
+
+
+def _compress_run(path: Path, seed: int, pruned_acc: float, pruned_ms: float) -> Path:
+    """A finished compress run folder as `leanvision compress` writes it: dense 90% and 10 ms everywhere, thin 88%."""
+    cells = [f"{b}_bs{bs}_{n}t" for b in ("eager", "onnxruntime") for bs in (1, 32) for n in (1, 2)]
+    latency = {"threads": [1, 2], "other_cores": dict.fromkeys(cells, 0.01),
+               **{c: {"dense": 10.0, "pruned": pruned_ms, "thin": pruned_ms * 1.05} for c in cells}}  # fmt: skip
+    result = {"before": {"acc": 90.0, "macs": 100}, "after": {"acc": pruned_acc, "macs": 30}, "latency": latency,
+              "thin": {"acc": 88.0, "width": 0.5, "epochs": 85, "macs": 28}}  # fmt: skip
+    path.mkdir()
+    (path / "results.json").write_text(json.dumps(result))
+    (path / "config.json").write_text(json.dumps({"seed": seed}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("pruned", "passes"),
+    [((89.0, 5.0), True), ((88.5, 5.0), False), ((89.0, 5.5), False), ((89.1, 4.0), True)],
+)  # fmt: skip
+def test_compress_verdict_by_the_synaptic_rules_every_seed(tmp_path, pruned, passes) -> None:
+    # Seed 0 passes: 2x faster, 1.0 below dense, 1.0 above thin. Seed 1 varies: 88.5 is only 0.5 above thin;
+    # 5.5 ms is 1.82x, short of 2x.
+    runs = [_compress_run(tmp_path / "a", 0, 89.0, 5.0), _compress_run(tmp_path / "b", 1, *pruned)]
+    summary = compress_verdict.main([*map(str, runs), "--out", str(tmp_path / "out")])
+    assert summary["per_seed"][0]["pass"] and summary["per_seed"][1]["pass"] == passes
+    assert summary["pass"] == passes
+    seed1 = summary["per_seed"][1]
+    assert seed1["speedup_vs_dense"][2]["onnxruntime_bs32"] == pytest.approx(10.0 / pruned[1])
+    assert seed1["acc_minus_thin"] == pytest.approx(pruned[0] - 88.0)
+    assert seed1["thin_equal_latency_within_10pct"] and seed1["macs_pruned_over_dense"] == 0.3
+    saved = json.loads((tmp_path / "out" / "compress_verdict.json").read_text())
+    assert saved["pass"] == passes and (tmp_path / "out" / "seed1" / "results.json").is_file()
+    assert (tmp_path / "out" / "compress_verdict_speedup.png").is_file()
+
+
+def test_compress_verdict_needs_two_seeds_and_one_run_each(tmp_path) -> None:
+    one = _compress_run(tmp_path / "a", 0, 89.0, 5.0)
+    assert not compress_verdict.main([str(one), "--out", str(tmp_path / "out")])["pass"]  # 1 seed passes, not 2
+    with pytest.raises(SystemExit, match="two runs of seed 0"):
+        compress_verdict.main([str(one), str(_compress_run(tmp_path / "b", 0, 89.0, 5.0)), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"no results\.json"):
+        compress_verdict.main([str(tmp_path), "--out", str(tmp_path / "out")])

@@ -189,6 +189,8 @@ def test_resume_continues_only_an_existing_run_with_its_settings(compressed, tmp
     changed = _config(tmp_path, sparsity=0.8)
     code, _, err = run(capsys, "compress", str(changed), "--out-dir", str(compressed), "--resume")
     assert_one_line_error(code, err, "you changed sparsity 0.8 (run: 0.7)")
+    code, _, err = run(capsys, "compress", "--out-dir", str(compressed), "--resume", "--seed", "1")
+    assert_one_line_error(code, err, "you changed seed 1 (run: 0)")  # another seed is another run
     code, _, err = run(capsys, "compress", "--out-dir", str(compressed))
     assert_one_line_error(code, err, "give a compress config")
     before = (compressed / "compressed.pt").stat().st_mtime_ns

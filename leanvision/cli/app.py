@@ -271,6 +271,9 @@ def compress_cmd(
         min=0,
         help="time only while other processes keep at most this many CPU cores busy (e.g. 0.1); else stop, resumable",
     ),
+    seed: int = typer.Option(
+        None, "--seed", min=0, help="seed of initialisation, data order and subsets (another seed: another --out-dir)"
+    ),
     resume: bool = resume_option(),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -278,7 +281,7 @@ def compress_cmd(
     from leanvision.cli.compress import compress
 
     overrides = {"checkpoint": checkpoint, "data_dir": data_dir, "out_dir": out_dir, "device": device,
-                 "threads": threads, "max_other_cores": max_other_cores}  # fmt: skip
+                 "threads": threads, "max_other_cores": max_other_cores, "seed": seed}  # fmt: skip
     overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
     console.print(compress(config, overrides, resume=resume, quiet=quiet), soft_wrap=True)
 
