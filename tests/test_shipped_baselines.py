@@ -42,3 +42,27 @@ def test_shipped_checkpoint_scores_its_recorded_test_accuracy(pt: Path, shared_d
     r = evaluate_checkpoint(pt, split="test", data_dir=str(shared_data), progress=False)
     assert r.images == 10_000
     assert round(100 * r.acc, 2) == record["test_acc_shipped"]
+
+
+@pytest.mark.parametrize("limit", [2 * 2**20, 1000])
+def test_ship_writes_slim_weights_under_the_limit_and_only_the_record_above_it(tmp_path, monkeypatch, limit) -> None:
+    from leanvision.engine import train
+
+    monkeypatch.syspath_prepend(str(BASELINES))
+    import ship  # a script beside the baselines, not a package
+
+    monkeypatch.setattr(ship, "MAX_BYTES", limit)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"model": "quickstart_cnn", "dataset": "digits", "epochs": 2, "seed": 0,
+                                      "out_dir": str(tmp_path / "run")}))  # fmt: skip
+    train(str(config), progress=False)
+    record = ship.ship(config, data_dir=None)
+    saved = json.loads((tmp_path / "tiny.json").read_text())
+    assert saved == record and [h["epoch"] for h in record["history"]] == [1, 2]
+    assert (tmp_path / "tiny.png").is_file()
+    if limit == 1000:  # ~100 kB of weights, even in float16: no file, the reason recorded
+        assert record["checkpoint"] is None and not (tmp_path / "tiny.pt").exists()
+        assert record["test_acc_shipped"] is None and "exceed the 1,000-byte limit" in record["not_shipped"]
+    else:
+        assert record["checkpoint"] == "tiny.pt" and (tmp_path / "tiny.pt").stat().st_size == record["bytes"]
+        assert record["test_acc_shipped"] == pytest.approx(record["test_acc_original"])
