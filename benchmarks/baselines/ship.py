@@ -25,7 +25,7 @@ from leanvision.engine import evaluate_checkpoint, slim_checkpoint
 from leanvision.report import line_panels
 
 MAX_BYTES = 2 * 2**20  # the repository's limit for a tracked file
-HISTORY_KEYS = ("epoch", "train_acc", "val_acc", "train_loss", "val_loss", "lr")
+HISTORY_KEYS = ("epoch", "train_acc", "val_acc", "train_loss", "val_loss", "lr", "epoch_time_s")
 
 
 def ship(config: Path, data_dir: str | None) -> dict:
