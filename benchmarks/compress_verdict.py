@@ -9,7 +9,10 @@ The rules are those of benchmarks/synaptic_cifar.py and benchmarks/latency_prune
 >= 2x faster than dense in every latency cell (eager and onnxruntime, batch 1 and 32) at the largest thread count
 the run timed (1 thread reported beside it), its test accuracy is within 1.5 points of dense and >= the thin
 control's + 1.0; the verdict passes when every seed does, over at least 2 seeds. Dense, pruned and thin were timed
-in one interleaved run by the compress command itself, the load of other processes recorded beside each cell.
+in one interleaved run by the compress command itself, the load of other processes recorded beside each cell. A
+run resumed on another machine may have matched the thin control's latency on another CPU than the table's: each
+seed lists the CPU of every timing, and whether the thin control is within 10% of the pruned net's latency in the
+table.
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ def seed_verdict(result: dict) -> dict:
         "thin_over_pruned_latency": thin_ratio,
         "thin_equal_latency_within_10pct": all(abs(r - 1) <= EQUAL_LATENCY for r in thin_ratio.values()),
         "other_cores_busiest": busiest(lat["other_cores"].values()),
+        "cpus": {
+            k: v["cpu"]
+            for k, v in (("multiple", result.get("multiple")), ("thin_match", thin), ("latency_table", lat))
+            if v and v.get("cpu")
+        },
         f"speedup_ge_{SPEEDUP:g}_every_cell_at_{headline}_threads": all(s >= SPEEDUP for s in speed[headline].values()),
         "acc_minus_dense": pruned - dense,
         "acc_minus_thin": pruned - thin["acc"],

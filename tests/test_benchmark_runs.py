@@ -1,5 +1,5 @@
 """Benchmark plumbing: --merge (benchmarks/_runs.py) joins seeds run elsewhere; latency_by_op counts every conv;
-aaa_cifar's table by seed and its saved policies; compress_verdict's rules."""
+aaa_cifar's table by seed and its saved policies; compress_verdict's rules; precision_step times fit's step."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import _runs  # a script folder on the path, not a package
 import aaa_cifar
 import compress_verdict
 import latency_by_op
+import precision_step
 
 SAME = ("epochs",)
 
@@ -101,6 +102,24 @@ def test_latency_by_op_times_every_conv_and_leaves_the_forward_unchanged() -> No
     torch.testing.assert_close(model(x), before)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_precision_step_times_the_step_fit_takes(precision: str) -> None:
+    from leanvision.engine import fit
+
+    x, y = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last), torch.tensor([0, 1, 2, 3])
+    nets = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        nets.append(create_model("resnet20").to(memory_format=torch.channels_last).train())
+    timed, trained = nets
+    assert precision_step.one_step(timed, torch.optim.SGD(timed.parameters(), lr=0.01, momentum=0.9), x, y,
+                                   precision) > 0  # fmt: skip
+    fit(trained, [(x, y)], epochs=1, optimizer=torch.optim.SGD(trained.parameters(), lr=0.01, momentum=0.9),
+        progress=False, precision=precision)  # fmt: skip
+    for (name, a), b in zip(timed.state_dict().items(), trained.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+
+
 def test_aaa_table_by_seed_means_only_rows_every_seed_finished(capsys) -> None:
     runs = [{"row": "crop_flip_cutout", "seed": 0, "test_acc": 80.994}, {"row": "crop_flip_cutout", "seed": 1,
             "test_acc": 81.725}, {"row": "aaa", "seed": 0, "test_acc": 79.83}]  # fmt: skip
@@ -129,10 +148,10 @@ def test_aaa_row_keeps_its_found_policy_beside_the_json(tmp_path, shared_data, m
 def _compress_run(path: Path, seed: int, pruned_acc: float, pruned_ms: float) -> Path:
     """A finished compress run folder as `leanvision compress` writes it: dense 90% and 10 ms everywhere, thin 88%."""
     cells = [f"{b}_bs{bs}_{n}t" for b in ("eager", "onnxruntime") for bs in (1, 32) for n in (1, 2)]
-    latency = {"threads": [1, 2], "other_cores": dict.fromkeys(cells, 0.01),
+    latency = {"threads": [1, 2], "other_cores": dict.fromkeys(cells, 0.01), "cpu": "CPU B",
                **{c: {"dense": 10.0, "pruned": pruned_ms, "thin": pruned_ms * 1.05} for c in cells}}  # fmt: skip
     result = {"before": {"acc": 90.0, "macs": 100}, "after": {"acc": pruned_acc, "macs": 30}, "latency": latency,
-              "thin": {"acc": 88.0, "width": 0.5, "epochs": 85, "macs": 28}}  # fmt: skip
+              "thin": {"acc": 88.0, "width": 0.5, "epochs": 85, "macs": 28, "cpu": "CPU A"}}  # fmt: skip
     path.mkdir()
     (path / "results.json").write_text(json.dumps(result))
     (path / "config.json").write_text(json.dumps({"seed": seed}))
@@ -154,6 +173,7 @@ def test_compress_verdict_by_the_synaptic_rules_every_seed(tmp_path, pruned, pas
     assert seed1["speedup_vs_dense"][2]["onnxruntime_bs32"] == pytest.approx(10.0 / pruned[1])
     assert seed1["acc_minus_thin"] == pytest.approx(pruned[0] - 88.0)
     assert seed1["thin_equal_latency_within_10pct"] and seed1["macs_pruned_over_dense"] == 0.3
+    assert seed1["cpus"] == {"thin_match": "CPU A", "latency_table": "CPU B"}  # resumed on another machine
     saved = json.loads((tmp_path / "out" / "compress_verdict.json").read_text())
     assert saved["pass"] == passes and (tmp_path / "out" / "seed1" / "results.json").is_file()
     assert (tmp_path / "out" / "compress_verdict_speedup.png").is_file()

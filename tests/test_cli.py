@@ -186,6 +186,25 @@ def _interrupt_after_first_epoch(monkeypatch):
     monkeypatch.setattr(fit_module, "save_checkpoint", save_then_interrupt)
 
 
+def test_a_warning_is_one_line_for_a_user(capsys, tmp_path, monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(sys.modules["leanvision.engine.fit"], "native_bf16", lambda: False)
+    with warnings.catch_warnings():  # pytest records warnings: show this one as a user's terminal would
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line)
+        )  # what Python does outside pytest
+        code, _, err = run(capsys, *TRAIN, "--epochs", "1", "--precision", "bf16", "--out-dir", str(tmp_path / "r"))
+    assert (
+        code == 0
+        and err.startswith("warning: precision bf16 on a CPU without bfloat16 arithmetic (")
+        and "Traceback" not in err
+    )
+    assert err.count("\n") == 1, err  # one line, no source line of the library
+    assert warnings.formatwarning.__module__ == "warnings"  # restored for the rest of the process
+
+
 def test_train_interrupt_resume_equals_uninterrupted_and_refuses_changes(capsys, tmp_path, monkeypatch):
     import torch
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -894,6 +896,25 @@ def test_bf16_resume_is_bitwise_identical_and_refuses_another_precision(tmp_path
         _bf16_run(tmp_path / "b", epochs=4, precision="fp32", resume=tmp_path / "b" / "last.pt")
     with pytest.raises(UnknownNameError, match=r"unknown precision 'fp16'.*choose one of: fp32, bf16"):
         fit(_model(), _batches(*_blobs(32)), epochs=1, progress=False, precision="fp16")
+
+
+@pytest.mark.parametrize("native", [False, True, None])
+def test_bf16_on_a_cpu_without_native_bfloat16_warns(native: bool | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    fit_module = sys.modules["leanvision.engine.fit"]  # the module: leanvision.engine.fit is also the function
+    monkeypatch.setattr(fit_module, "native_bf16", lambda: native)
+    monkeypatch.setattr(fit_module, "cpu_name", lambda: "Some CPU")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(_model(), _batches(*_blobs(16)), epochs=1, progress=False, precision="bf16")
+        fit(_model(), _batches(*_blobs(16)), epochs=1, progress=False, precision="fp32")
+    texts = [str(w.message) for w in caught if "bfloat16" in str(w.message)]
+    if native is False:  # only bf16 warns, and only where the CPU is known to lack it
+        assert texts == [
+            "precision bf16 on a CPU without bfloat16 arithmetic (no AVX-512 or AMX: Some CPU): convolutions "
+            "fall back to generic code, and training runs several times slower than with precision fp32"
+        ]
+    else:
+        assert texts == []
 
 
 def test_train_config_precision_is_checked_and_fixed_for_a_resume(tmp_path: Path) -> None:

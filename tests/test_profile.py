@@ -584,7 +584,15 @@ def test_compare_latency_onnxruntime_and_bad_rounds() -> None:
 
 def test_latency_records_device_and_machine() -> None:
     stats = latency(_small_cnn(), torch.randn(1, 3, 8, 8), warmup=0, iters=1)
-    assert (stats.device, stats.gpu) == ("cpu", None) and stats.cpu
+    assert (stats.device, stats.gpu) == ("cpu", None)
+    # The model name and the instruction set: a virtual machine may show only "AMD EPYC" for different CPUs.
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert stats.cpu.endswith(f" [{capability}]") and len(stats.cpu) > len(capability) + 3
+    from leanvision.profile import native_bf16
+
+    assert native_bf16() in (True, False, None)
+    if capability in ("DEFAULT", "AVX2"):  # oneDNN's bf16 kernels need AVX-512 at least
+        assert native_bf16() is not True
     ort = latency(_small_cnn(), torch.randn(1, 3, 8, 8), backend="onnxruntime", warmup=0, iters=1)
     assert ort.device == "cpu" and ort.gpu is None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import NoReturn
 
 import typer
@@ -18,13 +20,25 @@ def _exit(code: int, line: str) -> NoReturn:
     sys.exit(code)
 
 
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """A warning reaches a user as one line, ``warning: ...``, not with a source line of the library."""
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = formatwarning
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: a user's mistake, a write the disk refused, Ctrl-C or SIGTERM end in one line on stderr,
     never a traceback; exit 2 for a mistake, 74 for a refused write, 75 for a timing that waits for a quiet
     machine, 130 for Ctrl-C and 143 for SIGTERM."""
     from leanvision.runs import sigterm_interrupts
 
-    with sigterm_interrupts() as stop:  # SIGTERM takes Ctrl-C's path: the run stops cleanly and says how to resume
+    # SIGTERM takes Ctrl-C's path: the run stops cleanly and says how to resume
+    with sigterm_interrupts() as stop, _one_line_warnings():
         try:
             from leanvision.cli.app import app
 

@@ -7,6 +7,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from leanvision.engine.optim import make_optimizer
 from leanvision.engine.step import StepContext, TrainStep, autocast, standard_step
 from leanvision.errors import CheckpointError, ConfigError, DataError
 from leanvision.models import arch_of
+from leanvision.profile.machine import cpu_name, native_bf16
 
 METRICS_FILE = "metrics.jsonl"
 LAST_FILE = "last.pt"
@@ -326,6 +328,12 @@ def fit(
         raise ConfigError(f"grad_clip must be > 0 (a max gradient norm) or None, got {grad_clip}.")
     device = torch.device(device)
     autocast(device, precision)  # refuses an unknown precision before anything runs
+    if precision == "bf16" and device.type == "cpu" and native_bf16() is False:
+        warnings.warn(
+            f"precision bf16 on a CPU without bfloat16 arithmetic (no AVX-512 or AMX: {cpu_name()}): convolutions "
+            "fall back to generic code, and training runs several times slower than with precision fp32",
+            stacklevel=2,
+        )
     model.to(device)
     if optimizer is None:
         optimizer = make_optimizer(model, "sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)

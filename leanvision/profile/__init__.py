@@ -18,7 +18,7 @@ Custom operators (dynamic kernels, gathered sparse execution, binary layers) ext
 from __future__ import annotations
 
 from leanvision.profile.format import format_count, format_profile
-from leanvision.profile.machine import QUIET_CORES, busiest, busy_text, other_cpu, others_busy
+from leanvision.profile.machine import QUIET_CORES, busiest, busy_text, cpu_name, native_bf16, other_cpu, others_busy
 from leanvision.profile.macs import Profile, count_params, profile, register_op_macs
 from leanvision.profile.timing import (
     BACKENDS,
@@ -41,9 +41,11 @@ __all__ = [
     "check_deploy_form",
     "compare_latency",
     "count_params",
+    "cpu_name",
     "format_count",
     "format_profile",
     "latency",
+    "native_bf16",
     "other_cpu",
     "others_busy",
     "profile",

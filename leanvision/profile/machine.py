@@ -1,11 +1,16 @@
-"""How busy the machine is: CPU cores that OTHER processes keep busy, which a latency measurement is judged by."""
+"""The machine a measurement ran on: its CPU, whether it computes bfloat16 natively, and how busy OTHER processes
+kept it (which a latency measurement is judged by)."""
 
 from __future__ import annotations
 
 import os
+import platform
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import cache
+
+import torch
 
 QUIET_CORES = 0.1  # other processes using more CPU cores than this make a timing untrustworthy
 
@@ -61,3 +66,30 @@ def busy_text(other_cores: float | None) -> str:
     quiet = other_cores <= QUIET_CORES
     return (f"other processes kept {other_cores:.2f} CPU cores busy meanwhile"
             + ("" if quiet else f" (over {QUIET_CORES}: a busy machine, so the times are noisy)"))  # fmt: skip
+
+
+@cache
+def cpu_name() -> str:
+    """``"AMD EPYC [AVX2]"``: the CPU's model name (Linux /proc/cpuinfo; else what ``platform`` knows) and the best
+    instruction set torch uses on it. Timings from two CPUs don't compare; a virtual machine may show only a family
+    name, so the instruction set tells more of them apart."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
+    except OSError:  # not Linux
+        pass
+    return f"{name} [{torch.backends.cpu.get_cpu_capability()}]"
+
+
+@cache
+def native_bf16() -> bool | None:
+    """Whether this CPU computes bfloat16 convolutions natively (AVX-512 or AMX in oneDNN); None where torch can't say.
+
+    Without it oneDNN has no bf16 kernels and convolutions fall back to slow generic code: on a 2-core AVX2 CPU a
+    bf16 training step of ResNet-18 measured 11x slower than float32 (docs/results.md).
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN, or without this private check
+        return None

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from leanvision._torch import as_args, eval_mode, torch_threads
 from leanvision.config import cpu_count
 from leanvision.errors import ConfigError
 from leanvision.names import LATENCY_BACKENDS as BACKENDS
-from leanvision.profile.machine import other_cpu
+from leanvision.profile.machine import cpu_name, other_cpu
 
 
 def thread_counts(spec: str | int | Sequence[int | str]) -> list[int]:
@@ -110,18 +109,6 @@ class LatencyStats:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@cache
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:  # not Linux
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -262,7 +249,7 @@ def compare_latency(
             onnxruntime_version=ort_version,
             machine=machine,
             device=str(device),
-            cpu=_cpu_name(),
+            cpu=cpu_name(),
             gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             other_cores=load["other_cores"],
         )
