@@ -318,6 +318,20 @@ def test_bf16_trains_every_stage_in_mixed_precision_and_a_resume_keeps_it(tmp_pa
         run({**cfg, "precision": "fp32"}, resume=True)
 
 
+def test_channels_last_trains_every_stage_channels_last_and_may_change_on_resume(compressed, tmp_path):
+    from leanvision.compress import run
+
+    cfg = {**BASE, "checkpoint": str(compressed / "baseline" / "best.pt"), "curve": [0.5], "channels_last": True,
+           "out_dir": str(tmp_path / "run")}  # fmt: skip
+    result = run(cfg, progress=False)
+    for stage in ("regularise", "finetune"):
+        state = torch.load(tmp_path / "run" / stage / "last.pt", weights_only=True)["model"]
+        kernels = [t for t in state.values() if t.dim() == 4 and t.shape[-1] > 1]
+        assert kernels and all(t.is_contiguous(memory_format=torch.channels_last) for t in kernels)
+    assert result.after["acc"] > 20
+    assert run({**cfg, "channels_last": False}, resume=True, progress=False).after == result.after  # finished: read
+
+
 def _load_of_others(monkeypatch, before: float, during: float) -> None:
     """CPU cores other processes use when checked before a timing and while it runs: the machine's real load
     (a test run beside this one) would decide these tests otherwise."""
@@ -339,6 +353,7 @@ def _load_of_others(monkeypatch, before: float, during: float) -> None:
 def test_a_busy_machine_stops_the_run_before_timing_and_a_resume_finishes_it(compressed, tmp_path, capsys,
                                                                              monkeypatch):  # fmt: skip
     import leanvision.models.thin as thin
+    import leanvision.profile
 
     _load_of_others(monkeypatch, before=1.5, during=0.0)  # two cores' worth of others when checked
     # The thin match bisects on a deterministic stand-in for latency: microsecond digits nets time too noisily.
@@ -355,10 +370,14 @@ def test_a_busy_machine_stops_the_run_before_timing_and_a_resume_finishes_it(com
     assert (run_dir / "finetune" / "last.pt").is_file() and not (run_dir / "thin").exists()
     assert not (run_dir / "results.json").exists()
 
-    # Only where the run is timed may change on resume: here, the tolerated load of other processes.
+    # Only where the run is timed may change on resume: here, the tolerated load of other processes. A resume may
+    # also meet another machine: each timing records its CPU, and the report says where they differ.
+    cpus = iter(["CPU A", "CPU B"])  # the thin control's match, then the latency table
+    monkeypatch.setattr(leanvision.profile, "cpu_name", lambda: next(cpus))
     code, _, err = run(capsys, "compress", "--out-dir", str(run_dir), "--resume", "--quiet", "--max-other-cores", "2")
     assert code == 0, err
     results = json.loads((run_dir / "results.json").read_text())
+    assert (results["thin"]["cpu"], results["latency"]["cpu"]) == ("CPU A", "CPU B")
     lat, cores = results["latency"], cpu_count()
     assert results["thin"]["matched_on"] == f"eager batch-1 latency at {cores} threads (ms)"
     assert results["thin"]["other_cores"] >= 0
@@ -369,6 +388,8 @@ def test_a_busy_machine_stops_the_run_before_timing_and_a_resume_finishes_it(com
     assert set(lat[f"eager_bs1_{cores}t"]) == {"dense", "pruned", "thin"}
     report = (run_dir / "report.md").read_text()
     assert "other processes kept" in report and f"eager bs1, {cores} thr (ms)" in report
+    assert ("Timed on more than one CPU (the run was resumed on another machine): the thin control's latency match "
+            "on CPU A; the latency table on CPU B.") in " ".join(report.split())  # fmt: skip
     ratio = lat[f"onnxruntime_bs32_{cores}t"]["pruned"] / lat[f"onnxruntime_bs32_{cores}t"]["dense"]
     assert f"({ratio:.2f}x)" in report
 

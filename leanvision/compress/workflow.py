@@ -112,6 +112,10 @@ class CompressConfig(BaseModel):
         None, ge=1, le=1024, description="CPU threads of training (default: torch's); latency: at 1 and at all cores"
     )
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    channels_last: bool = Field(
+        False, description="train every stage with channels-last (NHWC) weights, as `leanvision train` can: the same "
+        "computation, usually faster on CPU (oneDNN) and GPUs; may change on --resume"
+    )  # fmt: skip
     precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
         "fp32", description="fp32, or bf16: every training stage in bfloat16 mixed precision (see `leanvision train`)"
     )
@@ -341,7 +345,7 @@ def _thin_control(say: _Say, cfg: CompressConfig, arch: dict[str, Any], pruned: 
     (arXiv 1810.05270: a pruning method should beat it); its width is saved so a resumed run trains the same net."""
     from leanvision.compress.plan import thin_builder
     from leanvision.models.thin import latency_at, macs_at, match_width
-    from leanvision.profile import other_cpu, thread_counts
+    from leanvision.profile import cpu_name, other_cpu, thread_counts
 
     build, saved = thin_builder(arch), out / THIN_DIR / "match.json"
     if saved.is_file():
@@ -366,7 +370,7 @@ def _thin_control(say: _Say, cfg: CompressConfig, arch: dict[str, Any], pruned: 
             return {"skipped": str(m)}, None
         match = {"width": m.width, "matched_on": on, "target": m.target, "cost": m.cost}
         if cfg.latency:  # a match on a busy machine finds the width whose time crossed the target under that load
-            match["other_cores"] = load["other_cores"]
+            match |= {"other_cores": load["other_cores"], "cpu": cpu_name()}
         writable_dir(saved.parent)
         atomic_write_text(saved, json.dumps(match, indent=2) + "\n")
     torch.manual_seed(cfg.seed)
@@ -382,7 +386,7 @@ def _measured_multiple(say: _Say, cfg: CompressConfig, dense: torch.nn.Module, s
     """``round_to: auto``: the channel multiple timing shows to pay here, measured once and saved so a resumed run
     prunes to the same widths."""
     from leanvision.compress.widths import choose_multiple, conv_shapes
-    from leanvision.profile import thread_counts
+    from leanvision.profile import cpu_name, thread_counts
 
     saved = out / MULTIPLE_FILE
     if saved.is_file():
@@ -391,6 +395,7 @@ def _measured_multiple(say: _Say, cfg: CompressConfig, dense: torch.nn.Module, s
     cores = max(thread_counts("1,all"))
     say(f"round_to auto: timing pruned widths as they are and rounded up to 8, 16 and 32 channels ({cores} threads)")
     choice = choose_multiple(conv_shapes(copy.deepcopy(dense).cpu(), size), threads=cores).to_dict()
+    choice["cpu"] = cpu_name()
     _check_quiet(cfg, "the channel multiple", choice["other_cores"])  # refused, not saved: a resume times it again
     atomic_write_text(saved, json.dumps(choice, indent=2) + "\n")
     return choice
@@ -476,6 +481,8 @@ def _fit(say: _Say, what: str, model: torch.nn.Module, train: Any, val: Any, out
     from leanvision.engine.fit import LAST_FILE
 
     last = out / LAST_FILE
+    if cfg.channels_last:  # every stage: a cut model is a new module
+        model.to(memory_format=torch.channels_last)
     say(f"{what}: {epochs} epoch{'s' * (epochs != 1)}" + (f", continuing from {last}" if last.is_file() else ""))
     opt = make_optimizer(model, "sgd", lr=lr)
     sched = make_scheduler(opt, "cosine", total_steps=epochs * len(train))
@@ -509,10 +516,10 @@ def _removed(plan: dict[str, Any], before: dict[str, Any], after: dict[str, Any]
 def _latencies(models: dict[str, torch.nn.Module], size: tuple[int, ...]) -> dict:
     """Median ms per model by backend, batch size and thread count (1 and all cores: they can rank models apart)."""
     from leanvision.ops import fuse_bn
-    from leanvision.profile import compare_latency, thread_counts
+    from leanvision.profile import compare_latency, cpu_name, thread_counts
 
     deploy = {name: fuse_bn(m).cpu() for name, m in models.items()}
-    out: dict[str, Any] = {"threads": thread_counts("1,all"), "other_cores": {}}
+    out: dict[str, Any] = {"threads": thread_counts("1,all"), "other_cores": {}, "cpu": cpu_name()}
     for n in out["threads"]:
         for backend, bs in LATENCIES:
             x = torch.randn(bs, *size)
@@ -524,6 +531,13 @@ def _latencies(models: dict[str, torch.nn.Module], size: tuple[int, ...]) -> dic
 
 def _lat_key(backend: str, batch_size: int, threads: int) -> str:
     return f"{backend}_bs{batch_size}_{threads}t"
+
+
+def _timing_cpus(result: CompressResult) -> dict[str, str]:
+    """The CPU of each timing the run made (runs before CPUs were recorded have none)."""
+    timings = {"the channel multiple": result.multiple, "the thin control's latency match": result.thin,
+               "the latency table": result.latency}  # fmt: skip
+    return {what: t["cpu"] for what, t in timings.items() if t and t.get("cpu")}
 
 
 def _report(result: CompressResult) -> Path:
@@ -618,7 +632,16 @@ def _report(result: CompressResult) -> Path:
         notes.append(
             f"Latency: medians of 5 interleaved rounds x 5 calls, BatchNorm folded in all, (x) = times the dense "
             f"model's; at {' and '.join(map(str, sorted(lat['threads'], reverse=True)))} threads (small or odd-shaped "
-            f"layers gain little from more threads, so the two can rank models differently); {load}."
+            f"layers gain little from more threads, so the two can rank models differently)"
+            + (f" on {lat['cpu']}" if lat.get("cpu") else "") + f"; {load}."
+        )  # fmt: skip
+    cpus = _timing_cpus(result)
+    if len(set(cpus.values())) > 1:
+        notes.append(
+            "Timed on more than one CPU (the run was resumed on another machine): "
+            + "; ".join(f"{what} on {cpu}" for what, cpu in cpus.items())
+            + ". Latency depends on the CPU: the thin control has the pruned model's latency on the CPU it was "
+            "matched on, and only models timed together in the latency table compare."
         )
     fig = line_panels(
         {"pruned, before fine-tuning": result.curve},
