@@ -2,7 +2,7 @@
 
     python benchmarks/precision_step.py                                 # ResNet-18 (CIFAR stem), batch 128, 2 threads
     python benchmarks/precision_step.py --model resnet20 --threads 1 --out /tmp/ps
-    python benchmarks/precision_step.py --replot benchmarks/results/precision_step/precision_step_AMD_EPYC.json
+    python benchmarks/precision_step.py --replot benchmarks/results/precision_step/precision_step_AMD_EPYC_AVX2.json
 
 bf16 mixed precision (`precision: bf16`) pays only where the CPU computes bfloat16 natively (oneDNN's AVX-512 or
 AMX kernels); elsewhere its convolutions fall back to generic code. This times what a `leanvision train` step does
@@ -82,7 +82,6 @@ def main() -> None:
         return
     load = check_quiet(args.max_load, args.allow_busy)
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     nets, opts = {}, {}
     for p in PRECISIONS:  # one model per precision, same initialisation
         torch.manual_seed(0)
